@@ -1,0 +1,211 @@
+"""The `python -m app` command line.
+
+Every command that reports figures takes `--json` and then prints exactly one JSON object on
+stdout; messages and progress go to stderr. Bad input exits with status 2 and a message that
+names the row, column and reason; nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from app import settings
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    from store.errors import StoreError
+
+    try:
+        return args.handler(args)
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; nothing of the current import was stored", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Telltale: behavioral-biometrics workbench (event store, simulators, detectors).",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+                *, db: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if db:
+            sub.add_argument("--db", help="DuckDB file (default: $TELLTALE_DB or var/telltale.duckdb)")
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        return sub
+
+    ingest = command("ingest", cmd_ingest, "Import a file or dataset folder into the store.")
+    ingest.add_argument("path", type=Path, help="CSV file, or dataset folder for balabit/aalto")
+    ingest.add_argument("--format", default="events", choices=list(IMPORT_FORMATS),
+                        help="events: canonical CSV (default); cmu: CMU-layout feature vectors; "
+                             "balabit: Balabit mouse challenge folder; aalto: Aalto keystroke logs")
+    ingest.add_argument("--dry-run", action="store_true", help="check everything, store nothing")
+
+    command("stats", cmd_stats, "Rows per table.")
+
+    export = command("export", cmd_export, "Write events as hive-partitioned Parquet (date, user).")
+    export.add_argument("--to", required=True, type=Path, help="output folder")
+
+    command("init", cmd_init, "Create or upgrade the store; load sample_data/ when it is empty.")
+
+    simulate = command("simulate", cmd_simulate, "Generate seeded synthetic users, impostors and bots.")
+    simulate.add_argument("--users", type=int, default=10, help="genuine users (default 10)")
+    simulate.add_argument("--sessions", type=int, default=5, help="genuine sessions per user (default 5)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--attack-share", type=float, default=0.2,
+                          help="attack sessions as a share of genuine ones (default 0.2)")
+    simulate.add_argument("--out", type=Path, help="write events to this CSV (+ .sessions.csv, .labels.csv)")
+
+    bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
+                    db=False)
+    bench.add_argument("what", choices=["ingest", "import"], help="ingest: 1M-event CSV; import: Balabit folder")
+    bench.add_argument("--rows", type=int, default=1_000_000, help="events in the generated CSV (ingest)")
+    bench.add_argument("--path", type=Path, help="Balabit folder (import; default ../shared/datasets/balabit-mouse)")
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _open_store(args: argparse.Namespace):
+    from store import Store
+
+    return Store(args.db or settings.get("db"))
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, default=str))
+    else:
+        print(human)
+
+
+def progress_bar(description: str, unit: str = "rows") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A (callback, close) pair drawing a tqdm bar on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit=unit, unit_scale=True, file=sys.stderr, disable=None, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    importer = IMPORT_FORMATS[args.format]
+    with _open_store(args) as store:
+        update, close = progress_bar(f"importing {args.path.name}")
+        try:
+            report = importer(store, args.path, progress=update, dry_run=args.dry_run)
+        finally:
+            close()
+    prefix = "dry run, nothing stored: " if args.dry_run else ""
+    _emit(args, report.as_dict(), prefix + report.summary())
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        counts = store.table_counts()
+        path = store.path
+    width = max(map(len, counts))
+    human = "\n".join([f"store: {path}"] + [f"  {name:<{width}}  {n:>12,}" for name, n in counts.items()])
+    _emit(args, {"db": path, "tables": counts}, human)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from store.export import export_events_parquet
+
+    with _open_store(args) as store:
+        report = export_events_parquet(store, args.to)
+    _emit(args, report.as_dict(), f"exported {report.events:,} events to {report.folder} "
+                                  f"({report.files} files, {report.partitions} partitions)")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from app.samples import load_sample_data
+
+    with _open_store(args) as store:
+        loaded = load_sample_data(store, Path(settings.get("sample_data")))
+        counts = store.table_counts()
+    human = (f"loaded sample data: {loaded}" if loaded else "store already has data; sample data not loaded")
+    _emit(args, {"db": args.db or settings.get("db"), "loaded": loaded, "tables": counts}, human)
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.samples import simulate_into
+
+    if args.users < 1 or args.sessions < 1:
+        print("error: --users and --sessions must be at least 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.out:
+        from app.samples import write_simulation
+
+        written = write_simulation(args.out, users=args.users, sessions=args.sessions, seed=args.seed,
+                                   attack_share=args.attack_share)
+        _emit(args, written, f"wrote {written['events']:,} events of {written['sessions']:,} sessions to {args.out}")
+        return EXIT_OK
+    with _open_store(args) as store:
+        report = simulate_into(store, users=args.users, sessions=args.sessions, seed=args.seed,
+                               attack_share=args.attack_share)
+    _emit(args, report.as_dict(), report.summary())
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench import run_benchmark
+
+    result = run_benchmark(args.what, rows=args.rows, path=args.path)
+    _emit(args, result, "\n".join(f"{k}: {v:,.2f}" if isinstance(v, float) else f"{k}: {v}"
+                                  for k, v in result.items()))
+    return EXIT_OK
+
+
+# -- import formats --------------------------------------------------------------------------------
+def _import_events(store, path: Path, *, progress, dry_run: bool):
+    from store.ingest import ingest_events_csv
+
+    return ingest_events_csv(store, path, progress=progress, dry_run=dry_run,
+                             chunk_rows=settings.get("ingest_chunk_rows"))
+
+
+def _import_dataset(kind: str):
+    def run(store, path: Path, *, progress, dry_run: bool):
+        from store.datasets import import_dataset
+
+        return import_dataset(store, kind, path, progress=progress, dry_run=dry_run)
+
+    return run
+
+
+IMPORT_FORMATS: dict[str, Callable[..., Any]] = {
+    "events": _import_events,
+    "cmu": _import_dataset("cmu"),
+    "balabit": _import_dataset("balabit"),
+    "aalto": _import_dataset("aalto"),
+}

@@ -1,0 +1,26 @@
+"""Streamlit entry: `streamlit run app/main.py` (what `make run` does).
+
+Builds the navigation frame; each page lives in `pages/` and calls `store`, `detectors`, `app`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # Streamlit puts only this file's folder on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+PAGES = ROOT / "pages"
+
+st.set_page_config(page_title="Telltale", page_icon="🫆", layout="wide")
+navigation = st.navigation({
+    "Telltale": [
+        st.Page(PAGES / "overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page(PAGES / "data.py", title="Data", icon=":material/database:"),
+    ],
+})
+navigation.run()

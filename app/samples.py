@@ -1,0 +1,107 @@
+"""Sample data and simulations into the store: what `make run` loads and the Data page offers.
+
+`sample_data/` holds CSVs made by the simulator (see sample_data/README.md for the command and
+seed); they load into an empty store on first start and never into one that already has data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from store import Store, ingest_events, reads
+from store.errors import Problem, ValidationError
+from store.ingest import IngestReport, check_csv_file
+from store.metrics import insert_system_metrics
+
+#: The files of a simulation written with `simulate --out events.csv`.
+SIDECARS = {"sessions": ".sessions.csv", "labels": ".labels.csv", "system_metrics": ".system_metrics.csv"}
+SESSION_DTYPES = {"session_id": pl.String, "user_id": pl.String, "started_at": pl.Datetime("us")}
+LABEL_DTYPES = {"session_id": pl.String, "label": pl.String, "actor_id": pl.String, "takeover_ms": pl.Float64}
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    events: IngestReport
+    labels: int
+    system_metrics: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self.events), "labels": self.labels, "system_metrics": self.system_metrics}
+
+    def summary(self) -> str:
+        return f"{self.events.summary()}; {self.labels:,} labelled sessions, {self.system_metrics:,} CPU samples"
+
+
+def sidecar(events_csv: Path, kind: str) -> Path:
+    """`events.csv` -> `events.sessions.csv` (and so on)."""
+    return events_csv.with_name(events_csv.name.removesuffix(".csv") + SIDECARS[kind])
+
+
+def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
+                     load_seconds: int = 600) -> dict[str, int]:
+    """Write a simulation as CSVs (events + sidecars); byte-identical for the same arguments."""
+    from simulators import simulate, system_load
+
+    sim = simulate(users, sessions, seed, attack_share=attack_share)
+    start = sim.sessions["started_at"].min()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sim.events.write_csv(out)
+    sim.sessions.write_csv(sidecar(out, "sessions"))
+    sim.labels.write_csv(sidecar(out, "labels"))
+    system_load(load_seconds, seed, start=start).write_csv(sidecar(out, "system_metrics"))
+    return {"events": sim.events.height, "sessions": sim.sessions.height, "labels": sim.labels.height}
+
+
+def simulate_into(store: Store, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
+                  load_seconds: int = 600, actor: str = "cli") -> SimulationReport:
+    """Simulate and store events, sessions, ground-truth labels and a CPU trace."""
+    from simulators import simulate, system_load
+
+    sim = simulate(users, sessions, seed, attack_share=attack_share)
+    report = ingest_events(store, sim.events, source_name=f"simulate --users {users} --sessions {sessions} "
+                           f"--seed {seed}", sessions=sim.sessions, labels=sim.labels, actor=actor)
+    load = system_load(load_seconds, seed, start=sim.sessions["started_at"].min())
+    written = insert_system_metrics(store, load.rename({"at": "sampled_at"}), source="simulator")
+    return SimulationReport(report, sim.labels.height, written)
+
+
+def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system") -> SimulationReport:
+    """Load `events.csv` and whichever sidecars exist next to it."""
+    check_csv_file(events_csv)
+    events = pl.read_csv(events_csv, infer_schema=False)
+    sessions = _read_sidecar(events_csv, "sessions", SESSION_DTYPES)
+    labels = _read_sidecar(events_csv, "labels", LABEL_DTYPES)
+    report = ingest_events(store, events, source_name=str(events_csv), sessions=sessions, labels=labels,
+                           actor=actor)
+    metrics_path = sidecar(events_csv, "system_metrics")
+    written = 0
+    if metrics_path.exists():
+        metrics = pl.read_csv(metrics_path).with_columns(pl.col("at").str.to_datetime(time_unit="us"))
+        written = insert_system_metrics(store, metrics.rename({"at": "sampled_at"}), source="simulator")
+    return SimulationReport(report, 0 if labels is None else labels.height, written)
+
+
+def load_sample_data(store: Store, folder: Path) -> dict[str, object] | None:
+    """Load `folder/events.csv` (+ sidecars) when the store is empty; None when it was not."""
+    if not reads.is_empty(store):
+        return None
+    events_csv = folder / "events.csv"
+    if not events_csv.exists():
+        raise ValidationError([Problem(f"no events.csv in {folder}; set TELLTALE_SAMPLE_DATA or run "
+                                       "`python -m app simulate ... --out sample_data/events.csv`")], str(folder))
+    report = load_simulation_csv(store, events_csv)
+    return report.as_dict()
+
+
+def _read_sidecar(events_csv: Path, kind: str, dtypes: dict[str, pl.DataType]) -> pl.DataFrame | None:
+    path = sidecar(events_csv, kind)
+    if not path.exists():
+        return None
+    frame = pl.read_csv(path, schema_overrides={k: (pl.String if v == pl.Datetime("us") else v)
+                                                for k, v in dtypes.items()})
+    if "started_at" in frame.columns:
+        frame = frame.with_columns(pl.col("started_at").str.to_datetime(time_unit="us"))
+    return frame

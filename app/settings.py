@@ -1,0 +1,56 @@
+"""Every setting in one declarative table: name, environment variable, default, help.
+
+`TELLTALE_*` environment variables override the defaults; `tests/test_settings.py` fails when a
+setting is missing from the README, so this table and the docs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db", "TELLTALE_DB", str(ROOT / "var" / "telltale.duckdb"),
+            "DuckDB file of the event store (CLI: --db wins over it)."),
+    Setting("port", "PORT", 8501, "Port of the Streamlit app started by `make run` (on 127.0.0.1).", int),
+    Setting("sample_data", "TELLTALE_SAMPLE_DATA", str(ROOT / "sample_data"),
+            "Folder loaded into an empty store on first start."),
+    Setting("ingest_chunk_rows", "TELLTALE_INGEST_CHUNK_ROWS", 500_000,
+            "Rows of a CSV held in memory at once while importing (bounds memory for huge files).", int),
+    Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
+            "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def get(name: str) -> Any:
+    """The setting's value: its environment variable when set and non-empty, else the default."""
+    setting = _BY_NAME[name]
+    raw = os.environ.get(setting.env)
+    if raw is None or raw == "":
+        return setting.default
+    try:
+        return setting.parse(raw)
+    except ValueError:
+        raise SystemExit(f"{setting.env}={raw!r} is not valid: {setting.help}") from None
+
+
+def as_table() -> list[dict[str, str]]:
+    """Rows for the docs and the Data page: variable, default, meaning."""
+    return [{"variable": s.env, "default": str(s.default).replace(str(ROOT) + "/", ""), "meaning": s.help}
+            for s in SETTINGS]

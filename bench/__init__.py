@@ -1,0 +1,23 @@
+"""Benchmarks: each prints our figure beside a baseline measured in the same run, on the same data.
+
+Timings live here, never in tests. Run with `python -m app bench WHAT [--json]`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None) -> dict[str, Any]:
+    if what == "ingest":
+        from bench.ingest import bench_ingest
+
+        return bench_ingest(rows)
+    if what == "import":
+        from bench.ingest import bench_import_balabit
+
+        return bench_import_balabit(path or SHARED / "balabit-mouse")
+    raise ValueError(f"unknown benchmark {what!r}")

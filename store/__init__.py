@@ -1,0 +1,20 @@
+"""The event store: the only package that talks to DuckDB (see ARCHITECTURE.md, "All SQL behind one door")."""
+
+from store.db import DEFAULT_DB_PATH, MEMORY, Store, resolve_db_path
+from store.errors import DatabaseLockedError, Problem, SchemaMismatchError, StoreError, ValidationError
+from store.ingest import IngestReport, ingest_events, ingest_events_csv
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "MEMORY",
+    "DatabaseLockedError",
+    "IngestReport",
+    "Problem",
+    "SchemaMismatchError",
+    "Store",
+    "StoreError",
+    "ValidationError",
+    "ingest_events",
+    "ingest_events_csv",
+    "resolve_db_path",
+]

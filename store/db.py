@@ -1,0 +1,173 @@
+"""The one door to the DuckDB file: connection, cursors, transactions, migrations.
+
+DuckDB allows one writing process per file, and while one process holds it another cannot open it
+at all. So a process opens one `Store`, hands each thread its own cursor, and serialises writes
+through `transaction()` (as datasette does). Every query result is fully fetched before returning:
+DuckDB 2.0 keeps a connection busy while a result is open.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from store.errors import DatabaseLockedError, SchemaMismatchError, StoreError
+from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
+
+#: Where the database lives when neither --db nor TELLTALE_DB says otherwise (git-ignored folder).
+DEFAULT_DB_PATH = Path(__file__).resolve().parents[1] / "var" / "telltale.duckdb"
+MEMORY = ":memory:"
+
+
+def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
+    """--db wins, then TELLTALE_DB, then the default under `var/`."""
+    if path:
+        return str(path)
+    return os.environ.get("TELLTALE_DB") or str(DEFAULT_DB_PATH)
+
+
+class Store:
+    """Owns one DuckDB connection for this process; hands out a cursor per thread."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
+        self.path = resolve_db_path(path)
+        if self.path != MEMORY:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._connection = _connect(self.path, read_only=read_only)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        if not read_only:
+            self._migrate()
+        atexit.register(self.close)
+
+    # -- connection handling -------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB cursors are not to be shared between threads)."""
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._connection.cursor()
+            self._local.cursor = cursor
+            with self._cursors_lock:
+                self._cursors.append(cursor)
+        return cursor
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All of it or none of it; writes from different threads are serialised."""
+        with self._write_lock:
+            cursor = self.cursor()
+            if getattr(self._local, "depth", 0):
+                self._local.depth += 1
+                try:
+                    yield cursor
+                finally:
+                    self._local.depth -= 1
+                return
+            cursor.execute("BEGIN TRANSACTION")
+            self._local.depth = 1
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            else:
+                cursor.execute("COMMIT")
+            finally:
+                self._local.depth = 0
+
+    def close(self) -> None:
+        """Close every cursor and the connection; safe to call twice (also runs at exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._cursors_lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+        self._connection.close()
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queries -------------------------------------------------------------------------------
+    def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a read query and return the whole result as a Polars frame."""
+        table = self.cursor().sql(sql, params=params or None).to_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
+
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
+        return self.cursor().execute(sql, params or []).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        found = self.cursor().execute(sql, params or []).fetchall()
+        return found[0][0] if found else None
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        """A single write statement in its own transaction."""
+        with self.transaction() as cursor:
+            cursor.execute(sql, params or [])
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table, in a fixed order."""
+        union = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)
+        return {name: int(n) for name, n in self.rows(union)}
+
+    # -- schema --------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+    def _migrate(self) -> None:
+        cursor = self.cursor()
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+        )
+        current = self.schema_version()
+        if current > LATEST_VERSION:
+            raise SchemaMismatchError(
+                f"{self.path} has schema version {current}, newer than this Telltale knows "
+                f"({LATEST_VERSION}). Update Telltale, or point --db / TELLTALE_DB at another file."
+            )
+        for version, name, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction() as tx:
+                tx.execute(sql)
+                tx.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+
+
+def _connect(path: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as error:
+        text = str(error)
+        if "lock" not in text.lower():
+            raise StoreError(f"cannot open the database {path}: {text}") from None
+        pid = re.search(r"PID (\d+)", text)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        raise DatabaseLockedError(
+            f"the database {path} is in use by {holder} (DuckDB allows one process per file). "
+            "Stop that process (for the app: Ctrl+C where `make run` runs), "
+            "do this from the app's Data page instead, or use --db / TELLTALE_DB for another file."
+        ) from None
+    except duckdb.Error as error:
+        raise StoreError(f"cannot open the database {path}: {error}") from None

@@ -1,0 +1,461 @@
+"""Ingest: validate canonical events and write them in one transaction, idempotently.
+
+Row-level checks (types, NaN/inf, allowed values, required fields) run as Polars expressions on
+each batch; checks across rows (duplicate keys, t_ms going backwards, a session claimed by two
+users) run as SQL over a staging table together with what is already stored. Only when every
+check passes are the new rows inserted, from Arrow, never row by row. Any problem rolls the whole
+import back: the store stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from store.db import Store
+from store.errors import Problem, ValidationError
+from store.schema import (
+    CATEGORICAL_VALUES,
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    KEY_EVENT_TYPES,
+    REQUIRED_COLUMNS,
+)
+
+#: Rows held in memory at once while streaming a CSV (about 100 MB of strings at most).
+DEFAULT_CHUNK_ROWS = 500_000
+#: Problems listed in one error message; the rest are counted.
+MAX_PROBLEMS = 10
+ROW = "_row"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an import did. `already_stored`: rows skipped because (session_id, seq) was present."""
+
+    source: str
+    rows_read: int
+    events_added: int
+    already_stored: int
+    sessions_added: int
+    users_added: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.source}: read {self.rows_read:,} rows; stored {self.events_added:,} new events "
+            f"({self.already_stored:,} already stored), {self.sessions_added:,} new sessions, "
+            f"{self.users_added:,} new users"
+        )
+
+
+# -- public entry points --------------------------------------------------------------------------
+def ingest_events(
+    store: Store,
+    events: pl.DataFrame,
+    *,
+    source_name: str = "frame",
+    sessions: pl.DataFrame | None = None,
+    labels: pl.DataFrame | None = None,
+    actor: str = "system",
+    dry_run: bool = False,
+) -> IngestReport:
+    """Validate and store an in-memory frame of canonical events (simulators, importers, capture).
+
+    `sessions` (session_id, user_id, started_at) gives wall-clock starts; `labels` (session_id,
+    label, actor_id, takeover_ms) is ground truth kept for evaluation only.
+    """
+    frame = events.with_row_index(ROW, offset=1)
+    return _ingest_batches(
+        store, [frame], source_name=source_name, sessions=sessions, labels=labels, actor=actor,
+        dry_run=dry_run, default_source=None,
+    )
+
+
+def ingest_events_csv(
+    store: Store,
+    path: str | Path,
+    *,
+    actor: str = "cli",
+    progress: Progress | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    dry_run: bool = False,
+) -> IngestReport:
+    """Stream a canonical events CSV into the store (see README, "The events CSV format").
+
+    The file is read `chunk_rows` rows at a time so memory stays bounded whatever its size.
+    `dry_run` runs every check, including those against stored data, and then rolls back.
+    """
+    path = Path(path)
+    header = check_csv_file(path)
+    estimated_rows = _estimate_rows(path)
+    batches = _csv_batches(path, header, chunk_rows, progress, estimated_rows)
+    return _ingest_batches(
+        store, batches, source_name=str(path), sessions=None, labels=None, actor=actor,
+        dry_run=dry_run, default_source="csv",
+    )
+
+
+# -- file-level checks ----------------------------------------------------------------------------
+def check_csv_file(path: Path) -> list[str]:
+    """Refuse files that are not UTF-8 comma-separated text with the canonical header.
+
+    Returns the column names in file order. Reads the file once in 4 MB blocks to check the
+    encoding, so a binary or mis-encoded file is refused before anything is parsed.
+    """
+    where = str(path)
+    if not path.exists():
+        raise ValidationError([Problem(f"no such file: {path}")], where)
+    if path.is_dir():
+        raise ValidationError([Problem("is a folder; give a CSV file (or use --format balabit/aalto)")], where)
+    if path.stat().st_size == 0:
+        raise ValidationError([Problem("empty file: expected a header line and at least one row")], where)
+    with path.open("rb") as handle:
+        head = handle.read(65536)
+    if b"\x00" in head:
+        raise ValidationError(
+            [Problem("binary file (it contains NUL bytes); expected UTF-8 CSV text")], where)
+    _check_utf8(path)
+    first_line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
+    if not first_line.strip():
+        raise ValidationError([Problem("empty file: the first line should be the header")], where)
+    header = next(csv.reader([first_line]))
+    if len(header) == 1:
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if delimiter in first_line:
+                raise ValidationError([Problem(
+                    f"wrong delimiter: the header is separated by {name}; "
+                    "Telltale's events CSV is comma-separated")], where)
+    header = [name.strip() for name in header]
+    problems = []
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            problems.append(Problem("column appears twice in the header", column=name))
+        seen.add(name)
+    missing = [c for c in REQUIRED_COLUMNS if c not in seen]
+    if missing:
+        problems.append(Problem(
+            f"missing required column(s): {', '.join(missing)} "
+            f"(required: {', '.join(REQUIRED_COLUMNS)})"))
+    unknown = [c for c in header if c not in EVENT_SCHEMA]
+    if unknown:
+        problems.append(Problem(
+            f"unknown column(s): {', '.join(unknown)} (allowed: {', '.join(EVENT_COLUMNS)})"))
+    if problems:
+        raise ValidationError(problems, where)
+    return header
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines_before = 0
+    with path.open("rb") as handle:
+        while block := handle.read(4 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                line = lines_before + block.count(b"\n", 0, error.start) + 1
+                raise ValidationError([Problem(
+                    f"not UTF-8: byte 0x{block[error.start]:02x} on line {line} cannot be decoded; "
+                    "save the file as UTF-8")], str(path)) from None
+            lines_before += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ValidationError([Problem("not UTF-8: the file ends inside a multi-byte character")],
+                                  str(path)) from None
+
+
+def _estimate_rows(path: Path) -> int:
+    with path.open("rb") as handle:
+        sample = handle.read(1 << 20)
+    lines = max(sample.count(b"\n"), 1)
+    return max(int(path.stat().st_size / (len(sample) / lines)) - 1, 1)
+
+
+def _csv_batches(
+    path: Path, header: list[str], chunk_rows: int, progress: Progress | None, estimated: int,
+) -> Iterator[pl.DataFrame]:
+    scan = pl.scan_csv(path, infer_schema=False, row_index_name=ROW, row_index_offset=1, raise_if_empty=False)
+    done = 0
+    for batch in scan.collect_batches(chunk_size=chunk_rows):
+        batch = batch.rename(lambda name: name.lstrip("\ufeff").strip())
+        done += batch.height
+        yield batch
+        if progress is not None:
+            progress(done, max(estimated, done))
+
+
+# -- the shared pipeline --------------------------------------------------------------------------
+def _ingest_batches(
+    store: Store,
+    batches: Iterable[pl.DataFrame],
+    *,
+    source_name: str,
+    sessions: pl.DataFrame | None,
+    labels: pl.DataFrame | None,
+    actor: str,
+    dry_run: bool,
+    default_source: str | None,
+) -> IngestReport:
+    staging = f"ingest_{uuid.uuid4().hex}"
+    rows_read = 0
+    # The staging table is created before the transaction on purpose: in DuckDB 2.0, large Arrow
+    # appends to a table created inside the same transaction are invisible to later scans
+    # (tests/test_ingest.py::test_large_import_is_complete guards this).
+    store.cursor().execute(f"CREATE TEMP TABLE {staging} AS SELECT 0::BIGINT AS {ROW}, * FROM events LIMIT 0")
+    try:
+        with store.transaction() as cursor:
+            for batch in batches:
+                rows_read += batch.height
+                typed = validate_batch(batch, source_name, default_source)
+                cursor.register("ingest_batch", typed.to_arrow())
+                cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
+                cursor.unregister("ingest_batch")
+            if rows_read == 0:
+                raise ValidationError([Problem("header only: the file has no data rows")], source_name)
+            _check_across_rows(cursor, staging, source_name)
+            report = _write(cursor, staging, source_name, rows_read, sessions, labels, actor)
+            if dry_run:
+                raise _RollBackDryRun(report)
+    except _RollBackDryRun as dry:
+        return dry.report
+    finally:
+        store.cursor().execute(f"DROP TABLE IF EXISTS {staging}")
+    return report
+
+
+class _RollBackDryRun(Exception):
+    """Raised inside the transaction so a dry run rolls back everything it checked and wrote."""
+
+    def __init__(self, report: IngestReport):
+        super().__init__("dry run")
+        self.report = report
+
+
+def validate_batch(batch: pl.DataFrame, source_name: str, default_source: str | None) -> pl.DataFrame:
+    """Check every row of a batch; return it typed and in canonical order, or raise.
+
+    Works on all-string batches (CSV) and already-typed frames (simulators) alike. Values are cast
+    once; the checks then read the typed columns (and the raw text where a cast failed).
+    """
+    present = [c for c in EVENT_COLUMNS if c in batch.columns]
+    needs_cast = [c for c in present if batch.schema[c] != EVENT_SCHEMA[c]]
+    typed = batch.select(
+        pl.col(ROW).cast(pl.Int64),
+        *[_cast(batch, c) for c in present],
+        *[pl.col(c).cast(pl.String).alias(_raw(c)) for c in needs_cast],
+    )
+    missing = [pl.lit(None, dtype=EVENT_SCHEMA[c]).alias(c) for c in EVENT_COLUMNS if c not in present]
+    if missing:
+        typed = typed.with_columns(missing)
+    if default_source is not None:
+        typed = typed.with_columns(pl.col("source").fill_null(default_source))
+    checks = _row_checks(needs_cast, source_required=default_source is None)
+    if typed.select(pl.any_horizontal([bad for _, bad, _ in checks]).fill_null(False).any()).item():
+        raise _describe(typed, checks, source_name)
+    return typed.select(ROW, *EVENT_COLUMNS)
+
+
+def _raw(column: str) -> str:
+    return f"{column}__raw"
+
+
+def _cast(batch: pl.DataFrame, column: str) -> pl.Expr:
+    target = EVENT_SCHEMA[column]
+    if batch.schema[column] == target:
+        return pl.col(column)
+    if batch.schema[column] == pl.String():
+        return pl.col(column).str.strip_chars().cast(target, strict=False)
+    return pl.col(column).cast(target, strict=False)
+
+
+def _row_checks(cast_columns: list[str], *, source_required: bool) -> list[tuple[str, pl.Expr, pl.Expr]]:
+    """(column, is-bad expression, reason expression) for every rule a single row must meet."""
+    def shown(column: str) -> pl.Expr:
+        return pl.col(_raw(column)) if column in cast_columns else pl.col(column).cast(pl.String)
+
+    checks: list[tuple[str, pl.Expr, pl.Expr]] = []
+    for column in cast_columns:
+        checks.append((column, pl.col(_raw(column)).is_not_null() & pl.col(column).is_null(),
+                       pl.format("'{}' is not {}", shown(column), pl.lit(_type_name(EVENT_SCHEMA[column])))))
+    for column in (*REQUIRED_COLUMNS, *(("source",) if source_required else ())):
+        raw_missing = pl.col(_raw(column)).is_null() if column in cast_columns else pl.col(column).is_null()
+        checks.append((column, raw_missing, pl.lit("missing value (the column is required)")))
+    for column in ("t_ms", "x", "y"):
+        checks.append((column, ~pl.col(column).is_finite(),
+                       pl.format("'{}' is not a finite number", shown(column))))
+    for column, allowed in CATEGORICAL_VALUES.items():
+        checks.append((column, ~pl.col(column).is_in(allowed),
+                       pl.format("unknown value '{}' (allowed: {})", pl.col(column), pl.lit(", ".join(allowed)))))
+    for column in ("seq", "t_ms", "press_id", "pos"):
+        checks.append((column, pl.col(column) < 0, pl.format("{} is negative", shown(column))))
+    is_key = pl.col("type").is_in(KEY_EVENT_TYPES)
+    is_pointer = pl.col("type").is_in(("mouse_move", "mouse_down", "mouse_up"))
+    for column, applies in (("press_id", is_key), ("key_class", is_key), ("x", is_pointer), ("y", is_pointer)):
+        checks.append((column, applies & pl.col(column).is_null(),
+                       pl.format("a {} event needs a value here", pl.col("type"))))
+    return checks
+
+
+def _type_name(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "a whole number"
+    if dtype.is_float():
+        return "a number"
+    return "text"
+
+
+def _describe(typed: pl.DataFrame, checks: list[tuple[str, pl.Expr, pl.Expr]], source_name: str) -> ValidationError:
+    """Turn failed checks into problems, ordered by row, with the total count of failures."""
+    found: list[tuple[int, int, str, str]] = []
+    total = 0
+    for i, (column, bad, reason) in enumerate(checks):
+        hits = typed.filter(bad.fill_null(False))
+        total += hits.height
+        found += [(row, i, column, text) for row, text in
+                  hits.head(MAX_PROBLEMS).select(ROW, reason).iter_rows()]
+    found.sort()
+    problems = [Problem(text, row=row, column=column) for row, _, column, text in found[:MAX_PROBLEMS]]
+    return ValidationError(problems, source_name, total=total)
+
+
+def _check_across_rows(cursor, staging: str, source_name: str) -> None:
+    """Rules that span rows: unique (session_id, seq), t_ms never going backwards in seq order,
+    one user per session; both within the input and against what is already stored."""
+    problems = cursor.execute(f"""
+        WITH ordered AS (
+            SELECT {ROW}, session_id, user_id, seq, t_ms,
+                   lag({ROW}) OVER w AS prev_row, lag(seq) OVER w AS prev_seq,
+                   lag(t_ms) OVER w AS prev_t, lag(user_id) OVER w AS prev_user
+            FROM {staging} WINDOW w AS (PARTITION BY session_id ORDER BY seq, {ROW})
+        )
+        SELECT {ROW}, session_id, user_id, seq, t_ms, prev_row, prev_seq, prev_t, prev_user,
+               count(*) OVER () AS total
+        FROM ordered
+        WHERE seq = prev_seq OR t_ms < prev_t OR user_id <> prev_user
+        ORDER BY {ROW} LIMIT {MAX_PROBLEMS}""").fetchall()
+    if problems:
+        raise ValidationError([_across_problem(*row[:9]) for row in problems], source_name, total=problems[0][9])
+
+    stored = cursor.execute(f"""
+        SELECT s.session_id, s.user_id FROM sessions s
+        WHERE s.session_id IN (SELECT DISTINCT session_id FROM {staging})""").fetchall()
+    if not stored:
+        return
+    cursor.register("ingest_stored_sessions", pl.DataFrame(stored, schema=["session_id", "user_id"], orient="row"))
+    try:
+        problems = cursor.execute(f"""
+            WITH affected AS (
+                -- the session as it will be after this import: a re-imported (session_id, seq) keeps
+                -- its stored values, so the checks read those
+                SELECT s.{ROW}, s.session_id, s.user_id, s.seq, coalesce(e.t_ms, s.t_ms) AS t_ms,
+                       e.seq IS NOT NULL AS kept
+                FROM {staging} s LEFT JOIN events e ON e.session_id = s.session_id AND e.seq = s.seq
+                WHERE s.session_id IN (SELECT session_id FROM ingest_stored_sessions)
+                UNION ALL
+                SELECT NULL, e.session_id, st.user_id, e.seq, e.t_ms, true
+                FROM events e JOIN ingest_stored_sessions st USING (session_id)
+                WHERE NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.session_id = e.session_id AND s.seq = e.seq)
+            ), ordered AS (
+                SELECT a.*, st.user_id AS stored_user,
+                       lag(CASE WHEN kept THEN NULL ELSE {ROW} END) OVER w AS prev_row,
+                       lag(seq) OVER w AS prev_seq, lag(t_ms) OVER w AS prev_t, lag(kept) OVER w AS prev_kept
+                FROM affected a JOIN ingest_stored_sessions st USING (session_id)
+                WINDOW w AS (PARTITION BY session_id ORDER BY seq)
+            ), flagged AS (
+                -- a new row is to blame for a step back in t_ms, whether it comes before or after a stored one
+                SELECT CASE WHEN user_id <> stored_user OR NOT kept THEN {ROW} ELSE prev_row END AS blame, *
+                FROM ordered
+                WHERE ({ROW} IS NOT NULL AND user_id <> stored_user) OR (t_ms < prev_t AND NOT (kept AND prev_kept))
+            )
+            SELECT blame, kept, session_id, user_id, stored_user, seq, t_ms, prev_row, prev_seq, prev_t,
+                   count(*) OVER () FROM flagged
+            ORDER BY blame LIMIT {MAX_PROBLEMS}""").fetchall()
+    finally:
+        cursor.unregister("ingest_stored_sessions")
+    if problems:
+        raise ValidationError([_stored_problem(*row[:10]) for row in problems], source_name, total=problems[0][10])
+
+
+def _stored_problem(row, kept, session_id, user_id, stored_user, seq, t_ms, prev_row, prev_seq, prev_t) -> Problem:
+    """A problem of the input against the stored part of its sessions (see `_check_across_rows`)."""
+    if user_id != stored_user:
+        return _across_problem(row, session_id, user_id, seq, t_ms, None, None, None, stored_user)
+    if not kept:
+        return _across_problem(row, session_id, user_id, seq, t_ms, prev_row, prev_seq, prev_t, user_id)
+    return Problem(f"t_ms {prev_t:g} at seq {prev_seq} of session '{session_id}' is later than {t_ms:g} at seq "
+                   f"{seq} (already stored); t_ms must not go backwards within a session", row=row, column="t_ms")
+
+
+def _across_problem(row, session_id, user_id, seq, t_ms, prev_row, prev_seq, prev_t, prev_user) -> Problem:
+    earlier = f"row {prev_row}" if prev_row is not None else "already stored"
+    if user_id != prev_user:
+        return Problem(f"session '{session_id}' belongs to user '{prev_user}' ({earlier}), not '{user_id}'; "
+                       "a session has exactly one user", row=row, column="user_id")
+    if seq == prev_seq:
+        return Problem(f"duplicate (session_id, seq) = ('{session_id}', {seq}); first seen on {earlier}",
+                       row=row, column="seq")
+    return Problem(f"t_ms {t_ms:g} at seq {seq} of session '{session_id}' is earlier than {prev_t:g} at seq "
+                   f"{prev_seq} ({earlier}); t_ms must not go backwards within a session", row=row, column="t_ms")
+
+
+def _write(cursor, staging: str, source_name: str, rows_read: int, sessions: pl.DataFrame | None,
+           labels: pl.DataFrame | None, actor: str) -> IngestReport:
+    columns = ", ".join(EVENT_COLUMNS)
+    users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
+    sessions_before = cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
+    events_before = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    cursor.execute(f"""
+        INSERT INTO events ({columns})
+        SELECT {columns} FROM {staging} s
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.session_id = s.session_id AND e.seq = s.seq)""")
+    events_added = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0] - events_before
+    cursor.execute(f"""
+        INSERT INTO users (user_id)
+        SELECT DISTINCT user_id FROM {staging} WHERE user_id NOT IN (SELECT user_id FROM users)""")
+    starts = sessions if sessions is not None else pl.DataFrame(
+        schema={"session_id": pl.String, "started_at": pl.Datetime("us")})
+    cursor.register("ingest_session_starts", starts.select("session_id", "started_at").to_arrow())
+    cursor.execute(f"""
+        INSERT INTO sessions (session_id, user_id, started_at, source)
+        SELECT s.session_id, any_value(s.user_id), coalesce(any_value(st.started_at), ?), any_value(s.source)
+        FROM {staging} s LEFT JOIN ingest_session_starts st USING (session_id)
+        WHERE s.session_id NOT IN (SELECT session_id FROM sessions)
+        GROUP BY s.session_id""", [datetime.now(UTC).replace(tzinfo=None)])
+    cursor.unregister("ingest_session_starts")
+    if labels is not None and labels.height:
+        cursor.register("ingest_labels", labels.select(
+            "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),
+            pl.col("takeover_ms") if "takeover_ms" in labels.columns else pl.lit(None, pl.Float64),
+        ).to_arrow())
+        cursor.execute("""
+            INSERT INTO session_labels SELECT * FROM ingest_labels
+            WHERE session_id NOT IN (SELECT session_id FROM session_labels)""")
+        cursor.unregister("ingest_labels")
+    report = IngestReport(
+        source=source_name,
+        rows_read=rows_read,
+        events_added=events_added,
+        already_stored=rows_read - events_added,
+        sessions_added=cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0] - sessions_before,
+        users_added=cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before,
+    )
+    from store.audit import append_audit  # local: audit imports nothing from ingest, but keep the cycle out
+
+    append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
+    return report
+
+

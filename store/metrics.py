@@ -1,0 +1,29 @@
+"""System metrics (CPU, memory) and job runs: small append-only tables written from frames."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from store.db import Store
+
+METRIC_COLUMNS = ("sampled_at", "cpu_percent", "mem_percent", "rss_mb", "source")
+
+
+def insert_system_metrics(store: Store, samples: pl.DataFrame, source: str) -> int:
+    """Append samples (sampled_at, cpu_percent, mem_percent[, rss_mb]); returns rows written."""
+    frame = samples.with_columns(
+        rss_mb=pl.col("rss_mb") if "rss_mb" in samples.columns else pl.lit(None, pl.Float64),
+        source=pl.lit(source),
+    ).select(METRIC_COLUMNS)
+    with store.transaction() as cursor:
+        cursor.register("metric_batch", frame.to_arrow())
+        cursor.execute(f"INSERT INTO system_metrics SELECT {', '.join(METRIC_COLUMNS)} FROM metric_batch")
+        cursor.unregister("metric_batch")
+    return frame.height
+
+
+def system_metrics(store: Store, limit: int = 3600) -> pl.DataFrame:
+    """The newest `limit` samples, oldest first (for time-series charts)."""
+    return store.frame("""
+        SELECT * FROM (SELECT * FROM system_metrics ORDER BY sampled_at DESC LIMIT ?) ORDER BY sampled_at""",
+                       [limit])

@@ -1,0 +1,155 @@
+"""Numbered schema migrations. Append new ones; never edit a released one.
+
+`schema_version` records each applied number, so opening an old file upgrades it in place and a
+file from a newer Telltale is refused instead of being misread.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        """
+        CREATE TABLE users (
+            user_id     VARCHAR PRIMARY KEY,
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE sessions (
+            session_id  VARCHAR PRIMARY KEY,
+            user_id     VARCHAR NOT NULL,
+            started_at  TIMESTAMP NOT NULL,       -- wall clock of t_ms = 0 (UTC)
+            source      VARCHAR NOT NULL
+        );
+        -- Ground truth of simulated or labelled sessions: for evaluation only, detectors never read it.
+        CREATE TABLE session_labels (
+            session_id  VARCHAR PRIMARY KEY,
+            label       VARCHAR NOT NULL,         -- genuine, impostor, bot, replay, hijack
+            actor_id    VARCHAR,                  -- who really produced the session, when known
+            takeover_ms DOUBLE                    -- hijack: t_ms of the first foreign event
+        );
+        -- The canonical event schema (ARCHITECTURE.md). No characters, no key codes.
+        CREATE TABLE events (
+            session_id  VARCHAR NOT NULL,
+            user_id     VARCHAR NOT NULL,
+            seq         BIGINT NOT NULL,
+            t_ms        DOUBLE NOT NULL,          -- ms since session start, non-decreasing in seq
+            type        VARCHAR NOT NULL,
+            key_class   VARCHAR,
+            press_id    BIGINT,
+            pos         INTEGER,
+            field       VARCHAR,
+            x           DOUBLE,
+            y           DOUBLE,
+            button      VARCHAR,
+            source      VARCHAR NOT NULL
+        );
+        CREATE TABLE feature_schemas (
+            schema_id   VARCHAR PRIMARY KEY,      -- hash of the feature names in order
+            kind        VARCHAR NOT NULL,
+            names       VARCHAR[] NOT NULL,
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE feature_windows (
+            window_id   VARCHAR PRIMARY KEY,
+            user_id     VARCHAR NOT NULL,
+            session_id  VARCHAR NOT NULL,
+            kind        VARCHAR NOT NULL,         -- fixed_text, free_text, mouse, time
+            schema_id   VARCHAR NOT NULL,
+            start_ms    DOUBLE,
+            end_ms      DOUBLE,
+            n_events    BIGINT,
+            features    DOUBLE[] NOT NULL,        -- in the order of feature_schemas.names
+            source      VARCHAR NOT NULL,
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE models (
+            model_id    VARCHAR PRIMARY KEY,
+            user_id     VARCHAR,                  -- null: the global model
+            kind        VARCHAR NOT NULL,
+            detector    VARCHAR NOT NULL,
+            schema_id   VARCHAR NOT NULL,
+            trained_at  TIMESTAMP NOT NULL,
+            n_samples   BIGINT NOT NULL,
+            seed        BIGINT,
+            metadata    JSON,
+            blob        BLOB NOT NULL,
+            active      BOOLEAN NOT NULL DEFAULT true
+        );
+        CREATE TABLE scores (
+            window_id   VARCHAR NOT NULL,
+            model_id    VARCHAR NOT NULL,
+            raw_score   DOUBLE NOT NULL,
+            risk        DOUBLE,                   -- raw score normalised per user, in [0, 1]
+            scored_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE policies (
+            policy_id   VARCHAR NOT NULL,
+            revision    INTEGER NOT NULL,
+            body        JSON NOT NULL,
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (policy_id, revision)
+        );
+        CREATE TABLE decisions (
+            decision_id VARCHAR PRIMARY KEY,
+            window_id   VARCHAR,
+            session_id  VARCHAR,
+            user_id     VARCHAR,
+            policy_id   VARCHAR NOT NULL,
+            policy_rev  INTEGER NOT NULL,
+            risk        DOUBLE,
+            action      VARCHAR NOT NULL,         -- ALLOW, REQUIRE_OTP, FLAG_SESSION, DENY
+            verdict     VARCHAR NOT NULL,         -- SAFE, UNSAFE
+            reasons     JSON,
+            detectors   JSON,
+            top_features JSON,
+            decided_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE otp_enrolments (
+            user_id     VARCHAR PRIMARY KEY,
+            secret      VARCHAR NOT NULL,         -- never exported, logged or shown after enrolment
+            created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE otp_events (
+            challenge_id VARCHAR NOT NULL,
+            user_id     VARCHAR NOT NULL,
+            outcome     VARCHAR NOT NULL,         -- issued, verified, failed, expired, locked, unlocked
+            detail      VARCHAR,
+            happened_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+        CREATE SEQUENCE audit_seq;
+        -- Append-only: the code has no UPDATE or DELETE path for this table.
+        CREATE TABLE audit_log (
+            audit_id    BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+            happened_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            actor       VARCHAR NOT NULL,
+            action      VARCHAR NOT NULL,
+            subject     VARCHAR,
+            details     JSON
+        );
+        CREATE TABLE system_metrics (
+            sampled_at  TIMESTAMP NOT NULL,
+            cpu_percent DOUBLE NOT NULL,
+            mem_percent DOUBLE NOT NULL,
+            rss_mb      DOUBLE,
+            source      VARCHAR NOT NULL          -- psutil, simulator
+        );
+        CREATE TABLE job_runs (
+            job_id      VARCHAR NOT NULL,
+            started_at  TIMESTAMP NOT NULL,
+            duration_ms DOUBLE NOT NULL,
+            rows        BIGINT,
+            error       VARCHAR
+        );
+        """,
+    ),
+]
+
+LATEST_VERSION: int = MIGRATIONS[-1][0]
+
+#: Tables a user sees counted by `stats`, in display order.
+TABLES: tuple[str, ...] = (
+    "users", "sessions", "session_labels", "events", "feature_schemas", "feature_windows", "models",
+    "scores", "policies", "decisions", "otp_enrolments", "otp_events", "audit_log", "system_metrics",
+    "job_runs",
+)

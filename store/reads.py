@@ -1,0 +1,44 @@
+"""Typed read functions: each returns a fully fetched Polars frame (or plain values)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from store.db import Store
+
+
+def table_counts(store: Store) -> dict[str, int]:
+    """Rows per table, in a fixed order."""
+    return store.table_counts()
+
+
+def is_empty(store: Store) -> bool:
+    """True when no events and no feature windows are stored yet."""
+    return not store.scalar("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM feature_windows)")
+
+
+def sessions_overview(store: Store, limit: int = 1000) -> pl.DataFrame:
+    """One row per session: user, source, start, event counts by family, duration in seconds."""
+    return store.frame("""
+        SELECT s.session_id, s.user_id, s.source, s.started_at,
+               count(e.seq) AS events,
+               count(e.seq) FILTER (WHERE e.type IN ('key_down', 'key_up')) AS key_events,
+               count(e.seq) FILTER (WHERE e.type IN ('mouse_move', 'mouse_down', 'mouse_up', 'wheel')) AS mouse_events,
+               round((max(e.t_ms) - min(e.t_ms)) / 1000, 1) AS duration_s,
+               l.label
+        FROM sessions s
+        LEFT JOIN events e USING (session_id)
+        LEFT JOIN session_labels l USING (session_id)
+        GROUP BY ALL
+        ORDER BY s.started_at DESC, s.session_id
+        LIMIT ?""", [limit])
+
+
+def events_for_session(store: Store, session_id: str) -> pl.DataFrame:
+    """Every event of one session in seq order."""
+    return store.frame("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id])
+
+
+def recent_audit(store: Store, limit: int = 200) -> pl.DataFrame:
+    """Newest audit rows first."""
+    return store.frame("SELECT * FROM audit_log ORDER BY audit_id DESC LIMIT ?", [limit])

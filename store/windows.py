@@ -1,0 +1,112 @@
+"""Feature windows: stored feature vectors with the schema (names, order) they were made with."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from store.audit import append_audit
+from store.db import Store
+from store.errors import Problem, ValidationError
+
+WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
+
+
+def schema_id(names: list[str]) -> str:
+    """Hash of the feature names in order: a model refuses vectors of another schema."""
+    return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    source: str
+    rows_read: int
+    windows_added: int
+    already_stored: int
+    users_added: int
+    schema_id: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.source}: read {self.rows_read:,} rows; stored {self.windows_added:,} new feature "
+                f"windows ({self.already_stored:,} already stored), {self.users_added:,} new users, "
+                f"schema {self.schema_id}")
+
+
+def ingest_feature_windows(
+    store: Store,
+    windows: pl.DataFrame,
+    feature_names: list[str],
+    *,
+    kind: str,
+    source: str,
+    source_name: str,
+    actor: str = "cli",
+    dry_run: bool = False,
+) -> WindowReport:
+    """Store precomputed feature vectors (e.g. CMU layout) in one transaction, idempotently by window_id.
+
+    `windows` has window_id, user_id, session_id and one Float64 column per feature name.
+    """
+    bad = windows.select(pl.any_horizontal(~pl.col(feature_names).is_finite()).fill_null(True).arg_true())
+    if bad.height:
+        row = int(bad.item(0, 0))
+        raise ValidationError([Problem("feature values must be finite numbers", row=row + 1)], source_name)
+    sid = schema_id(feature_names)
+    frame = windows.select(
+        *WINDOW_KEY_COLUMNS,
+        pl.lit(kind).alias("kind"),
+        pl.lit(sid).alias("schema_id"),
+        pl.concat_list(pl.col(feature_names).cast(pl.Float64)).alias("features"),
+        pl.lit(source).alias("source"),
+    )
+    try:
+        return _write_windows(store, frame, feature_names, windows.height, sid,
+                              kind=kind, source_name=source_name, actor=actor, dry_run=dry_run)
+    except _DryRun as dry:
+        return dry.report
+
+
+def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
+                   kind: str, source_name: str, actor: str, dry_run: bool) -> WindowReport:
+    with store.transaction() as cursor:
+        before = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0]
+        users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
+        cursor.execute("""
+            INSERT INTO feature_schemas (schema_id, kind, names)
+            SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM feature_schemas WHERE schema_id = ?)""",
+                       [sid, kind, feature_names, sid])
+        cursor.register("window_batch", frame.to_arrow())
+        cursor.execute("""
+            INSERT INTO feature_windows (window_id, user_id, session_id, kind, schema_id, features, source)
+            SELECT window_id, user_id, session_id, kind, schema_id, features, source FROM window_batch w
+            WHERE NOT EXISTS (SELECT 1 FROM feature_windows f WHERE f.window_id = w.window_id)""")
+        cursor.execute("""
+            INSERT INTO users (user_id)
+            SELECT DISTINCT user_id FROM window_batch WHERE user_id NOT IN (SELECT user_id FROM users)""")
+        cursor.unregister("window_batch")
+        added = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0] - before
+        report = WindowReport(source_name, rows_read, added, rows_read - added,
+                              cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before, sid)
+        append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
+        if dry_run:
+            raise _DryRun(report)
+    return report
+
+
+class _DryRun(Exception):
+    def __init__(self, report: WindowReport):
+        super().__init__("dry run")
+        self.report = report
+
+
+def feature_windows(store: Store, kind: str | None = None) -> tuple[pl.DataFrame, dict[str, list[str]]]:
+    """Stored windows (features as a list column) and the feature names of each schema id."""
+    where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
+    frame = store.frame(f"SELECT * FROM feature_windows {where} ORDER BY window_id", params)
+    names = {sid: list(n) for sid, n in store.rows("SELECT schema_id, names FROM feature_schemas")}
+    return frame, names
