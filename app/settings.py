@@ -30,7 +30,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "PORT", 8501, "Port of the Streamlit app started by `make run` (on 127.0.0.1).", int),
     Setting("sample_data", "TELLTALE_SAMPLE_DATA", str(ROOT / "sample_data"),
             "Folder loaded into an empty store on first start."),
-    Setting("ingest_chunk_rows", "TELLTALE_INGEST_CHUNK_ROWS", 500_000,
+    Setting("ingest_chunk_rows", "TELLTALE_INGEST_CHUNK_ROWS", 1_000_000,
             "Rows of a CSV held in memory at once while importing (bounds memory for huge files).", int),
     Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),

@@ -49,7 +49,11 @@ class Store:
         self._write_lock = threading.RLock()
         self._closed = False
         if not read_only:
-            self._migrate()
+            try:
+                self._migrate()
+            except BaseException:
+                self.close()  # a refused file must not stay locked while the error is being shown
+                raise
         atexit.register(self.close)
 
     # -- connection handling -------------------------------------------------------------------

@@ -29,8 +29,8 @@ from store.schema import (
     REQUIRED_COLUMNS,
 )
 
-#: Rows held in memory at once while streaming a CSV (about 100 MB of strings at most).
-DEFAULT_CHUNK_ROWS = 500_000
+#: Rows held in memory at once while streaming a CSV (about 200 MB at most).
+DEFAULT_CHUNK_ROWS = 1_000_000
 #: Problems listed in one error message; the rest are counted.
 MAX_PROBLEMS = 10
 ROW = "_row"
@@ -211,21 +211,31 @@ def _ingest_batches(
     default_source: str | None,
 ) -> IngestReport:
     staging = f"ingest_{uuid.uuid4().hex}"
-    rows_read = 0
-    # The staging table is created before the transaction on purpose: in DuckDB 2.0, large Arrow
-    # appends to a table created inside the same transaction are invisible to later scans
-    # (tests/test_ingest.py::test_large_import_is_complete guards this).
-    store.cursor().execute(f"CREATE TEMP TABLE {staging} AS SELECT 0::BIGINT AS {ROW}, * FROM events LIMIT 0")
+    pending = iter(batches)
+    first = next(pending, None)
+    second = next(pending, None)
+    if first is None or first.height == 0 and second is None:
+        raise ValidationError([Problem("header only: the file has no data rows")], source_name)
+    if second is None:
+        # One batch (every in-memory frame, and any CSV up to chunk_rows): check and insert straight
+        # from the validated Arrow data, no staging copy.
+        typed = validate_batch(first, source_name, default_source).to_arrow()
+        store.cursor().register(staging, typed)
+    else:
+        # The staging table is created before the transaction on purpose: in DuckDB 2.0, large Arrow
+        # appends to a table created inside the same transaction are invisible to later scans
+        # (tests/test_ingest.py::test_large_import_is_complete guards this).
+        store.cursor().execute(f"CREATE TEMP TABLE {staging} AS SELECT 0::BIGINT AS {ROW}, * FROM events LIMIT 0")
+    rows_read = first.height
     try:
         with store.transaction() as cursor:
-            for batch in batches:
-                rows_read += batch.height
-                typed = validate_batch(batch, source_name, default_source)
-                cursor.register("ingest_batch", typed.to_arrow())
-                cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
-                cursor.unregister("ingest_batch")
-            if rows_read == 0:
-                raise ValidationError([Problem("header only: the file has no data rows")], source_name)
+            if second is not None:
+                for batch in _chain(first, second, pending):
+                    if batch is not first:
+                        rows_read += batch.height
+                    cursor.register("ingest_batch", validate_batch(batch, source_name, default_source).to_arrow())
+                    cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
+                    cursor.unregister("ingest_batch")
             _check_across_rows(cursor, staging, source_name)
             report = _write(cursor, staging, source_name, rows_read, sessions, labels, actor)
             if dry_run:
@@ -233,8 +243,17 @@ def _ingest_batches(
     except _RollBackDryRun as dry:
         return dry.report
     finally:
-        store.cursor().execute(f"DROP TABLE IF EXISTS {staging}")
+        if second is None:
+            store.cursor().unregister(staging)
+        else:
+            store.cursor().execute(f"DROP TABLE IF EXISTS {staging}")
     return report
+
+
+def _chain(first: pl.DataFrame, second: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    yield first
+    yield second
+    yield from rest
 
 
 class _RollBackDryRun(Exception):
