@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--attack-share", type=float, default=0.2,
                           help="attack sessions as a share of genuine ones (default 0.2)")
     simulate.add_argument("--out", type=Path, help="write events to this CSV (+ .sessions.csv, .labels.csv)")
+    simulate.add_argument("--live", action="store_true",
+                          help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
+    simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
+
+    command("worker", cmd_worker, "Run the scheduled jobs headless (sampling, inbox, scoring) until Ctrl+C.",
+            json_flag=False)
 
     bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
                     db=False)
@@ -163,6 +169,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.users < 1 or args.sessions < 1:
         print("error: --users and --sessions must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.live:
+        return _simulate_live(args)
     if args.out:
         from app.samples import write_simulation
 
@@ -174,6 +182,57 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         report = simulate_into(store, users=args.users, sessions=args.sessions, seed=args.seed,
                                attack_share=args.attack_share)
     _emit(args, report.as_dict(), report.summary())
+    return EXIT_OK
+
+
+def _simulate_live(args: argparse.Namespace) -> int:
+    from app.inbox import inbox_folder, post_batch
+    from app.live import LiveStream
+    from store import DatabaseLockedError, Store, ingest_events
+
+    if args.speed <= 0:
+        print("error: --speed must be greater than 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    db = args.db or settings.get("db")
+    try:
+        store = Store(db)
+    except DatabaseLockedError:
+        store = None
+        folder = inbox_folder(db)
+        print(f"the app holds {db}; streaming through its inbox {folder}", file=sys.stderr)
+
+        def deliver(events, sessions) -> int:
+            post_batch(folder, events, sessions)
+            return events.height
+    else:
+        def deliver(events, sessions) -> int:
+            return ingest_events(store, events, source_name="live stream", sessions=sessions, actor="cli",
+                                 audit=False).events_added
+
+    stream = LiveStream(deliver, users=args.users, sessions=args.sessions, seed=args.seed, speed=args.speed,
+                        attack_share=args.attack_share).start()
+    print(f"streaming {stream.status.total_events:,} events of {len(stream.status.sessions)} sessions "
+          f"at {args.speed:g}x; Ctrl+C to stop", file=sys.stderr)
+    try:
+        while not stream.wait(1.0):
+            print(f"\r{stream.status.events:,} / {stream.status.total_events:,} events", end="", file=sys.stderr)
+    except KeyboardInterrupt:
+        stream.stop()
+    finally:
+        if store is not None:
+            store.close()
+    print(file=sys.stderr)
+    status = stream.status
+    payload = {"events": status.events, "batches": status.batches, "sessions": status.sessions, "error": status.error}
+    _emit(args, payload, f"streamed {status.events:,} events in {status.batches} batches"
+                         + (f"; error: {status.error}" if status.error else ""))
+    return EXIT_OK if status.error is None else EXIT_BAD_INPUT
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.jobs import run_worker
+
+    run_worker(args.db or settings.get("db"))
     return EXIT_OK
 
 

@@ -32,10 +32,23 @@ SETTINGS: tuple[Setting, ...] = (
             "Folder loaded into an empty store on first start."),
     Setting("ingest_chunk_rows", "TELLTALE_INGEST_CHUNK_ROWS", 1_000_000,
             "Rows of a CSV held in memory at once while importing (bounds memory for huge files).", int),
+    Setting("scheduler", "TELLTALE_SCHEDULER", "on",
+            "`off` starts the app without its scheduled jobs (sampling, inbox, scoring).",
+            lambda raw: _choice(raw, ("on", "off"))),
+    Setting("sample_seconds", "TELLTALE_SAMPLE_SECONDS", 1.0, "Interval of the CPU/memory sampler job, in seconds.",
+            float),
+    Setting("inbox_seconds", "TELLTALE_INBOX_SECONDS", 1.0,
+            "Interval of the job that stores batches posted to the inbox (live streams), in seconds.", float),
     Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _choice(raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise ValueError(raw)
+    return raw
 
 
 def get(name: str) -> Any:

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from app import samples, settings
-from app.resources import get_store
+from app.resources import get_live_control, get_store
 from app.ui import progress_callback, show_error
 from store import StoreError, ingest_events_csv, reads
 from store.export import export_events_parquet
@@ -34,8 +34,8 @@ st.subheader("What is stored")
 st.dataframe(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}), hide_index=True,
              width="content")
 
-upload_tab, dataset_tab, simulate_tab, export_tab = st.tabs(
-    ["Upload a CSV", "Import a dataset", "Simulate", "Export"])
+upload_tab, dataset_tab, simulate_tab, live_tab, export_tab = st.tabs(
+    ["Upload a CSV", "Import a dataset", "Simulate", "Live stream", "Export"])
 
 with upload_tab:
     st.markdown("Canonical events CSV (see the README, *The events CSV format*). It is checked in full "
@@ -108,6 +108,41 @@ with simulate_tab:
                 st.success(report.summary())
             except StoreError as error:
                 show_error(error)
+
+with live_tab:
+    st.markdown("Streams simulated sessions into the store at wall-clock pace (times the speed), as if people "
+                "were typing and moving the mouse now. Seed 2026 is the sample population, so its users "
+                "continue; the stream runs in the app process until it ends or you stop it. From a terminal: "
+                "`python -m app simulate --live --speed 2` (it posts through the app's inbox).")
+    control = get_live_control()
+    with st.form("live"):
+        left, middle, right, far = st.columns(4)
+        live_users = left.number_input("Users", 1, 100, 8, key="live_users")
+        live_seed = middle.number_input("Population seed", 0, 2**31 - 1, 2026, key="live_seed")
+        live_speed = right.select_slider("Speed", [0.5, 1.0, 2.0, 5.0, 10.0, 50.0], 1.0)
+        live_attacks = far.slider("Attack share", 0.0, 1.0, 0.25, 0.05, key="live_attacks")
+        start_live = st.form_submit_button("Start live stream")
+    if start_live:
+        control.start(users=int(live_users), sessions=1, seed=int(live_seed), speed=float(live_speed),
+                      attack_share=float(live_attacks))
+    if st.button("Stop live stream"):
+        control.stop()
+
+    @st.fragment(run_every=1.0)
+    def live_status() -> None:
+        stream = control.stream
+        if stream is None:
+            st.caption("No live stream yet.")
+            return
+        status = stream.status
+        state = "running" if status.running else "finished"
+        st.progress(min(status.events / max(status.total_events, 1), 1.0),
+                    text=f"Live stream {state}: {status.events:,} / {status.total_events:,} events, "
+                         f"{status.batches} batches, {len(status.sessions)} sessions")
+        if status.error:
+            st.error(f"The live stream stopped: {status.error}")
+
+    live_status()
 
 with export_tab:
     st.markdown("Events as hive-partitioned Parquet (`date=YYYY-MM-DD/user_id=.../*.parquet`), "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from store.audit import append_audit
 from store.db import Store
 from store.errors import Problem, ValidationError
 from store.schema import (
@@ -70,16 +71,18 @@ def ingest_events(
     labels: pl.DataFrame | None = None,
     actor: str = "system",
     dry_run: bool = False,
+    audit: bool = True,
 ) -> IngestReport:
     """Validate and store an in-memory frame of canonical events (simulators, importers, capture).
 
     `sessions` (session_id, user_id, started_at) gives wall-clock starts; `labels` (session_id,
-    label, actor_id, takeover_ms) is ground truth kept for evaluation only.
+    label, actor_id, takeover_ms) is ground truth kept for evaluation only. `audit=False` is for
+    the many small batches of a live stream, which is audited once when it starts and stops.
     """
     frame = events.with_row_index(ROW, offset=1)
     return _ingest_batches(
         store, [frame], source_name=source_name, sessions=sessions, labels=labels, actor=actor,
-        dry_run=dry_run, default_source=None,
+        dry_run=dry_run, default_source=None, audit=audit,
     )
 
 
@@ -188,7 +191,9 @@ def _estimate_rows(path: Path) -> int:
 def _csv_batches(
     path: Path, header: list[str], chunk_rows: int, progress: Progress | None, estimated: int,
 ) -> Iterator[pl.DataFrame]:
-    scan = pl.scan_csv(path, infer_schema=False, row_index_name=ROW, row_index_offset=1, raise_if_empty=False)
+    # null_values: a quoted empty field ("", as quote-all writers emit) is missing, like an unquoted one.
+    scan = pl.scan_csv(path, infer_schema=False, row_index_name=ROW, row_index_offset=1, raise_if_empty=False,
+                       null_values=[""])
     done = 0
     for batch in scan.collect_batches(chunk_size=chunk_rows):
         batch = batch.rename(lambda name: name.lstrip("\ufeff").strip())
@@ -209,12 +214,13 @@ def _ingest_batches(
     actor: str,
     dry_run: bool,
     default_source: str | None,
+    audit: bool = True,
 ) -> IngestReport:
     staging = f"ingest_{uuid.uuid4().hex}"
     pending = iter(batches)
     first = next(pending, None)
     second = next(pending, None)
-    if first is None or first.height == 0 and second is None:
+    if first is None or (first.height == 0 and second is None):
         raise ValidationError([Problem("header only: the file has no data rows")], source_name)
     if second is None:
         # One batch (every in-memory frame, and any CSV up to chunk_rows): check and insert straight
@@ -237,7 +243,9 @@ def _ingest_batches(
                     cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
                     cursor.unregister("ingest_batch")
             _check_across_rows(cursor, staging, source_name)
-            report = _write(cursor, staging, source_name, rows_read, sessions, labels, actor)
+            report = _write(cursor, staging, source_name, rows_read, sessions, labels)
+            if audit:
+                append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
             if dry_run:
                 raise _RollBackDryRun(report)
     except _RollBackDryRun as dry:
@@ -432,7 +440,7 @@ def _across_problem(row, session_id, user_id, seq, t_ms, prev_row, prev_seq, pre
 
 
 def _write(cursor, staging: str, source_name: str, rows_read: int, sessions: pl.DataFrame | None,
-           labels: pl.DataFrame | None, actor: str) -> IngestReport:
+           labels: pl.DataFrame | None) -> IngestReport:
     columns = ", ".join(EVENT_COLUMNS)
     users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
     sessions_before = cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
@@ -472,9 +480,6 @@ def _write(cursor, staging: str, source_name: str, rows_read: int, sessions: pl.
         sessions_added=cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0] - sessions_before,
         users_added=cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before,
     )
-    from store.audit import append_audit  # local: audit imports nothing from ingest, but keep the cycle out
-
-    append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
     return report
 
 

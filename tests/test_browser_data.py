@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from store import Store
-from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, running_app
+from app.inbox import inbox_folder
+from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, running_app, wait_until
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement")
 
@@ -58,3 +63,27 @@ def test_data_page_uploads_checks_and_imports_a_csv(browser, tmp_path: Path) -> 
         stored = store.rows("SELECT session_id, seq, t_ms, type FROM events ORDER BY seq")
         assert stored == [("b1", 0, 0.0, "field_enter"), ("b1", 1, 12.5, "key_down"), ("b1", 2, 96.0, "key_up")]
         assert store.table_counts()["sessions"] == 1
+
+
+def test_cli_live_stream_reaches_the_running_app_through_its_inbox(browser, tmp_path: Path) -> None:
+    db = tmp_path / "app.duckdb"
+    Store(db).close()  # an empty store: the app starts without sample data
+    with running_app(db, tmp_path / "app.log") as url:
+        page = browser.new_page()
+        page.goto(url)  # Streamlit runs the script (and opens the store) when a page connects
+        page.get_by_text("The store is empty").first.wait_for(timeout=60_000)
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "simulate", "--live", "--speed", "200", "--users", "2",
+             "--sessions", "1", "--attack-share", "0", "--seed", "5", "--db", str(db), "--json"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "streaming through its inbox" in done.stderr
+        streamed = json.loads(done.stdout)["events"]
+        folder = inbox_folder(str(db))
+        wait_until(lambda: not list(folder.glob("*.parquet")), 30, "the app to drain its inbox")
+        page.close()
+    with Store(db) as store:
+        assert store.table_counts()["events"] == streamed > 0
+        assert store.table_counts()["system_metrics"] > 0  # the sampler job ran too
+        assert store.table_counts()["job_runs"] > 0

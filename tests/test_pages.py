@@ -17,9 +17,11 @@ PAGES = ["../pages/overview.py", "../pages/data.py"]
 
 def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TELLTALE_DB", str(db))
-    from app.resources import get_store
+    monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # no background writes while the page is checked
+    from app.resources import get_live_control, get_store
 
     get_store.clear()  # a fresh Store for this test's database
+    get_live_control.clear()
     return AppTest.from_file(ENTRY, default_timeout=60)
 
 

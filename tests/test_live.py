@@ -1,0 +1,71 @@
+"""Live replay, the inbox between processes, and the scheduled jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from app.inbox import drain_inbox, inbox_folder, post_batch
+from app.jobs import Job, Worker
+from app.live import LiveStream, live_simulation
+from store import Store
+
+
+def test_live_stream_delivers_every_event_once_with_fresh_session_ids() -> None:
+    delivered: list[pl.DataFrame] = []
+    stream = LiveStream(lambda events, sessions: delivered.append(events) or events.height,
+                        users=2, sessions=1, seed=4, speed=1000.0, attack_share=0.0).start()
+    assert stream.wait(60)
+    got = pl.concat(delivered)
+    assert stream.status.error is None
+    assert stream.status.events == got.height == stream.status.total_events
+    assert got.select("session_id", "seq").is_unique().all()
+    assert got["session_id"].str.starts_with("live-").all()
+
+
+def test_live_stream_stops_at_the_next_batch() -> None:
+    delivered: list[int] = []
+    stream = LiveStream(lambda events, sessions: delivered.append(events.height) or events.height,
+                        users=2, sessions=1, seed=4, speed=1.0, attack_share=0.0)
+    stream.start()
+    stream.stop()
+    assert not stream.status.running
+    assert sum(delivered) < stream.status.total_events
+
+
+def test_same_population_seed_keeps_the_people_but_not_the_session_ids() -> None:
+    first = live_simulation(2, 1, 9, 0.0, stamp=1)
+    second = live_simulation(2, 1, 9, 0.0, stamp=2)
+    assert first[0].drop("session_id").equals(second[0].drop("session_id"))
+    assert set(first[0]["session_id"]).isdisjoint(second[0]["session_id"])
+
+
+def test_inbox_batches_are_stored_and_a_bad_one_is_set_aside(tmp_path: Path) -> None:
+    events, starts, _ = live_simulation(1, 1, 3, 0.0, stamp=7)
+    with Store(tmp_path / "inbox.duckdb") as store:
+        folder = inbox_folder(store.path)
+        post_batch(folder, events.head(100), starts)
+        bad = events.slice(100, 5).with_columns(type=pl.lit("teleport"))
+        post_batch(folder, bad, starts)
+        report = drain_inbox(store, folder)
+        assert (report.files, report.events_added, report.rejected) == (2, 100, 1)
+        assert store.table_counts()["events"] == 100
+        reasons = list((folder / "rejected").glob("*.txt"))
+        assert len(reasons) == 1 and "unknown value 'teleport'" in reasons[0].read_text()
+        assert not list(folder.glob("*.parquet"))
+
+
+def test_a_failing_job_is_recorded_and_does_not_raise(tmp_path: Path) -> None:
+    def broken(store: Store) -> int:
+        raise RuntimeError("disk on fire")
+
+    with Store(tmp_path / "jobs.duckdb") as store:
+        worker = Worker(store, jobs=(Job("broken", "sample_seconds", broken, "always fails"),
+                                     Job("fine", "sample_seconds", lambda s: 3, "returns 3")))
+        assert worker.run_job("broken") is None
+        assert worker.run_job("fine") == 3
+        runs = store.frame("SELECT job_id, rows, error FROM job_runs ORDER BY job_id")
+        assert runs.rows() == [("broken", None, "RuntimeError: disk on fire"), ("fine", 3, None)]
+
+
