@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from store import Store
 from app.inbox import inbox_folder
+from store import Store
 from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, running_app, wait_until
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement")

@@ -1,0 +1,160 @@
+"""`python -m app` as a user runs it: a subprocess from the repository root (each call costs
+about a second of imports, so the calls are few and each checks several things)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from store import Store, ingest_events, ingest_events_csv
+from store.schema import EVENT_COLUMNS, conform
+
+SUBCOMMANDS = ["ingest", "stats", "export", "init", "simulate", "bench"]
+
+
+def counts_of(db: Path) -> dict[str, int]:
+    with Store(db) as s:
+        return s.table_counts()
+
+
+@pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
+def test_help_works_for_every_command(run_cli, command: str | None) -> None:
+    done = run_cli(*([command] if command else []), "--help")
+
+    assert done.returncode == 0, done.stderr
+    if command is None:
+        assert done.stdout.startswith("usage: python -m app")
+        for name in SUBCOMMANDS:
+            assert name in done.stdout
+    else:
+        assert done.stdout.startswith(f"usage: python -m app {command}")
+
+
+def test_no_command_prints_usage_and_exits_2(run_cli) -> None:
+    done = run_cli()
+
+    assert done.returncode == 2
+    assert "usage: python -m app" in done.stderr
+    assert done.stdout == ""
+
+
+def test_ingest_prints_what_it_stored(run_cli, good_csv: Path, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+
+    done = run_cli("ingest", good_csv, "--db", db)
+
+    assert done.returncode == 0, done.stderr
+    assert f"{good_csv}: read 5 rows; stored 5 new events (0 already stored), 2 new sessions, 2 new users" \
+        in done.stdout
+    counts = counts_of(db)
+    assert (counts["events"], counts["sessions"], counts["users"], counts["audit_log"]) == (5, 2, 2, 1)
+
+
+def test_ingest_json_dry_run_and_idempotency(run_cli, good_csv: Path, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+
+    dry = run_cli("ingest", good_csv, "--db", db, "--json", "--dry-run")
+    first = run_cli("ingest", good_csv, "--db", db, "--json")
+    second = run_cli("ingest", good_csv, "--db", db, "--json")
+
+    for done in (dry, first, second):
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.strip().splitlines()) == 1  # exactly one JSON object, nothing else
+    assert json.loads(dry.stdout)["events_added"] == 5
+    assert json.loads(first.stdout) == json.loads(dry.stdout)
+    assert json.loads(second.stdout) == {
+        "source": str(good_csv), "rows_read": 5, "events_added": 0, "already_stored": 5, "sessions_added": 0,
+        "users_added": 0}
+    counts = counts_of(db)
+    assert (counts["events"], counts["audit_log"]) == (5, 2)  # the dry run stored and audited nothing
+
+
+def test_bad_input_exits_2_with_the_reason_and_stores_nothing(run_cli, good_csv: Path, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    assert run_cli("ingest", good_csv, "--db", db).returncode == 0
+    before = counts_of(db)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("session_id,user_id,seq,t_ms,type\ns3,u1,0,0,focus\ns3,u1,x1,5,blur\n")
+
+    done = run_cli("ingest", bad, "--db", db)
+
+    assert done.returncode == 2
+    assert f"error: {bad}: refused, nothing stored." in done.stderr
+    assert "row 2, column 'seq': 'x1' is not a whole number" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert counts_of(db) == before
+
+
+def test_stats_json_prints_one_object_with_the_counts(run_cli, good_csv: Path, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    with Store(db) as s:
+        ingest_events_csv(s, good_csv)
+        expected = s.table_counts()
+
+    done = run_cli("stats", "--db", db, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip().splitlines()) == 1
+    assert json.loads(done.stdout) == {"db": str(db), "tables": expected}
+    assert expected["events"] == 5
+
+
+def test_cli_uses_telltale_db_when_no_flag_is_given(run_cli, tmp_path: Path) -> None:
+    db = tmp_path / "from-env.duckdb"
+
+    done = run_cli("stats", "--json", env={"TELLTALE_DB": str(db)})
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["db"] == str(db)
+    assert db.is_file()
+
+
+# -- export ---------------------------------------------------------------------------------------------
+def test_export_writes_hive_partitioned_parquet_of_exactly_the_events(run_cli, tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    # Session a starts 100 ms before midnight, so its events fall on two dates.
+    events = conform(pl.DataFrame({
+        "session_id": ["a", "a", "a", "b"],
+        "user_id": ["u1", "u1", "u1", "u2"],
+        "seq": [0, 1, 2, 0],
+        "t_ms": [0.0, 50.0, 250.5, 10.0],
+        "type": ["key_down", "key_up", "mouse_move", "focus"],
+        "key_class": ["letter", "letter", None, None],
+        "press_id": [1, 1, None, None],
+        "x": [None, None, 3.5, None],
+        "y": [None, None, 4.0, None],
+    }), source="simulator")
+    starts = pl.DataFrame({"session_id": ["a", "b"],
+                           "started_at": [datetime(2024, 3, 1, 23, 59, 59, 900_000), datetime(2024, 3, 2, 12)]})
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    with Store(db) as s:
+        ingest_events(s, events, sessions=starts)
+        s.execute("INSERT INTO otp_enrolments (user_id, secret) VALUES ('u1', ?)", [secret])
+        stored = s.frame("SELECT * FROM events ORDER BY session_id, seq")
+        audit_before = s.table_counts()["audit_log"]
+    out = tmp_path / "export"
+
+    done = run_cli("export", "--to", out, "--db", db, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["events"] == 4
+    files = sorted(out.rglob("*.parquet"))
+    assert {f.parent.relative_to(out).as_posix() for f in files} == {
+        "date=2024-03-01/user_id=u1", "date=2024-03-02/user_id=u1", "date=2024-03-02/user_id=u2"}
+    for f in files:  # each file holds event columns only (the partition keys live in the path)
+        assert list(pl.read_parquet_schema(f)) == [c for c in EVENT_COLUMNS if c != "user_id"]
+        assert secret.encode() not in f.read_bytes()
+    back = pl.read_parquet(out / "**/*.parquet", hive_partitioning=True)
+    assert_frame_equal(back.select(EVENT_COLUMNS).sort("session_id", "seq"), stored)
+    assert back.filter(pl.col("session_id") == "a").sort("seq")["date"].to_list() == [
+        datetime(2024, 3, 1).date(), datetime(2024, 3, 1).date(), datetime(2024, 3, 2).date()]
+    with Store(db) as s:
+        assert s.table_counts()["audit_log"] == audit_before + 1
+        assert s.rows("SELECT action, subject FROM audit_log ORDER BY audit_id DESC LIMIT 1") == [
+            ("export", str(out.resolve()))]

@@ -1,0 +1,78 @@
+"""Settings are one table, overridable by environment variables and documented in the README."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import settings
+from app.settings import ROOT, SETTINGS, Setting
+
+README = ROOT / "README.md"
+#: A valid, non-default value for settings whose parser is neither a number nor free text.
+EXAMPLES = {"scheduler": "off"}
+
+
+def example_value(setting: Setting) -> str:
+    if setting.name in EXAMPLES:
+        return EXAMPLES[setting.name]
+    if setting.parse in (int, float):
+        return str(setting.default + 1)
+    if setting.parse is str:
+        return "/somewhere/else"
+    raise AssertionError(f"add a valid non-default value for setting {setting.name!r} to EXAMPLES")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    if not README.is_file():
+        pytest.fail(f"{README} is missing: it must document every setting's environment variable "
+                    f"({', '.join(s.env for s in SETTINGS)})")
+    text = README.read_text(encoding="utf-8")
+
+    missing = [s.env for s in SETTINGS if s.env not in text]
+
+    assert not missing, f"README.md does not mention these settings' environment variables: {missing}"
+
+
+def test_setting_names_and_variables_are_unique() -> None:
+    assert len({s.name for s in SETTINGS}) == len({s.env for s in SETTINGS}) == len(SETTINGS)
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_environment_variable_overrides_the_default(setting: Setting, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(setting.env, raising=False)
+    assert settings.get(setting.name) == setting.default
+
+    raw = example_value(setting)
+    monkeypatch.setenv(setting.env, raw)
+    assert settings.get(setting.name) == setting.parse(raw)
+    assert settings.get(setting.name) != setting.default
+
+    monkeypatch.setenv(setting.env, "")  # set but empty: the default
+    assert settings.get(setting.name) == setting.default
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.parse is not str], ids=lambda s: s.name)
+def test_an_invalid_value_stops_with_a_clear_message(setting: Setting, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(setting.env, "lots")
+
+    with pytest.raises(SystemExit) as stopped:
+        settings.get(setting.name)
+
+    message = str(stopped.value)
+    assert message.startswith(f"{setting.env}='lots' is not valid")
+    assert setting.help in message
+
+
+def test_cli_reports_an_invalid_setting_without_a_traceback(run_cli, good_csv, tmp_path) -> None:
+    done = run_cli("ingest", good_csv, "--db", tmp_path / "t.duckdb", env={"TELLTALE_INGEST_CHUNK_ROWS": "many"})
+
+    assert done.returncode != 0
+    assert "TELLTALE_INGEST_CHUNK_ROWS='many' is not valid" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_settings_table_for_the_docs_has_every_setting_without_local_paths() -> None:
+    table = settings.as_table()
+
+    assert [row["variable"] for row in table] == [s.env for s in SETTINGS]
+    assert all(str(ROOT) not in row["default"] for row in table)

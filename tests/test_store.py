@@ -1,0 +1,150 @@
+"""The store itself: migrations, reopening, refusing newer files, cursors, transactions, the db path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import store.db as db_module
+from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
+from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
+
+
+def user_tables(s: Store) -> set[str]:
+    return {name for (name,) in s.rows("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")}
+
+
+def test_migrations_create_every_table_and_record_the_version(store: Store) -> None:
+    assert user_tables(store) >= {*TABLES, "schema_version"}
+    assert store.rows("SELECT version, name FROM schema_version ORDER BY version") == [
+        (version, name) for version, name, _ in MIGRATIONS]
+    assert MIGRATIONS[0][:2] == (1, "initial schema")
+    assert store.schema_version() == LATEST_VERSION
+    assert store.table_counts() == dict.fromkeys(TABLES, 0)
+
+
+def test_reopening_keeps_data_and_does_not_rerun_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "t.duckdb"
+    with Store(path) as first:
+        first.execute("INSERT INTO users (user_id) VALUES ('u1')")
+        applied = first.rows("SELECT * FROM schema_version ORDER BY version")
+    # Any migration that ran again would now fail loudly.
+    poisoned = [(version, name, "SELECT error('migration ran again')") for version, name, _ in MIGRATIONS]
+    monkeypatch.setattr(db_module, "MIGRATIONS", poisoned)
+
+    with Store(path) as again:
+        assert again.rows("SELECT * FROM schema_version ORDER BY version") == applied
+        assert again.rows("SELECT user_id FROM users") == [("u1",)]
+
+
+def test_reopening_an_older_file_applies_only_the_new_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "t.duckdb"
+    Store(path).close()
+    newer = [*MIGRATIONS, (LATEST_VERSION + 1, "add a table", "CREATE TABLE added_later (x INTEGER)")]
+    monkeypatch.setattr(db_module, "MIGRATIONS", newer)
+    monkeypatch.setattr(db_module, "LATEST_VERSION", LATEST_VERSION + 1)
+
+    with Store(path) as upgraded:
+        assert upgraded.schema_version() == LATEST_VERSION + 1
+        assert "added_later" in user_tables(upgraded)
+        assert upgraded.scalar("SELECT count(*) FROM schema_version") == len(newer)
+
+
+def test_a_file_from_a_newer_telltale_is_refused_and_left_unlocked(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    with Store(path) as old:
+        old.execute("INSERT INTO schema_version (version, name) VALUES (?, 'from the future')", [LATEST_VERSION + 7])
+
+    with pytest.raises(SchemaMismatchError) as refused:
+        Store(path)
+
+    message = str(refused.value)
+    assert str(path) in message
+    assert f"schema version {LATEST_VERSION + 7}" in message
+    assert "Update Telltale" in message
+    # The refused file is not kept open: another process can open it while the error is still alive.
+    opener = "import duckdb, sys; duckdb.connect(sys.argv[1]).close()"
+    opened = subprocess.run([sys.executable, "-c", opener, str(path)], capture_output=True, text=True, timeout=60)
+    assert opened.returncode == 0, opened.stderr
+
+
+def test_each_thread_gets_its_own_cursor_and_can_read(loaded_store: Store) -> None:
+    both_running = threading.Barrier(2, timeout=30)
+    results: dict[str, tuple[int, int]] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            cursor = loaded_store.cursor()
+            both_running.wait()  # both threads hold their cursor at the same time
+            assert loaded_store.cursor() is cursor  # one cursor per thread, reused
+            results[name] = (id(cursor), loaded_store.scalar("SELECT count(*) FROM events"))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not errors
+    assert results["a"][1] == results["b"][1] == 5
+    assert len({results["a"][0], results["b"][0], id(loaded_store.cursor())}) == 3
+
+
+def test_transaction_is_all_or_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as cursor:
+        cursor.execute("INSERT INTO users (user_id) VALUES ('u1')")
+        with store.transaction() as inner:  # nested: joins the outer transaction
+            inner.execute("INSERT INTO users (user_id) VALUES ('u2')")
+        raise RuntimeError("something failed after both inserts")
+
+    assert store.table_counts()["users"] == 0
+    store.execute("INSERT INTO users (user_id) VALUES ('u3')")
+    assert store.rows("SELECT user_id FROM users") == [("u3",)]
+
+
+def test_frame_returns_the_whole_result_as_polars(loaded_store: Store) -> None:
+    frame = loaded_store.frame("SELECT session_id, count(*) AS n FROM events GROUP BY ALL ORDER BY 1")
+
+    assert frame.rows() == [("s1", 3), ("s2", 2)]
+    assert frame.columns == ["session_id", "n"]
+
+
+def test_close_twice_is_fine_and_a_closed_store_says_so(tmp_path: Path) -> None:
+    s = Store(tmp_path / "t.duckdb")
+    s.close()
+    s.close()
+
+    with pytest.raises(StoreError, match="is closed"):
+        s.cursor()
+    with Store(tmp_path / "t.duckdb") as reopened:  # closing released the file
+        assert reopened.schema_version() == LATEST_VERSION
+
+
+def test_db_path_flag_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TELLTALE_DB", raising=False)
+    assert resolve_db_path() == str(DEFAULT_DB_PATH)
+    assert Path(DEFAULT_DB_PATH).parent.name == "var"
+
+    monkeypatch.setenv("TELLTALE_DB", "/data/from-env.duckdb")
+    assert resolve_db_path() == "/data/from-env.duckdb"
+    assert resolve_db_path("/data/from-flag.duckdb") == "/data/from-flag.duckdb"
+
+    monkeypatch.setenv("TELLTALE_DB", "")
+    assert resolve_db_path() == str(DEFAULT_DB_PATH)
+
+
+def test_store_creates_the_folder_of_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "deeper" / "t.duckdb"
+
+    with Store(path) as s:
+        assert s.path == str(path)
+    assert path.is_file()
