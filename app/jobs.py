@@ -85,12 +85,12 @@ class Worker:
         error: str | None = None
         try:
             rows = job.run(self.store)
-        except Exception as failure:  # noqa: BLE001 - a job must never take the app down
+        except Exception as failure:
             error = f"{type(failure).__name__}: {failure}"
             log.exception("job %s failed; it runs again at its next interval", job_id)
         try:
             record_job_run(self.store, job_id, started, (time.perf_counter() - clock) * 1000, rows, error)
-        except Exception:  # noqa: BLE001 - e.g. the store is closing at exit
+        except Exception:
             log.warning("could not record run of job %s", job_id)
         return rows
 

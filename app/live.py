@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -89,7 +89,7 @@ class LiveStream:
                 batch_sessions = starts.filter(pl.col("session_id").is_in(batch["session_id"].unique().implode()))
                 self.status.events += self.deliver(batch, batch_sessions)
                 self.status.batches += 1
-        except Exception as error:  # noqa: BLE001 - reported on the page / CLI, the app goes on
+        except Exception as error:
             self.status.error = f"{type(error).__name__}: {error}"
         finally:
             self.status.running = False
