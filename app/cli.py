@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     simulate.add_argument("--attack-share", type=float, default=0.2,
                           help="attack sessions as a share of genuine ones (default 0.2)")
+    simulate.add_argument("--enrolment-days", type=int, default=0,
+                          help="no attack in each account's first N days: its first N sessions are clean enrolment")
     simulate.add_argument("--out", type=Path, help="write events to this CSV (+ .sessions.csv, .labels.csv)")
     simulate.add_argument("--live", action="store_true",
                           help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
@@ -175,12 +177,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from app.samples import write_simulation
 
         written = write_simulation(args.out, users=args.users, sessions=args.sessions, seed=args.seed,
-                                   attack_share=args.attack_share)
+                                   attack_share=args.attack_share, enrolment_days=args.enrolment_days)
         _emit(args, written, f"wrote {written['events']:,} events of {written['sessions']:,} sessions to {args.out}")
         return EXIT_OK
     with _open_store(args) as store:
         report = simulate_into(store, users=args.users, sessions=args.sessions, seed=args.seed,
-                               attack_share=args.attack_share)
+                               attack_share=args.attack_share, enrolment_days=args.enrolment_days)
     _emit(args, report.as_dict(), report.summary())
     return EXIT_OK
 

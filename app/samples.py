@@ -41,11 +41,11 @@ def sidecar(events_csv: Path, kind: str) -> Path:
 
 
 def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
-                     load_seconds: int = 600) -> dict[str, int]:
+                     enrolment_days: int = 0, load_seconds: int = 600) -> dict[str, int]:
     """Write a simulation as CSVs (events + sidecars); byte-identical for the same arguments."""
     from simulators import simulate, system_load
 
-    sim = simulate(users, sessions, seed, attack_share=attack_share)
+    sim = simulate(users, sessions, seed, attack_share=attack_share, enrolment_days=enrolment_days)
     start = sim.sessions["started_at"].min()
     out.parent.mkdir(parents=True, exist_ok=True)
     sim.events.write_csv(out)
@@ -56,11 +56,11 @@ def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_
 
 
 def simulate_into(store: Store, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
-                  load_seconds: int = 600, actor: str = "cli") -> SimulationReport:
+                  enrolment_days: int = 0, load_seconds: int = 600, actor: str = "cli") -> SimulationReport:
     """Simulate and store events, sessions, ground-truth labels and a CPU trace."""
     from simulators import simulate, system_load
 
-    sim = simulate(users, sessions, seed, attack_share=attack_share)
+    sim = simulate(users, sessions, seed, attack_share=attack_share, enrolment_days=enrolment_days)
     report = ingest_events(store, sim.events, source_name=f"simulate --users {users} --sessions {sessions} "
                            f"--seed {seed}", sessions=sim.sessions, labels=sim.labels, actor=actor)
     load = system_load(load_seconds, seed, start=sim.sessions["started_at"].min())

@@ -48,8 +48,9 @@ class _Planned:
     original: int | None = None  # plan index of the replayed genuine session
 
 
-def _plan(users: int, sessions: int, attacks: int, rng: np.random.Generator) -> list[_Planned]:
-    """Genuine sessions: one per user per day; attacks: cycling kinds on random accounts and days."""
+def _plan(users: int, sessions: int, attacks: int, rng: np.random.Generator, enrolment_days: int = 0) -> list[_Planned]:
+    """Genuine sessions: one per user per day; attacks: cycling kinds on random accounts and days
+    from `enrolment_days` on (the first days of every account are supervised enrolment)."""
     offsets = rng.integers(0, _WORKDAY_US, users * sessions)
     plan = [
         _Planned(
@@ -64,7 +65,7 @@ def _plan(users: int, sessions: int, attacks: int, rng: np.random.Generator) -> 
     for attack in range(attacks):
         kind = ATTACK_CYCLE[attack % len(ATTACK_CYCLE)]
         account = int(rng.integers(users))
-        day = int(rng.integers(sessions))
+        day = int(rng.integers(enrolment_days, sessions))
         started_us = day * _DAY_US + int(rng.integers(0, _WORKDAY_US))
         if kind == "replay":
             original = account * sessions + day
@@ -121,13 +122,15 @@ def _generate(
 
 
 def simulate(
-    users: int, sessions: int, seed: int, *, attack_share: float = 0.2, free_text_keys: int = 60
+    users: int, sessions: int, seed: int, *, attack_share: float = 0.2, free_text_keys: int = 60,
+    enrolment_days: int = 0,
 ) -> Simulation:
     """`sessions` genuine sessions per user, plus round(attack_share * users * sessions) attacks.
 
     Each session logs in (username, then the fixed phrase ".tie5Roanl" as key classes), then types
     `free_text_keys` keystrokes of prose in a pad and performs a few mouse actions. Same arguments,
-    same frames (byte-identical CSV).
+    same frames (byte-identical CSV). With `enrolment_days` = k, no attack happens in an account's
+    first k days, so its first k genuine sessions are clean enrolment.
     """
     if users < 1 or sessions < 0 or free_text_keys < 0 or seed < 0:
         raise ValueError(
@@ -137,11 +140,13 @@ def simulate(
     if not (math.isfinite(attack_share) and attack_share >= 0.0):
         raise ValueError(f"attack_share must be a finite share >= 0 of the genuine sessions, got {attack_share}")
     attacks = round(attack_share * users * sessions)
+    if attacks and not 0 <= enrolment_days < sessions:
+        raise ValueError(f"enrolment_days must be in [0, sessions) when there are attacks; got {enrolment_days}")
     if attacks and users < 2:
         raise ValueError("impostor and hijack sessions need another user: use users >= 2 or attack_share=0")
 
     population = make_population(users, sessions, seed)
-    plan = _plan(users, sessions, attacks, child_rng(seed, PLAN_STREAM))
+    plan = _plan(users, sessions, attacks, child_rng(seed, PLAN_STREAM), enrolment_days)
     order = sorted(range(len(plan)), key=lambda index: (plan[index].started_us, index))
     id_width = max(6, len(str(len(plan))))
     session_ids = [f"s-{seed}-{rank + 1:0{id_width}d}" for rank in range(len(plan))]
