@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
     simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
 
+    features = command("features", cmd_features, "The feature dictionary (name, family, unit, meaning).", db=False)
+    features.add_argument("--markdown", action="store_true", help="print Markdown (docs/features.md)")
+
     command("worker", cmd_worker, "Run the scheduled jobs headless (sampling, inbox, scoring) until Ctrl+C.",
             json_flag=False)
 
@@ -229,6 +232,20 @@ def _simulate_live(args: argparse.Namespace) -> int:
     _emit(args, payload, f"streamed {status.events:,} events in {status.batches} batches"
                          + (f"; error: {status.error}" if status.error else ""))
     return EXIT_OK if status.error is None else EXIT_BAD_INPUT
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from detectors.features import FEATURE_DICTIONARY, WINDOW_KINDS, feature_names
+
+    if args.markdown:
+        print(FEATURE_DICTIONARY.markdown())
+        return EXIT_OK
+    kinds = {kind: feature_names(kind) for kind in WINDOW_KINDS}
+    payload = {"kinds": kinds, "features": {n: {"family": i.family, "unit": i.unit, "meaning": i.meaning}
+                                            for n, i in FEATURE_DICTIONARY.entries.items()}}
+    _emit(args, payload, "\n".join(f"{kind}: {len(names)} features: {', '.join(names)}"
+                                    for kind, names in kinds.items()))
+    return EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -45,22 +45,26 @@ def ingest_feature_windows(
     kind: str,
     source: str,
     source_name: str,
-    actor: str = "cli",
+    actor: str | None = "cli",
     dry_run: bool = False,
 ) -> WindowReport:
     """Store precomputed feature vectors (e.g. CMU layout) in one transaction, idempotently by window_id.
 
-    `windows` has window_id, user_id, session_id and one Float64 column per feature name.
+    `windows` has window_id, user_id, session_id, optionally start_ms, end_ms, n_events, and one
+    Float64 column per feature name. `actor=None` skips the audit row (the scoring job's many small
+    writes are recorded in job_runs instead).
     """
     bad = windows.select(pl.any_horizontal(~pl.col(feature_names).is_finite()).fill_null(True).arg_true())
     if bad.height:
         row = int(bad.item(0, 0))
         raise ValidationError([Problem("feature values must be finite numbers", row=row + 1)], source_name)
     sid = schema_id(feature_names)
+    optional = {"start_ms": pl.Float64, "end_ms": pl.Float64, "n_events": pl.Int64}
     frame = windows.select(
         *WINDOW_KEY_COLUMNS,
         pl.lit(kind).alias("kind"),
         pl.lit(sid).alias("schema_id"),
+        *[(pl.col(c) if c in windows.columns else pl.lit(None)).cast(t).alias(c) for c, t in optional.items()],
         pl.concat_list(pl.col(feature_names).cast(pl.Float64)).alias("features"),
         pl.lit(source).alias("source"),
     )
@@ -72,7 +76,7 @@ def ingest_feature_windows(
 
 
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
-                   kind: str, source_name: str, actor: str, dry_run: bool) -> WindowReport:
+                   kind: str, source_name: str, actor: str | None, dry_run: bool) -> WindowReport:
     with store.transaction() as cursor:
         before = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0]
         users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
@@ -82,8 +86,10 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
                        [sid, kind, feature_names, sid])
         cursor.register("window_batch", frame.to_arrow())
         cursor.execute("""
-            INSERT INTO feature_windows (window_id, user_id, session_id, kind, schema_id, features, source)
-            SELECT window_id, user_id, session_id, kind, schema_id, features, source FROM window_batch w
+            INSERT INTO feature_windows
+                (window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source)
+            SELECT window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source
+            FROM window_batch w
             WHERE NOT EXISTS (SELECT 1 FROM feature_windows f WHERE f.window_id = w.window_id)""")
         cursor.execute("""
             INSERT INTO users (user_id)
@@ -92,7 +98,8 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
         added = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0] - before
         report = WindowReport(source_name, rows_read, added, rows_read - added,
                               cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before, sid)
-        append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
+        if actor is not None:
+            append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
         if dry_run:
             raise _DryRun(report)
     return report
@@ -104,9 +111,37 @@ class _DryRun(Exception):
         self.report = report
 
 
-def feature_windows(store: Store, kind: str | None = None) -> tuple[pl.DataFrame, dict[str, list[str]]]:
+def feature_windows(store: Store, kind: str | None = None, *, users: list[str] | None = None,
+                    sessions: list[str] | None = None) -> tuple[pl.DataFrame, dict[str, list[str]]]:
     """Stored windows (features as a list column) and the feature names of each schema id."""
-    where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
-    frame = store.frame(f"SELECT * FROM feature_windows {where} ORDER BY window_id", params)
-    names = {sid: list(n) for sid, n in store.rows("SELECT schema_id, names FROM feature_schemas")}
-    return frame, names
+    clauses, params = [], []
+    if kind:
+        clauses.append("kind = ?")
+        params.append(kind)
+    if users is not None:
+        clauses.append("list_contains(?, user_id)")
+        params.append(users)
+    if sessions is not None:
+        clauses.append("list_contains(?, session_id)")
+        params.append(sessions)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    frame = store.frame(f"SELECT * FROM feature_windows {where} ORDER BY session_id, start_ms, window_id", params)
+    return frame, schema_names(store)
+
+
+def schema_names(store: Store) -> dict[str, list[str]]:
+    """Feature names of every stored schema id."""
+    return {sid: list(n) for sid, n in store.rows("SELECT schema_id, names FROM feature_schemas")}
+
+
+def unscored_windows(store: Store, limit: int = 10_000) -> pl.DataFrame:
+    """Windows with no score yet, oldest first (the scoring job's queue)."""
+    return store.frame("""
+        SELECT w.* FROM feature_windows w
+        WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.window_id = w.window_id)
+        ORDER BY w.created_at, w.window_id LIMIT ?""", [limit])
+
+
+def window_counts(store: Store) -> pl.DataFrame:
+    """Windows per user and kind (enrolment progress on the Models page)."""
+    return store.frame("SELECT user_id, kind, count(*) AS windows FROM feature_windows GROUP BY ALL ORDER BY ALL")
