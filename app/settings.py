@@ -41,6 +41,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Interval of the job that stores batches posted to the inbox (live streams), in seconds.", float),
     Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
+    Setting("otp_expiry_seconds", "TELLTALE_OTP_EXPIRY_SECONDS", 300,
+            "Seconds a one-time-code challenge stays open after it is issued.", int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -143,6 +143,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "otp challenges and replay guard",
+        """
+        -- The last TOTP time step (unix seconds // 30) accepted with the user's current secret:
+        -- a code of that step or an earlier one is refused (each code is accepted once).
+        ALTER TABLE otp_enrolments ADD COLUMN last_accepted_step BIGINT;
+        -- One step-up request: issued -> verified | failed (locked) | expired. Times are UTC.
+        CREATE TABLE otp_challenges (
+            challenge_id    VARCHAR PRIMARY KEY,
+            user_id         VARCHAR NOT NULL,
+            session_id      VARCHAR,
+            decision_id     VARCHAR,              -- the decision that asked for it, when there is one
+            status          VARCHAR NOT NULL,     -- issued, verified, failed, expired
+            issued_at       TIMESTAMP NOT NULL,
+            expires_at      TIMESTAMP NOT NULL,
+            failures        INTEGER NOT NULL DEFAULT 0,   -- consecutive wrong or replayed codes
+            locked          BOOLEAN NOT NULL DEFAULT false,
+            last_failure_at TIMESTAMP,
+            resolved_at     TIMESTAMP             -- when it was verified, locked or expired
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
@@ -150,6 +173,6 @@ LATEST_VERSION: int = MIGRATIONS[-1][0]
 #: Tables a user sees counted by `stats`, in display order.
 TABLES: tuple[str, ...] = (
     "users", "sessions", "session_labels", "events", "feature_schemas", "feature_windows", "models",
-    "scores", "policies", "decisions", "otp_enrolments", "otp_events", "audit_log", "system_metrics",
-    "job_runs",
+    "scores", "policies", "decisions", "otp_enrolments", "otp_challenges", "otp_events", "audit_log",
+    "system_metrics", "job_runs",
 )

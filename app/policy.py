@@ -1,0 +1,353 @@
+"""Risk → action: a declarative, versioned policy and the pure `decide` step.
+
+A policy maps a risk in [0, 1] to one of four actions through *bands*, then lets *rules* escalate
+the action on facts the risk does not capture (too little enrolment, a replayed window).
+
+Conventions (tested at every edge in `tests/test_policy.py`):
+- A band covers `[lower, upper)`: its lower edge is inclusive, its upper edge exclusive, except the
+  last band, which also includes 1.0. So a risk exactly on an edge gets the stricter band.
+- Bands are listed from low risk to high, start at 0, end at 1, touch without gaps or overlaps,
+  and never take a milder action at a higher risk.
+- Rules only escalate: the final action is the most severe of the band's and every firing rule's.
+- Two verdicts: ALLOW is SAFE; REQUIRE_OTP, FLAG_SESSION and DENY are UNSAFE (the session is not
+  trusted as it stands; the action says what happens next).
+- A risk that is NaN, infinite, outside [0, 1] or not a number is refused (`RiskError`), never
+  silently clamped: it means a scoring bug upstream.
+
+Like a threshold (STYLE.md §2) a decision is a pure function of a risk and a policy, so history can
+be re-decided under another policy revision without refitting anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from numbers import Real
+from typing import Any
+
+
+class Action(StrEnum):
+    """What happens to a session, mildest first (the order is the severity)."""
+
+    ALLOW = "ALLOW"
+    REQUIRE_OTP = "REQUIRE_OTP"
+    FLAG_SESSION = "FLAG_SESSION"
+    DENY = "DENY"
+
+    @property
+    def severity(self) -> int:
+        return list(Action).index(self)
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.SAFE if self is Action.ALLOW else Verdict.UNSAFE
+
+
+class Verdict(StrEnum):
+    SAFE = "SAFE"
+    UNSAFE = "UNSAFE"
+
+
+class Condition(StrEnum):
+    """Facts about a window, beyond its risk, that a rule can act on."""
+
+    #: The user has fewer genuine enrolment windows than `Policy.min_enrolment_windows`.
+    INSUFFICIENT_ENROLMENT = "insufficient_enrolment"
+    #: The window is identical to an earlier one (a recorded pattern played back).
+    REPLAYED_PATTERN = "replayed_pattern"
+
+
+class PolicyError(ValueError):
+    """A policy refused on creation or when read from JSON; the message names the band or field."""
+
+
+class RiskError(ValueError):
+    """A risk that is not a finite number in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class Band:
+    """Risks in `[lower, upper)` get `action` (the last band of a policy also includes 1.0)."""
+
+    lower: float
+    upper: float
+    action: Action
+
+    def describe(self, last: bool = False) -> str:
+        return f"{self.action} [{self.lower:g}, {self.upper:g}{']' if last else ')'}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When `condition` holds, the action is at least `action`."""
+
+    condition: Condition
+    action: Action
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """What the caller knows besides the risk.
+
+    `enrolment_windows` is None when unknown: the enrolment rule then does not fire (the scoring job
+    always knows it; a what-if on a page may not).
+    """
+
+    enrolment_windows: int | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one risk, with the policy (id, revision) that produced it and why."""
+
+    action: Action
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    risk: float
+    policy_id: str
+    policy_revision: int
+
+
+POLICY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. `revision` 0 is a draft; the store assigns 1, 2, ... when it is saved."""
+
+    policy_id: str
+    bands: tuple[Band, ...]
+    rules: tuple[Rule, ...] = ()
+    min_enrolment_windows: int = 20
+    revision: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("bands", "rules"):
+            if not isinstance(getattr(self, name), list | tuple):
+                raise PolicyError(f"{name} must be a list, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "bands", tuple(_as_band(b, i) for i, b in enumerate(self.bands, start=1)))
+        object.__setattr__(self, "rules", tuple(_as_rule(r, i) for i, r in enumerate(self.rules, start=1)))
+        _validate(self)
+        # Plain floats from here on (edges may arrive as ints or numpy scalars), so JSON round-trips.
+        object.__setattr__(self, "bands", tuple(Band(float(b.lower), float(b.upper), b.action) for b in self.bands))
+
+    # -- deciding --------------------------------------------------------------------------------
+    def band_for(self, risk: float) -> Band:
+        """The band holding `risk` (lower edge inclusive, upper exclusive, 1.0 in the last band)."""
+        check_risk(risk)
+        for band in self.bands[:-1]:
+            if risk < band.upper:
+                return band
+        return self.bands[-1]
+
+    def decide(self, risk: float, context: DecisionContext | None = None) -> Decision:
+        return decide(risk, self, context)
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy_id": self.policy_id,
+            "revision": self.revision,
+            "description": self.description,
+            "bands": [{"lower": b.lower, "upper": b.upper, "action": str(b.action)} for b in self.bands],
+            "rules": [{"condition": str(r.condition), "action": str(r.action)} for r in self.rules],
+            "min_enrolment_windows": self.min_enrolment_windows,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Policy:
+        if not isinstance(body, dict):
+            raise PolicyError(f"a policy is a JSON object, got {type(body).__name__}")
+        allowed = {"policy_id", "revision", "description", "bands", "rules", "min_enrolment_windows"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise PolicyError(f"unknown policy field(s) {unknown} (allowed: {sorted(allowed)})")
+        for required in ("policy_id", "bands"):
+            if required not in body:
+                raise PolicyError(f"the policy has no '{required}'")
+        return cls(
+            policy_id=body["policy_id"],
+            bands=body["bands"],
+            rules=body.get("rules", ()),
+            min_enrolment_windows=body.get("min_enrolment_windows", 20),
+            revision=body.get("revision", 0),
+            description=body.get("description", ""),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Policy:
+        try:
+            body = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise PolicyError(f"the policy is not valid JSON: {error}") from None
+        return cls.from_dict(body)
+
+    def with_revision(self, revision: int) -> Policy:
+        return replace(self, revision=revision)
+
+
+def check_risk(risk: object) -> float:
+    """Return `risk` as a float, or raise `RiskError` when it is not a finite number in [0, 1]."""
+    if isinstance(risk, bool) or not isinstance(risk, Real):
+        raise RiskError(f"risk must be a number in [0, 1], got {type(risk).__name__} {risk!r}")
+    value = float(risk)
+    if math.isnan(value):
+        raise RiskError("risk is NaN: the score behind it is broken; it is refused, not guessed")
+    if not 0.0 <= value <= 1.0:
+        raise RiskError(f"risk {value!r} is outside [0, 1]")
+    return value
+
+
+def decide(risk: float, policy: Policy, context: DecisionContext | None = None) -> Decision:
+    """The action and verdict for `risk` under `policy`, escalated by any rule that fires."""
+    value = check_risk(risk)
+    context = context or DecisionContext()
+    band = policy.band_for(value)
+    action = band.action
+    reasons = [f"risk {_show_risk(value, band)} is in band {band.describe(last=band is policy.bands[-1])}"]
+    for rule in policy.rules:
+        fired = _rule_fires(rule.condition, policy, context)
+        if fired is None:
+            continue
+        reasons.append(f"{fired} → at least {rule.action}")
+        if rule.action.severity > action.severity:
+            action = rule.action
+    return Decision(action, action.verdict, tuple(reasons), value, policy.policy_id, policy.revision)
+
+
+def _show_risk(value: float, band: Band) -> str:
+    """Four significant digits, unless rounding would make the risk look like the band's edge."""
+    short = f"{value:.4g}"
+    return repr(value) if float(short) in (band.lower, band.upper) and float(short) != value else short
+
+
+def _rule_fires(condition: Condition, policy: Policy, context: DecisionContext) -> str | None:
+    """A reason when `condition` holds for `context`, else None."""
+    if condition is Condition.INSUFFICIENT_ENROLMENT:
+        have = context.enrolment_windows
+        if have is not None and have < policy.min_enrolment_windows:
+            return f"not enough enrolment ({have} of {policy.min_enrolment_windows} windows)"
+        return None
+    if condition is Condition.REPLAYED_PATTERN:
+        return "replayed pattern (the window is identical to an earlier one)" if context.replayed else None
+    raise AssertionError(f"no check for condition {condition}")  # unreachable: conditions are an enum
+
+
+# -- validation -----------------------------------------------------------------------------------
+def _as_band(value: object, number: int) -> Band:
+    if isinstance(value, Band):
+        return Band(value.lower, value.upper, _as_action(value.action, f"band {number}"))
+    if isinstance(value, dict):
+        missing = [k for k in ("lower", "upper", "action") if k not in value]
+        if missing:
+            raise PolicyError(f"band {number} has no {', '.join(missing)}")
+        return Band(value["lower"], value["upper"], _as_action(value["action"], f"band {number}"))
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return Band(value[0], value[1], _as_action(value[2], f"band {number}"))
+    raise PolicyError(f"band {number} must be a Band, a (lower, upper, action) triple or an object, got {value!r}")
+
+
+def _as_rule(value: object, number: int) -> Rule:
+    if isinstance(value, Rule):
+        raw_condition, raw_action = value.condition, value.action
+    elif isinstance(value, dict) and {"condition", "action"} <= set(value):
+        raw_condition, raw_action = value["condition"], value["action"]
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        raw_condition, raw_action = value
+    else:
+        raise PolicyError(f"rule {number} must be a Rule, a (condition, action) pair or an object, got {value!r}")
+    try:
+        condition = Condition(raw_condition)
+    except ValueError:
+        raise PolicyError(f"rule {number}: unknown condition {raw_condition!r} "
+                          f"(allowed: {', '.join(c.value for c in Condition)})") from None
+    return Rule(condition, _as_action(raw_action, f"rule {number}"))
+
+
+def _as_action(value: object, where: str) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        allowed = ", ".join(a.value for a in Action)
+        raise PolicyError(f"{where}: unknown action {value!r} (allowed: {allowed})") from None
+
+
+def _validate(policy: Policy) -> None:
+    if not isinstance(policy.policy_id, str) or not POLICY_ID_PATTERN.match(policy.policy_id):
+        raise PolicyError(f"policy id {policy.policy_id!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit")
+    if isinstance(policy.revision, bool) or not isinstance(policy.revision, int) or policy.revision < 0:
+        raise PolicyError(f"revision must be a whole number ≥ 0 (0 = not saved yet), got {policy.revision!r}")
+    windows = policy.min_enrolment_windows
+    if isinstance(windows, bool) or not isinstance(windows, int) or windows < 0:
+        raise PolicyError(f"min_enrolment_windows must be a whole number ≥ 0, got {windows!r}")
+    if not isinstance(policy.description, str):
+        raise PolicyError("description must be text")
+    _validate_bands(policy.bands)
+    seen: set[Condition] = set()
+    for number, rule in enumerate(policy.rules, start=1):
+        if rule.condition in seen:
+            raise PolicyError(f"rule {number}: condition {rule.condition} already has a rule")
+        seen.add(rule.condition)
+
+
+def _validate_bands(bands: tuple[Band, ...]) -> None:
+    """Bands must be finite, inside [0, 1], each non-empty, ordered, touching, covering [0, 1]."""
+    if not bands:
+        raise PolicyError("a policy needs at least one band covering risks 0 to 1")
+    for number, band in enumerate(bands, start=1):
+        name = f"band {number} ({band.action})"
+        for edge in ("lower", "upper"):
+            value = getattr(band, edge)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise PolicyError(f"{name}: {edge} edge {value!r} is not a finite number")
+            if not 0.0 <= value <= 1.0:
+                raise PolicyError(f"{name}: {edge} edge {value!r} is outside [0, 1]")
+        if band.lower >= band.upper:
+            raise PolicyError(f"{name}: lower edge {band.lower:g} is not below its upper edge {band.upper:g}")
+    for number, (before, band) in enumerate(itertools.pairwise(bands), start=2):
+        name, previous = f"band {number} ({band.action})", f"band {number - 1} ({before.action})"
+        if band.lower < before.lower:
+            raise PolicyError(f"{name} starts at {band.lower:g}, before {previous} at {before.lower:g}: "
+                              "list the bands from low risk to high")
+        if band.lower < before.upper:
+            raise PolicyError(f"{name} [{band.lower:g}, {band.upper:g}) overlaps {previous} "
+                              f"[{before.lower:g}, {before.upper:g}): it must start at {before.upper:g}")
+        if band.lower > before.upper:
+            raise PolicyError(f"gap between {previous}, which ends at {before.upper:g}, and {name}, "
+                              f"which starts at {band.lower:g}: risks in between would have no action")
+        if band.action.severity < before.action.severity:
+            raise PolicyError(f"{name} is milder than {previous} although its risks are higher")
+    if bands[0].lower != 0.0:
+        raise PolicyError(f"band 1 ({bands[0].action}) starts at {bands[0].lower:g}: the first band must start at 0")
+    if bands[-1].upper != 1.0:
+        raise PolicyError(f"band {len(bands)} ({bands[-1].action}) ends at {bands[-1].upper:g}: "
+                          "the last band must end at 1")
+
+
+#: Installed in the store on first use as policy "default", revision 1.
+DEFAULT_POLICY = Policy(
+    policy_id="default",
+    description="Allow below 0.6; ask for a one-time code up to 0.8; flag up to 0.95; deny above.",
+    bands=(
+        Band(0.0, 0.6, Action.ALLOW),
+        Band(0.6, 0.8, Action.REQUIRE_OTP),
+        Band(0.8, 0.95, Action.FLAG_SESSION),
+        Band(0.95, 1.0, Action.DENY),
+    ),
+    rules=(
+        Rule(Condition.INSUFFICIENT_ENROLMENT, Action.REQUIRE_OTP),
+        Rule(Condition.REPLAYED_PATTERN, Action.DENY),
+    ),
+    min_enrolment_windows=20,
+    revision=1,
+)

@@ -1,0 +1,175 @@
+"""Stored decisions: what the policy said about a window, under which revision, and why.
+
+Each decision keeps the policy id and revision, the risk, the detector versions and the top
+contributing features, so the History page can explain any past decision. Recording one appends an
+audit row in the same transaction. Times are UTC (naive `TIMESTAMP`; aware datetimes are converted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from app.policy import Action, Decision, Verdict
+from store.audit import append_audit
+from store.db import Store
+from store.policies import UnknownPolicyError
+
+#: Buckets `decision_counts_over_time` accepts (DuckDB `date_trunc` parts).
+BUCKETS = ("minute", "hour", "day", "week", "month")
+
+#: Columns of the History page and of the CSV export, in order. The decisions table holds no
+#: secrets; the export still names its columns so that a column added later is not exported unseen.
+DECISION_COLUMNS = (
+    "decision_id", "decided_at", "user_id", "session_id", "window_id", "action", "verdict", "risk",
+    "policy_id", "policy_rev", "reasons", "detectors", "top_features",
+)
+
+FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
+
+
+def record_decision(
+    store: Store,
+    decision: Decision,
+    *,
+    user_id: str | None,
+    session_id: str | None = None,
+    window_id: str | None = None,
+    detectors: Mapping[str, Any] | None = None,
+    top_features: FeatureWeights | None = None,
+    decided_at: datetime | None = None,
+    actor: str = "scorer",
+) -> str:
+    """Store one decision and its audit row ("decision") atomically; return the new decision id.
+
+    `detectors` maps each detector to its version (e.g. model id); `top_features` lists the
+    features that contributed most, largest first (a mapping or (name, contribution) pairs).
+    The decision's policy revision must be stored: a draft policy (revision 0) is refused.
+    """
+    if decision.verdict is not Action(decision.action).verdict:
+        raise ValueError(f"decision verdict {decision.verdict} does not match its action {decision.action} "
+                         f"(expected {Action(decision.action).verdict}); build decisions with app.policy.decide")
+    decision_id = uuid.uuid4().hex
+    when = utc_naive(decided_at or datetime.now(UTC))
+    features = _feature_list(top_features)
+    with store.transaction() as cursor:
+        stored = cursor.execute("SELECT count(*) FROM policies WHERE policy_id = ? AND revision = ?",
+                                [decision.policy_id, decision.policy_revision]).fetchall()[0][0]
+        if not stored:
+            raise UnknownPolicyError(
+                f"the decision was made under policy {decision.policy_id!r} revision {decision.policy_revision}, "
+                "which is not stored: save the policy (store.policies.save_policy) and decide with the saved one")
+        cursor.execute(
+            "INSERT INTO decisions (decision_id, window_id, session_id, user_id, policy_id, policy_rev, risk,"
+            " action, verdict, reasons, detectors, top_features, decided_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [decision_id, window_id, session_id, user_id, decision.policy_id, decision.policy_revision,
+             decision.risk, str(decision.action), str(decision.verdict), json.dumps(list(decision.reasons)),
+             json.dumps(dict(detectors or {}), default=str, sort_keys=True), json.dumps(features), when],
+        )
+        append_audit(cursor, actor=actor, action="decision", subject=decision_id, details={
+            "user_id": user_id, "session_id": session_id, "window_id": window_id,
+            "action": str(decision.action), "verdict": str(decision.verdict), "risk": decision.risk,
+            "policy_id": decision.policy_id, "policy_revision": decision.policy_revision,
+            "reasons": list(decision.reasons), "decided_at": when.isoformat(),
+        })
+    return decision_id
+
+
+def decisions(
+    store: Store,
+    *,
+    user_id: str | None = None,
+    verdict: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    policy_id: str | None = None,
+    policy_revision: int | None = None,
+    limit: int = 10_000,
+) -> pl.DataFrame:
+    """Decisions matching every given filter, newest first (`since` inclusive, `until` exclusive).
+
+    JSON columns (reasons, detectors, top_features) come back as JSON text.
+    """
+    where, params = _filters(user_id=user_id, verdict=verdict, action=action, since=since, until=until,
+                             policy_id=policy_id, policy_revision=policy_revision)
+    columns = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c in ("reasons", "detectors", "top_features") else c
+                        for c in DECISION_COLUMNS)
+    return store.frame(f"SELECT {columns} FROM decisions {where} ORDER BY decided_at DESC, decision_id LIMIT ?",
+                       [*params, int(limit)])
+
+
+def decision_counts_over_time(store: Store, bucket: str = "hour", **filters: Any) -> pl.DataFrame:
+    """Decisions per time bucket, action and verdict: bucket_start, action, verdict, decisions.
+
+    `bucket` is one of BUCKETS; `filters` are those of `decisions` (user_id, verdict, ...).
+    """
+    if bucket not in BUCKETS:
+        raise ValueError(f"unknown bucket {bucket!r} (allowed: {', '.join(BUCKETS)})")
+    where, params = _filters(**filters)
+    return store.frame(
+        f"SELECT date_trunc('{bucket}', decided_at) AS bucket_start, action, verdict, count(*) AS decisions "
+        f"FROM decisions {where} GROUP BY ALL ORDER BY bucket_start, action, verdict", params)
+
+
+def decisions_csv(store: Store, *, actor: str | None = None, **filters: Any) -> bytes:
+    """The filtered decisions as UTF-8 CSV (the columns of DECISION_COLUMNS; no OTP data at all).
+
+    Pass `actor` when the file is really handed to someone: the export is then audited ("export").
+    """
+    frame = decisions(store, **filters)
+    data = frame.write_csv().encode("utf-8")
+    if actor is not None:
+        with store.transaction() as cursor:
+            append_audit(cursor, actor=actor, action="export", subject="decisions.csv",
+                         details={"rows": frame.height, "filters": {k: v for k, v in filters.items() if v is not None}})
+    return data
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """A naive UTC datetime, as stored in TIMESTAMP columns (naive input is taken to be UTC already)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def _feature_list(top_features: FeatureWeights | None) -> list[dict[str, Any]]:
+    pairs = list(top_features.items()) if isinstance(top_features, Mapping) else list(top_features or [])
+    listed = []
+    for name, value in pairs:
+        number = float(value)
+        listed.append({"feature": str(name), "contribution": number if math.isfinite(number) else None})
+    return listed
+
+
+def _filters(
+    *,
+    user_id: str | None = None,
+    verdict: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    policy_id: str | None = None,
+    policy_revision: int | None = None,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause with parameters for the given filters (values are checked, never interpolated)."""
+    if verdict is not None and verdict not in set(Verdict):
+        raise ValueError(f"unknown verdict {verdict!r} (allowed: {', '.join(Verdict)})")
+    if action is not None and action not in set(Action):
+        raise ValueError(f"unknown action {action!r} (allowed: {', '.join(Action)})")
+    conditions, params = [], []
+    for column, operator, value in (
+        ("user_id", "=", user_id), ("verdict", "=", verdict), ("action", "=", action),
+        ("decided_at", ">=", utc_naive(since) if since else None),
+        ("decided_at", "<", utc_naive(until) if until else None),
+        ("policy_id", "=", policy_id), ("policy_rev", "=", policy_revision),
+    ):
+        if value is not None:
+            conditions.append(f"{column} {operator} ?")
+            params.append(str(value) if column in ("verdict", "action") else value)
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
