@@ -168,11 +168,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
+MIGRATIONS.append((
+    3,
+    "live pipeline: session progress and drift checks",
+    """
+    -- How far the featurize job got with each session: windows are (re)built when events_seen
+    -- changes; a session idle for a while is finalized (its last, partial windows are stored too).
+    CREATE TABLE session_progress (
+        session_id  VARCHAR PRIMARY KEY,
+        events_seen BIGINT NOT NULL,
+        changed_at  TIMESTAMP NOT NULL,       -- wall clock when events_seen last changed (UTC)
+        finalized   BOOLEAN NOT NULL DEFAULT false
+    );
+    -- Feature distribution shift between a user's training windows and recent windows.
+    CREATE TABLE drift_checks (
+        user_id     VARCHAR NOT NULL,
+        kind        VARCHAR NOT NULL,
+        checked_at  TIMESTAMP NOT NULL,
+        recent      BIGINT NOT NULL,          -- recent windows compared
+        statistic   DOUBLE NOT NULL,          -- largest per-feature shift (see app/jobs.py)
+        feature     VARCHAR,                  -- the feature that shifted most
+        drifted     BOOLEAN NOT NULL
+    );
+    """,
+))
+
 LATEST_VERSION: int = MIGRATIONS[-1][0]
 
 #: Tables a user sees counted by `stats`, in display order.
 TABLES: tuple[str, ...] = (
     "users", "sessions", "session_labels", "events", "feature_schemas", "feature_windows", "models",
     "scores", "policies", "decisions", "otp_enrolments", "otp_challenges", "otp_events", "audit_log",
-    "system_metrics", "job_runs",
+    "system_metrics", "job_runs", "session_progress", "drift_checks",
 )

@@ -1,0 +1,231 @@
+// Telltale capture component (Streamlit components v2, no build step).
+//
+// Privacy: key names and characters are read here, in the browser, only to classify a key
+// (letter, digit, ...) and to check locally whether an enrolment repetition matches the phrase.
+// Only timings, key classes, positions, pointer coordinates and field names ever leave the page.
+//
+// Modes (data.mode): "enrol" (type data.phrase data.repetitions times), "login" (username +
+// password form), "pad" (free typing and mouse activity). Events go to Python in batches about
+// once a second, and at once on submit / end of a repetition, as a trigger value "batch":
+//   {mount_id, batch_seq, mode, user_id, sessions: {session_id: [event, ...]}, ...}
+// each event {seq, t_ms, type, key_class, press_id, pos, field, x, y, button}.
+
+const FLUSH_MS = 1000;
+
+function keyClass(event) {
+  const key = event.key;
+  if (key === " ") return "space";
+  if (key === "Backspace") return "backspace";
+  if (key === "Delete") return "delete";
+  if (key === "Enter") return "enter";
+  if (key === "Tab") return "tab";
+  if (key === "Shift") return "shift";
+  if (key === "Control") return "ctrl";
+  if (key === "Alt" || key === "AltGraph") return "alt";
+  if (key === "Meta" || key === "OS") return "meta";
+  if (key && key.startsWith("Arrow")) return "arrow";
+  if (key && key.length === 1) {
+    if (/\p{L}/u.test(key)) return "letter";
+    if (/\p{N}/u.test(key)) return "digit";
+    return "punct";
+  }
+  return "other";
+}
+
+function buttonName(button) {
+  return ["left", "middle", "right"][button] || "other";
+}
+
+function randomId() {
+  return Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  const mode = data.mode;
+  const root = parentElement.querySelector(".telltale-capture") || document.createElement("div");
+  root.className = "telltale-capture";
+  if (!root.parentElement) parentElement.appendChild(root);
+  if (root.dataset.mounted === data.mount_key) return; // already running for this mount
+  root.dataset.mounted = data.mount_key;
+  root.innerHTML = "";
+
+  const mountId = randomId();
+  let batchSeq = 0;
+  let pending = {};          // session_id -> [events]
+  let seqBySession = {};     // session_id -> next seq
+  let pressCounter = 0;
+  let origin = performance.now();
+  let session = null;        // current session id
+  const pressOfKey = new Map(); // physical key code -> press id (local only, never sent)
+
+  function newSession(suffix) {
+    session = `${data.session_prefix}-${mountId}-${suffix}`;
+    seqBySession[session] = 0;
+    origin = performance.now();
+    pressOfKey.clear();
+    return session;
+  }
+
+  function record(event) {
+    if (!session) return;
+    const t = Math.round((performance.now() - origin) * 1000) / 1000;
+    const full = Object.assign(
+      { seq: seqBySession[session]++, t_ms: t, key_class: null, press_id: null, pos: null,
+        field: null, x: null, y: null, button: null },
+      event,
+    );
+    (pending[session] = pending[session] || []).push(full);
+  }
+
+  function flush(extra) {
+    const sessions = pending;
+    pending = {};
+    if (Object.keys(sessions).length === 0 && !extra) return;
+    batchSeq += 1;
+    setTriggerValue("batch", Object.assign(
+      { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id, sessions: sessions },
+      extra || {},
+    ));
+  }
+  // Enrolment holds a repetition until it ends: one with a typo is dropped here, never sent.
+  const timer = setInterval(() => { if (mode !== "enrol") flush(null); }, FLUSH_MS);
+
+  function discard(sessionId) {
+    delete pending[sessionId];
+  }
+
+  function keyHandlers(input, fieldName, positional) {
+    let position = 0;
+    input.addEventListener("focus", () => { position = 0; record({ type: "field_enter", field: fieldName }); });
+    input.addEventListener("blur", () => record({ type: "field_leave", field: fieldName }));
+    input.addEventListener("keydown", (event) => {
+      if (event.repeat) return;
+      const press = ++pressCounter;
+      pressOfKey.set(event.code || event.key, { press, pos: positional ? position++ : null,
+                                                cls: keyClass(event) });
+      const info = pressOfKey.get(event.code || event.key);
+      record({ type: "key_down", key_class: info.cls, press_id: press, pos: info.pos, field: fieldName });
+    });
+    input.addEventListener("keyup", (event) => {
+      const info = pressOfKey.get(event.code || event.key);
+      if (!info) return;
+      pressOfKey.delete(event.code || event.key);
+      record({ type: "key_up", key_class: info.cls, press_id: info.press, pos: info.pos, field: fieldName });
+    });
+  }
+
+  function pointerHandlers(area) {
+    area.addEventListener("mousemove", (e) => {
+      const box = area.getBoundingClientRect();
+      record({ type: "mouse_move", x: e.clientX - box.left, y: e.clientY - box.top });
+    });
+    area.addEventListener("mousedown", (e) => {
+      const box = area.getBoundingClientRect();
+      record({ type: "mouse_down", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) });
+    });
+    area.addEventListener("mouseup", (e) => {
+      const box = area.getBoundingClientRect();
+      record({ type: "mouse_up", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) });
+    });
+    area.addEventListener("wheel", (e) => {
+      const box = area.getBoundingClientRect();
+      record({ type: "wheel", x: e.clientX - box.left, y: e.clientY - box.top });
+    }, { passive: true });
+  }
+
+  // A repetition or a login ends on the keyup of Enter, so the Enter press stays whole.
+  function onEnterUp(input, finish) {
+    input.addEventListener("keydown", (event) => { if (event.key === "Enter") event.preventDefault(); });
+    input.addEventListener("keyup", (event) => { if (event.key === "Enter") finish(); });
+  }
+
+  if (mode === "enrol") {
+    const target = data.phrase;
+    let done = 0;
+    let corrected = false;
+    let presses = 0;
+    root.innerHTML = `
+      <p class="tt-prompt">Type <code class="tt-phrase"></code> and press Enter.</p>
+      <input class="tt-input" name="enrol" autocomplete="off" spellcheck="false" />
+      <p class="tt-progress"></p><p class="tt-note"></p>`;
+    root.querySelector(".tt-phrase").textContent = target;
+    const input = root.querySelector(".tt-input");
+    const progress = root.querySelector(".tt-progress");
+    const note = root.querySelector(".tt-note");
+    const show = () => { progress.textContent = `${done} / ${data.repetitions}`; };
+    const start = () => { newSession(`rep${done + 1}`); corrected = false; presses = 0; };
+    show();
+    start();
+    keyHandlers(input, "password", true);
+    input.addEventListener("keydown", (event) => {
+      if (event.repeat) return;
+      presses += 1;
+      if (event.key === "Backspace" || event.key === "Delete") corrected = true;
+    });
+    onEnterUp(input, () => {
+      // Checked here; the typed value never leaves the page.
+      const clean = input.value === target && !corrected && presses === data.expected_keys;
+      const finished = session;
+      input.value = "";
+      if (clean) {
+        record({ type: "submit" });
+        done += 1;
+        note.textContent = "";
+        flush({ completed: finished, clean: true, repetition: done });
+      } else {
+        discard(finished);
+        note.textContent = "That repetition had a typo or a correction; please type it again.";
+        flush({ completed: finished, clean: false, repetition: done + 1 });
+      }
+      show();
+      if (done >= data.repetitions) {
+        input.disabled = true;
+        note.textContent = "Enrolment complete.";
+        session = null;
+      } else {
+        start();
+      }
+    });
+  } else if (mode === "login") {
+    root.innerHTML = `
+      <form class="tt-form" autocomplete="off">
+        <label>Username <input class="tt-username" name="username" spellcheck="false" /></label>
+        <label>Password <input class="tt-password" name="password" type="password" /></label>
+        <button type="button" class="tt-submit">Log in</button>
+      </form>`;
+    const form = root.querySelector(".tt-form");
+    const password = root.querySelector(".tt-password");
+    newSession(`login${Date.now().toString(36)}`);
+    keyHandlers(root.querySelector(".tt-username"), "username", false);
+    keyHandlers(password, "password", true);
+    pointerHandlers(form);
+    const submit = () => {
+      record({ type: "submit" });
+      const finished = session;
+      flush({ completed: finished, clean: true });
+      form.reset();
+      newSession(`login${Date.now().toString(36)}`);
+    };
+    onEnterUp(password, submit);
+    root.querySelector(".tt-submit").addEventListener("click", submit);
+  } else {
+    root.innerHTML = `
+      <textarea class="tt-pad" rows="6" placeholder="Type anything here, move the mouse, click, drag and scroll."></textarea>
+      <div class="tt-area">mouse area</div>`;
+    newSession("pad");
+    keyHandlers(root.querySelector(".tt-pad"), "pad", false);
+    pointerHandlers(root);
+  }
+  const onFocus = () => record({ type: "focus" });
+  const onBlur = () => record({ type: "blur" });
+  window.addEventListener("focus", onFocus);
+  window.addEventListener("blur", onBlur);
+
+  return () => {
+    clearInterval(timer);
+    window.removeEventListener("focus", onFocus);
+    window.removeEventListener("blur", onBlur);
+    flush(null);
+  };
+}
