@@ -50,12 +50,35 @@ SETTINGS: tuple[Setting, ...] = (
             float),
     Setting("score_seconds", "TELLTALE_SCORE_SECONDS", 2.0,
             "Interval of the job that builds windows from new events and scores them, in seconds.", float),
+    Setting("enrolment_repetitions", "TELLTALE_ENROLMENT_REPETITIONS", 10,
+            "Clean repetitions of the phrase the Capture page asks for at enrolment.", int),
+    Setting("min_enrolment_windows", "TELLTALE_MIN_ENROLMENT_WINDOWS", 5,
+            "Windows of a kind a user needs before a personal model is trained (else the global model "
+            "scores them and the decision says 'not enough enrolment').", int),
+    Setting("detectors", "TELLTALE_DETECTORS", "manhattan_log,iforest",
+            "Detectors trained per user and window kind (comma-separated registry names).",
+            lambda raw: _detector_list(raw)),
+    Setting("target_frr", "TELLTALE_TARGET_FRR", 0.05,
+            "False-reject rate each user's threshold is calibrated for on their genuine training windows.", float),
     Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
     Setting("otp_expiry_seconds", "TELLTALE_OTP_EXPIRY_SECONDS", 300,
             "Seconds a one-time-code challenge stays open after it is issued.", int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+#: Registry names of detectors (tests/test_detectors_contract.py checks this against the registry;
+#: importing the registry here would load PyOD and torch into every CLI command).
+KNOWN_DETECTORS = ("iforest", "lof", "autoencoder", "manhattan_scaled", "manhattan_log", "zscore_count",
+                   "background", "ensemble")
+
+
+def _detector_list(raw: str) -> str:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    if not names or any(name not in KNOWN_DETECTORS for name in names):
+        raise ValueError(raw)
+    return ",".join(names)
 
 
 def _choice(raw: str, allowed: tuple[str, ...]) -> str:

@@ -20,4 +20,8 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None)
         from bench.ingest import bench_import_balabit
 
         return bench_import_balabit(path or SHARED / "balabit-mouse")
+    if what == "features":
+        from bench.features import bench_features
+
+        return bench_features(rows, path or SHARED / "balabit-mouse")
     raise ValueError(f"unknown benchmark {what!r}")

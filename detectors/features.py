@@ -240,10 +240,10 @@ def keystroke_features(presses: pl.LazyFrame, by: list[str]) -> pl.LazyFrame:
     def pair(flight: str, a: str, b: str) -> pl.Expr:
         return pl.col(flight).filter((pl.col("previous_class") == a) & (pl.col("key_class") == b)).mean()
 
-    span_s = (pl.col("t_down").max() - pl.col("t_down").min()) / 1000
+    span_ms = pl.col("t_down").max() - pl.col("t_down").min()
     return presses.group_by(by).agg(
         key_count=pl.len().cast(pl.Float64),
-        typing_speed=pl.when(span_s > 0).then((pl.len() - 1) / span_s),
+        typing_speed=pl.when(span_ms > 0).then((pl.len() - 1) * 1000 / span_ms),
         dwell_mean=pl.col("dwell").mean(),
         dwell_std=pl.col("dwell").std(),
         dwell_median=pl.col("dwell").median(),
@@ -289,8 +289,9 @@ def mouse_actions(samples: pl.LazyFrame) -> pl.LazyFrame:
         dt=pl.when(within).then(t - t.shift(1)),
         dx=pl.when(within).then(pl.col("x") - pl.col("x").shift(1)),
         dy=pl.when(within).then(pl.col("y") - pl.col("y").shift(1)),
-        # a button is held once the action has seen a press (an action ends at the release)
-        held=(downs_so_far - pl.when(pl.col("starts")).then(downs_so_far - is_down).forward_fill()) > 0,
+        # held during the step into this sample: a press came earlier in the action (an action ends
+        # at the release); the step into the press itself was made before the button went down
+        held=(downs_so_far - is_down - pl.when(pl.col("starts")).then(downs_so_far - is_down).forward_fill()) > 0,
     )
     # Kinematics only where time advanced (real data repeats timestamps within a 15.6 ms clock tick).
     timed = pl.col("dt") > 0
@@ -443,9 +444,10 @@ def fixed_text_windows(parts: SessionParts, settings: WindowSettings) -> pl.Lazy
 
 
 def free_text_windows(parts: SessionParts, settings: WindowSettings) -> pl.LazyFrame:
-    """Consecutive, non-overlapping runs of `free_text_keys` presses outside fixed-text positions;
-    a trailing run shorter than that is not a window."""
-    presses = _runs(parts.presses.filter(pl.col("pos").is_null()), settings.free_text_keys)
+    """Consecutive, non-overlapping runs of `free_text_keys` presses outside the fixed-text field's
+    positions (the presses `fixed_text_windows` uses); a trailing run shorter than that is not a window."""
+    in_phrase = ((pl.col("field") == settings.fixed_text_field) & pl.col("pos").is_not_null()).fill_null(False)
+    presses = _runs(parts.presses.filter(~in_phrase), settings.free_text_keys)
     presses = with_flights(presses, over=WINDOW_KEY)
     spans = presses.group_by(WINDOW_KEY).agg(
         pl.col("user_id").first(), start_ms=pl.col("t_down").min(), end_ms=pl.col("t_up").max(),

@@ -145,3 +145,40 @@ def unscored_windows(store: Store, limit: int = 10_000) -> pl.DataFrame:
 def window_counts(store: Store) -> pl.DataFrame:
     """Windows per user and kind (enrolment progress on the Models page)."""
     return store.frame("SELECT user_id, kind, count(*) AS windows FROM feature_windows GROUP BY ALL ORDER BY ALL")
+
+
+def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.DataFrame:
+    """Windows a user's model may learn from: those of the user's first `enrolment_sessions`
+    sessions (by start), of explicit enrolment sessions (ids starting with "enrol-"), and of later
+    sessions whose every decision so far was SAFE. Ground-truth labels are never read here."""
+    return store.frame("""
+        WITH ranked AS (
+            SELECT session_id, user_id,
+                   row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
+            FROM sessions
+        ), judged AS (
+            SELECT session_id, bool_and(verdict = 'SAFE') AS all_safe FROM decisions
+            WHERE session_id IS NOT NULL GROUP BY session_id
+        )
+        SELECT w.* FROM feature_windows w
+        LEFT JOIN ranked r USING (session_id)
+        LEFT JOIN judged j USING (session_id)
+        WHERE w.kind = ?
+          AND (r.nth <= ? OR w.session_id LIKE 'enrol-%' OR coalesce(j.all_safe, false)
+               OR r.session_id IS NULL)  -- imported feature vectors (CMU layout) have no session row
+        ORDER BY w.user_id, w.session_id, w.start_ms, w.window_id""", [kind, enrolment_sessions])
+
+
+def replayed_windows(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
+    """Windows whose first `compare_first` features equal an earlier window's of the same user and
+    kind: a replayed pattern (for fixed text: the timings, not the context around them)."""
+    rows = store.rows("""
+        SELECT DISTINCT w.window_id FROM feature_windows w
+        JOIN feature_windows earlier
+          ON earlier.user_id = w.user_id AND earlier.kind = w.kind AND earlier.schema_id = w.schema_id
+         AND list_slice(earlier.features, 1, ?) = list_slice(w.features, 1, ?)
+         AND earlier.window_id <> w.window_id
+         AND (earlier.created_at < w.created_at
+              OR (earlier.created_at = w.created_at AND earlier.window_id < w.window_id))
+        WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, window_ids])
+    return {r[0] for r in rows}

@@ -9,7 +9,7 @@ from app.settings import ROOT, SETTINGS, Setting
 
 README = ROOT / "README.md"
 #: A valid, non-default value for settings whose parser is neither a number nor free text.
-EXAMPLES = {"scheduler": "off"}
+EXAMPLES = {"scheduler": "off", "detectors": "iforest,lof"}
 
 
 def example_value(setting: Setting) -> str:

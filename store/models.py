@@ -1,0 +1,73 @@
+"""Trained models (blobs with metadata) and the raw scores they give windows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from store.audit import append_audit
+from store.db import Store
+
+GLOBAL_USER = None  # models.user_id is NULL for the global model (users without enough enrolment)
+
+
+def save_model(store: Store, *, model_id: str, user_id: str | None, kind: str, detector: str, schema_id: str,
+               trained_at: datetime, n_samples: int, seed: int | None, metadata: dict[str, Any], blob: bytes,
+               actor: str) -> None:
+    """Store a model and make it the active one for (user, kind, detector, schema); audited."""
+    with store.transaction() as cursor:
+        cursor.execute("""
+            UPDATE models SET active = false
+            WHERE user_id IS NOT DISTINCT FROM ? AND kind = ? AND detector = ? AND schema_id = ? AND active""",
+                       [user_id, kind, detector, schema_id])
+        cursor.execute("""
+            INSERT INTO models (model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed,
+                                metadata, blob, active)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true)""",
+                       [model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed,
+                        json.dumps(metadata, default=str, sort_keys=True), blob])
+        append_audit(cursor, actor=actor, action="training", subject=user_id or "(global)",
+                     details={"model_id": model_id, "kind": kind, "detector": detector, "schema_id": schema_id,
+                              "n_samples": n_samples})
+
+
+def active_models(store: Store, kind: str | None = None) -> pl.DataFrame:
+    """Active models without their blobs: model_id, user_id, kind, detector, schema_id, trained_at, ..."""
+    where, params = ("AND kind = ?", [kind]) if kind else ("", [])
+    return store.frame(f"""
+        SELECT model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed, metadata
+        FROM models WHERE active {where} ORDER BY kind, user_id NULLS LAST, detector""", params)
+
+
+def model_blobs(store: Store, model_ids: list[str]) -> dict[str, bytes]:
+    return {mid: bytes(blob) for mid, blob in
+            store.rows("SELECT model_id, blob FROM models WHERE list_contains(?, model_id)", [model_ids])}
+
+
+def record_scores(store: Store, scores: pl.DataFrame) -> int:
+    """Append raw scores (window_id, model_id, raw_score, risk); returns rows written."""
+    if scores.height == 0:
+        return 0
+    with store.transaction() as cursor:
+        cursor.register("score_batch", scores.select("window_id", "model_id", "raw_score", "risk").to_arrow())
+        cursor.execute("INSERT INTO scores (window_id, model_id, raw_score, risk) "
+                       "SELECT window_id, model_id, raw_score, risk FROM score_batch")
+        cursor.unregister("score_batch")
+    return scores.height
+
+
+def scored_windows(store: Store, kind: str | None = None, limit: int = 200_000) -> pl.DataFrame:
+    """Scores joined with their window, the session's ground-truth label (when known) and the model.
+
+    For the threshold lab and evaluation: labels are read here only to measure, never to decide.
+    """
+    where, params = ("WHERE w.kind = ?", [kind]) if kind else ("", [])
+    return store.frame(f"""
+        SELECT s.window_id, w.session_id, w.user_id, w.kind, w.start_ms, m.detector, m.user_id AS model_user,
+               s.raw_score, s.risk, s.scored_at, l.label
+        FROM scores s JOIN feature_windows w USING (window_id) JOIN models m USING (model_id)
+        LEFT JOIN session_labels l ON l.session_id = w.session_id
+        {where} ORDER BY s.scored_at DESC LIMIT ?""", [*params, limit])
