@@ -8,11 +8,14 @@ have no score yet against the user's models, and turns each risk into a decision
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 
 from app import settings
 from detectors.features import WindowSettings, build_windows, feature_names
+from detectors.persistence import UserModel
 from store import Store
 from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
 from store.windows import ingest_feature_windows
@@ -61,3 +64,159 @@ def featurize_pending(store: Store) -> FeaturizeReport:
         added += featurize_sessions(store, ids, final=final)
     mark_featurized(store, todo)
     return FeaturizeReport(todo.height, added)
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowVerdict:
+    """What the page shows for one scored window."""
+
+    window_id: str
+    session_id: str
+    user_id: str
+    kind: str
+    risk: float
+    action: str
+    verdict: str
+    reasons: tuple[str, ...]
+    top_features: list[dict[str, object]]
+    decision_id: str
+    challenge_id: str | None = None
+
+
+def align_to_policy(risk: np.ndarray, threshold: float, edge: float) -> np.ndarray:
+    """Map a user's risk so their calibrated threshold lands on the policy's first band edge.
+
+    Piecewise linear and increasing: [0, threshold] -> [0, edge], [threshold, 1] -> [edge, 1]. The
+    per-user threshold (set for the target false-reject rate, moved by the sensitivity) thus decides
+    where ALLOW ends, and the policy's higher bands grade everything above it.
+    """
+    risk = np.clip(np.asarray(risk, dtype=float), 0.0, 1.0)
+    threshold = float(np.clip(threshold, 1e-9, 1 - 1e-9))
+    below = risk / threshold * edge
+    above = edge + (risk - threshold) / (1 - threshold) * (1 - edge)
+    return np.where(risk <= threshold, below, above)
+
+
+def _top_features(model: UserModel, x: np.ndarray, count: int = 3) -> list[dict[str, object]]:
+    """The features furthest from the user's enrolled baseline, in standard deviations."""
+    baseline = model.metadata.get("baseline") or {}
+    mean, std = np.asarray(baseline.get("mean", [])), np.asarray(baseline.get("std", []))
+    if mean.size != x.size:
+        return []
+    z = (x - mean) / np.where(std > 1e-9, std, np.nan)
+    order = np.argsort(-np.nan_to_num(np.abs(z), nan=-1.0))[:count]
+    return [{"feature": model.feature_names[i], "value": round(float(x[i]), 3),
+             "baseline": round(float(mean[i]), 3), "z": round(float(z[i]), 2)}
+            for i in order if np.isfinite(z[i])]
+
+
+def _compare_first(kind: str, width: int) -> int:
+    """How many leading features identify a replayed pattern (fixed text: the timings only)."""
+    if kind == "fixed_text":
+        return max(3 * settings.get("fixed_text_keys") - 2, 1) if width > 4 else width
+    return width
+
+
+def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
+    """Score windows against their user's active models (or the global one), decide, record.
+
+    Windows of a kind and schema that no model covers yet are left unscored for a later run.
+    """
+    from app import stepup
+    from app.models import load_active, window_matrix
+    from app.policy import DecisionContext, decide
+    from detectors.thresholds import apply_sensitivity, normalise
+    from store.decisions import record_decision
+    from store.models import record_scores
+    from store.policies import latest_policy
+    from store.windows import replayed_windows
+
+    if windows.height == 0:
+        return []
+    models = load_active(store)
+    if models.height == 0:
+        return []
+    policy = latest_policy(store)
+    edge = policy.bands[0].upper
+    sensitivity = settings.get("sensitivity")
+    verdicts: list[WindowVerdict] = []
+    score_rows: list[dict[str, object]] = []
+    for (user_id, kind, schema_id), group in windows.group_by("user_id", "kind", "schema_id", maintain_order=True):
+        own = models.filter((pl.col("user_id") == user_id) & (pl.col("kind") == kind)
+                            & (pl.col("schema_id") == schema_id))
+        personal = own.height > 0
+        chosen = own if personal else models.filter(
+            pl.col("user_id").is_null() & (pl.col("kind") == kind) & (pl.col("schema_id") == schema_id))
+        if chosen.height == 0:
+            continue
+        X = window_matrix(group)
+        replays = replayed_windows(store, group["window_id"].to_list(), _compare_first(kind, X.shape[1]))
+        aligned = []
+        for row in chosen.iter_rows(named=True):
+            model: UserModel = row["model"]
+            raw = model.score(X, schema_id)
+            risk = normalise(raw, model.normaliser)
+            aligned.append(align_to_policy(risk, apply_sensitivity(model.threshold, sensitivity), edge))
+            score_rows += [{"window_id": w, "model_id": row["model_id"], "raw_score": float(r), "risk": float(k)}
+                           for w, r, k in zip(group["window_id"], raw, risk, strict=True)]
+        combined = np.mean(aligned, axis=0)
+        first: UserModel = chosen["model"][0]
+        enrolled = int(first.metadata.get("n_samples", 0)) if personal else 0
+        detectors = {d: m for d, m in zip(chosen["detector"], chosen["model_id"], strict=True)}
+        for i, window in enumerate(group.iter_rows(named=True)):
+            decision = decide(float(combined[i]), policy,
+                              DecisionContext(enrolment_windows=enrolled, replayed=window["window_id"] in replays))
+            top = _top_features(first, X[i])
+            decision_id = record_decision(
+                store, decision, user_id=user_id, session_id=window["session_id"], window_id=window["window_id"],
+                detectors=detectors, top_features=[(f["feature"], f["z"]) for f in top])
+            challenge_id = None
+            if decision.action.name == "REQUIRE_OTP" and stepup.is_enrolled(store, user_id):
+                try:
+                    challenge_id = stepup.issue_challenge(store, user_id, now=datetime.now(UTC),
+                                                          session_id=window["session_id"],
+                                                          decision_id=decision_id).challenge_id
+                except stepup.StepUpError:
+                    challenge_id = None  # e.g. the user's earlier challenge is locked: the decision stands
+            verdicts.append(WindowVerdict(
+                window_id=window["window_id"], session_id=window["session_id"], user_id=user_id, kind=kind,
+                risk=float(combined[i]), action=decision.action.name, verdict=decision.verdict.name,
+                reasons=tuple(decision.reasons), top_features=top, decision_id=decision_id,
+                challenge_id=challenge_id))
+    record_scores(store, pl.DataFrame(score_rows, schema={"window_id": pl.String, "model_id": pl.String,
+                                                           "raw_score": pl.Float64, "risk": pl.Float64}))
+    return verdicts
+
+
+def score_pending(store: Store, limit: int = 5_000) -> list[WindowVerdict]:
+    """Score every window that has no score yet (the scheduler's queue)."""
+    from store.windows import unscored_windows
+
+    return score_windows(store, unscored_windows(store, limit))
+
+
+def process_pending(store: Store) -> int:
+    """The "score" job: build windows from new events, then score what has no score; returns decisions."""
+    featurize_pending(store)
+    return len(score_pending(store))
+
+
+def score_session(store: Store, session_id: str) -> WindowVerdict | None:
+    """Build a finished session's windows now and score them (the capture page's immediate verdict);
+    returns the most severe verdict of the session's windows, fixed-text first."""
+    featurize_sessions(store, [session_id], final=True)
+    from store.windows import feature_windows
+
+    windows, _ = feature_windows(store, sessions=[session_id])
+    fresh = score_windows(store, windows.filter(~pl.col("window_id").is_in(_scored(store, windows))))
+    if not fresh:
+        return None
+    severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}
+    return max(fresh, key=lambda v: (v.kind == "fixed_text", severity[v.action], v.risk))
+
+
+def _scored(store: Store, windows: pl.DataFrame) -> list[str]:
+    ids = windows["window_id"].to_list()
+    return [r[0] for r in store.rows("SELECT DISTINCT window_id FROM scores WHERE list_contains(?, window_id)",
+                                     [ids])]

@@ -348,6 +348,6 @@ DEFAULT_POLICY = Policy(
         Rule(Condition.INSUFFICIENT_ENROLMENT, Action.REQUIRE_OTP),
         Rule(Condition.REPLAYED_PATTERN, Action.DENY),
     ),
-    min_enrolment_windows=20,
+    min_enrolment_windows=5,
     revision=1,
 )

@@ -52,6 +52,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Interval of the job that builds windows from new events and scores them, in seconds.", float),
     Setting("enrolment_repetitions", "TELLTALE_ENROLMENT_REPETITIONS", 10,
             "Clean repetitions of the phrase the Capture page asks for at enrolment.", int),
+    Setting("enrolment_sessions", "TELLTALE_ENROLMENT_SESSIONS", 6,
+            "A user's first N sessions are their enrolment (training windows), with explicit 'enrol-' sessions "
+            "and later sessions whose decisions were all SAFE.", int),
+    Setting("sensitivity", "TELLTALE_SENSITIVITY", 0.0,
+            "Global detector sensitivity in [-1, 1]: moves every user's threshold without refitting "
+            "(positive flags more).", float),
     Setting("min_enrolment_windows", "TELLTALE_MIN_ENROLMENT_WINDOWS", 5,
             "Windows of a kind a user needs before a personal model is trained (else the global model "
             "scores them and the decision says 'not enough enrolment').", int),

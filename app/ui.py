@@ -38,3 +38,19 @@ def progress_callback(label: str) -> tuple[Callable[[int, int], None], Callable[
         bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done:,} / {total:,}")
 
     return update, bar.empty
+
+
+ACTION_STYLE = {"ALLOW": ("green", "SAFE"), "REQUIRE_OTP": ("orange", "UNSAFE"),
+                "FLAG_SESSION": ("orange", "UNSAFE"), "DENY": ("red", "UNSAFE")}
+
+
+def verdict_badge(verdict) -> None:
+    """A session verdict: SAFE/UNSAFE, the action, the risk and the features that drove it."""
+    if verdict is None:
+        return
+    colour, word = ACTION_STYLE.get(verdict.action, ("gray", verdict.verdict))
+    st.markdown(f"### :{colour}[{word}] · {verdict.action} · risk {verdict.risk:.2f}")
+    for reason in verdict.reasons:
+        st.caption(reason)
+    if verdict.top_features:
+        st.dataframe(pl.DataFrame(verdict.top_features), hide_index=True)

@@ -169,16 +169,22 @@ def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.Dat
         ORDER BY w.user_id, w.session_id, w.start_ms, w.window_id""", [kind, enrolment_sessions])
 
 
+#: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
+#: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
+REPLAY_TOLERANCE_MS = 0.05
+
+
 def replayed_windows(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
-    """Windows whose first `compare_first` features equal an earlier window's of the same user and
-    kind: a replayed pattern (for fixed text: the timings, not the context around them)."""
+    """Windows whose first `compare_first` features match an earlier window's of the same user and
+    kind within REPLAY_TOLERANCE_MS: a replayed pattern (for fixed text: the timings, not the
+    context around them)."""
     rows = store.rows("""
         SELECT DISTINCT w.window_id FROM feature_windows w
         JOIN feature_windows earlier
           ON earlier.user_id = w.user_id AND earlier.kind = w.kind AND earlier.schema_id = w.schema_id
-         AND list_slice(earlier.features, 1, ?) = list_slice(w.features, 1, ?)
+         AND list_distance(list_slice(earlier.features, 1, ?), list_slice(w.features, 1, ?)) < ?
          AND earlier.window_id <> w.window_id
          AND (earlier.created_at < w.created_at
               OR (earlier.created_at = w.created_at AND earlier.window_id < w.window_id))
-        WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, window_ids])
+        WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, REPLAY_TOLERANCE_MS, window_ids])
     return {r[0] for r in rows}

@@ -112,14 +112,16 @@ def test_every_risk_in_0_1_lands_in_the_band_that_holds_it(risk: float) -> None:
 
 # -- rules -----------------------------------------------------------------------------------------
 def test_too_little_enrolment_asks_for_a_code_even_at_low_risk() -> None:
-    made = decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=19))
+    needed = DEFAULT_POLICY.min_enrolment_windows
+    made = decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=needed - 1))
 
     assert (made.action, made.verdict) == (Action.REQUIRE_OTP, Verdict.UNSAFE)
-    assert "not enough enrolment (19 of 20 windows) → at least REQUIRE_OTP" in made.reasons
+    assert f"not enough enrolment ({needed - 1} of {needed} windows) → at least REQUIRE_OTP" in made.reasons
 
 
 def test_enough_or_unknown_enrolment_does_not_fire_the_rule() -> None:
-    assert decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=20)).action is Action.ALLOW
+    enough = DecisionContext(enrolment_windows=DEFAULT_POLICY.min_enrolment_windows)
+    assert decide(0.1, DEFAULT_POLICY, enough).action is Action.ALLOW
     assert decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=None)).action is Action.ALLOW
 
 
@@ -301,7 +303,8 @@ def test_a_recorded_decision_keeps_everything_needed_to_explain_it(store: Store)
     assert json.loads(row["detectors"]) == {"iforest": "model-7"}
     assert json.loads(row["top_features"]) == [{"feature": "dwell_mean", "contribution": 0.41},
                                                {"feature": "ud_flight", "contribution": 0.2}]
-    assert json.loads(row["reasons"])[1] == "not enough enrolment (3 of 20 windows) → at least REQUIRE_OTP"
+    needed = DEFAULT_POLICY.min_enrolment_windows
+    assert json.loads(row["reasons"])[1] == f"not enough enrolment (3 of {needed} windows) → at least REQUIRE_OTP"
     audit_row = store.rows("SELECT actor, subject, details FROM audit_log WHERE action = 'decision'")
     assert [(a, s) for a, s, _ in audit_row] == [("scorer", decision_id)]
     assert json.loads(audit_row[0][2])["policy_revision"] == 1

@@ -1,0 +1,152 @@
+"""Training per-user models from stored windows, and loading them for scoring.
+
+For every window kind and feature schema: each user with at least `min_enrolment_windows` training
+windows gets one model per configured detector; a global model (all users' training windows pooled)
+scores the windows of users below that minimum, and their decisions say so. Training windows come
+from `store.windows.training_windows` (enrolment sessions, never ground-truth labels).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from app import settings
+from detectors.base import make_detector, requires_background
+from detectors.persistence import UserModel, fit_user_model
+from store import Store
+from store.models import active_models, model_blobs, save_model
+from store.windows import schema_names, training_windows
+
+Progress = Callable[[int, int], None]
+#: At most this many other users' windows form a background set (keeps fits fast).
+BACKGROUND_LIMIT = 2_000
+GLOBAL_LIMIT = 3_000
+SEED = 0
+
+
+@dataclass
+class TrainingReport:
+    models: int = 0
+    users: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # "user/kind" -> windows, below the minimum
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        below = f"; {len(self.skipped)} user/kind pairs below the enrolment minimum" if self.skipped else ""
+        return f"trained {self.models} models for {self.users} users in {self.seconds:.1f} s{below}"
+
+
+def detector_names() -> list[str]:
+    return settings.get("detectors").split(",")
+
+
+def window_matrix(windows: pl.DataFrame) -> np.ndarray:
+    """The `features` list column as a 2-D float array (rows = windows)."""
+    if windows.height == 0:
+        return np.empty((0, 0))
+    width = windows["features"].list.len().max()
+    return windows["features"].list.to_array(width).to_numpy().astype(float)
+
+
+def _baseline(X: np.ndarray) -> dict[str, list[float]]:
+    """Per-feature mean and standard deviation of the training windows (for z-scores of decisions)."""
+    return {"mean": X.mean(axis=0).tolist(), "std": X.std(axis=0).tolist()}
+
+
+def _save(store: Store, model: UserModel, *, user_id: str | None, kind: str, detector: str, actor: str) -> None:
+    model.metadata["baseline"] = model.metadata.get("baseline") or {}
+    save_model(store, model_id=f"{kind}-{detector}-{user_id or 'global'}-{uuid.uuid4().hex[:8]}", user_id=user_id,
+               kind=kind, detector=detector, schema_id=model.schema_id,
+               trained_at=datetime.now(UTC).replace(tzinfo=None), n_samples=int(model.metadata["n_samples"]),
+               seed=SEED, metadata=model.metadata, blob=model.to_bytes(), actor=actor)
+
+
+def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...] | None = None,
+          progress: Progress | None = None, actor: str = "system") -> TrainingReport:
+    """(Re)train the models of `users` (all when None) for every window kind with stored windows."""
+    started = datetime.now(UTC)
+    report = TrainingReport()
+    names = schema_names(store)
+    detectors = detector_names()
+    minimum = settings.get("min_enrolment_windows")
+    enrolment_sessions = settings.get("enrolment_sessions")
+    kinds = kinds or tuple(k for (k,) in store.rows("SELECT DISTINCT kind FROM feature_windows ORDER BY kind"))
+    plans: list[tuple[str, str, pl.DataFrame]] = []
+    for kind in kinds:
+        windows = training_windows(store, kind, enrolment_sessions)
+        for (schema_id,), of_schema in windows.group_by("schema_id", maintain_order=True):
+            plans.append((kind, str(schema_id), of_schema))
+    steps = sum(of_schema["user_id"].n_unique() + 1 for _, _, of_schema in plans) or 1
+    done = 0
+    trained_users: set[str] = set()
+    for kind, schema_id, of_schema in plans:
+        features = names[schema_id]
+        X_all = window_matrix(of_schema)
+        user_of_row = of_schema["user_id"].to_numpy()
+        for user_id in of_schema["user_id"].unique(maintain_order=True).to_list():
+            done += 1
+            if users is not None and user_id not in users:
+                continue
+            mine = user_of_row == user_id
+            X = X_all[mine]
+            if X.shape[0] < minimum:
+                report.skipped[f"{user_id}/{kind}"] = int(X.shape[0])
+                continue
+            others = X_all[~mine]
+            if others.shape[0] > BACKGROUND_LIMIT:
+                others = others[np.random.default_rng(SEED).choice(others.shape[0], BACKGROUND_LIMIT, replace=False)]
+            for name in detectors:
+                background = others if requires_background(make_detector(name)) else None
+                if background is not None and background.shape[0] < minimum:
+                    continue  # too few other users for a background model
+                model = fit_user_model(name, X, schema_id=schema_id, feature_names=features, X_background=background,
+                                       target_frr=settings.get("target_frr"), user_id=user_id)
+                model.metadata["baseline"] = _baseline(X)
+                _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
+                report.models += 1
+            trained_users.add(user_id)
+            if progress:
+                progress(done, steps)
+        done += 1
+        if users is None and X_all.shape[0] >= minimum:
+            report.models += _train_global(store, kind, schema_id, features, X_all, detectors, actor)
+        if progress:
+            progress(done, steps)
+    report.users = len(trained_users)
+    report.seconds = (datetime.now(UTC) - started).total_seconds()
+    return report
+
+
+def _train_global(store: Store, kind: str, schema_id: str, features: list[str], X: np.ndarray,
+                  detectors: list[str], actor: str) -> int:
+    """One pooled model per kind and schema for users below the enrolment minimum."""
+    if X.shape[0] > GLOBAL_LIMIT:
+        X = X[np.random.default_rng(SEED).choice(X.shape[0], GLOBAL_LIMIT, replace=False)]
+    name = next((d for d in detectors if not requires_background(make_detector(d))), "iforest")
+    model = fit_user_model(name, X, schema_id=schema_id, feature_names=features,
+                           target_frr=settings.get("target_frr"), user_id=None)
+    model.metadata["baseline"] = _baseline(X)
+    _save(store, model, user_id=None, kind=kind, detector=name, actor=actor)
+    return 1
+
+
+@lru_cache(maxsize=512)
+def _load(model_id: str, blob: bytes) -> UserModel:
+    return UserModel.from_bytes(blob)
+
+
+def load_active(store: Store, kind: str | None = None) -> pl.DataFrame:
+    """Active model rows plus a `model` object column (unpickled once per model id and process)."""
+    rows = active_models(store, kind)
+    if rows.height == 0:
+        return rows.with_columns(model=pl.lit(None, dtype=pl.Object))
+    blobs = model_blobs(store, rows["model_id"].to_list())
+    loaded = [_load(mid, blobs[mid]) for mid in rows["model_id"]]
+    return rows.with_columns(model=pl.Series("model", loaded, dtype=pl.Object))
