@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
     simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
 
+    evaluate = command("evaluate", cmd_evaluate,
+                       "Evaluate detectors on a public dataset, straight from the files (no database).", db=False)
+    evaluate.add_argument("path", type=Path, help="CMU-layout CSV, Balabit folder or Aalto file/folder")
+    evaluate.add_argument("--format", required=True, choices=["cmu", "balabit", "aalto"])
+    evaluate.add_argument("--detectors", help="comma-separated registry names (default: per format)")
+    evaluate.add_argument("--train-reps", type=int, default=200,
+                          help="cmu: training repetitions per subject; aalto: training sentences (default 200)")
+    evaluate.add_argument("--impostor-reps", type=int, default=5,
+                          help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors")
+
+    train = command("train", cmd_train, "Train every user's models from the stored windows.")
+    train.add_argument("--users", help="comma-separated user ids (default: everyone, plus the global models)")
+
     features = command("features", cmd_features, "The feature dictionary (name, family, unit, meaning).", db=False)
     features.add_argument("--markdown", action="store_true", help="print Markdown (docs/features.md)")
 
@@ -233,6 +246,42 @@ def _simulate_live(args: argparse.Namespace) -> int:
     _emit(args, payload, f"streamed {status.events:,} events in {status.batches} batches"
                          + (f"; error: {status.error}" if status.error else ""))
     return EXIT_OK if status.error is None else EXIT_BAD_INPUT
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.evaluate import evaluate, markdown
+
+    if not args.path.exists():
+        print(f"error: {args.path} not found", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    detectors = args.detectors.split(",") if args.detectors else None
+    update, close = progress_bar(f"evaluating {args.path.name}", unit="fits")
+    try:
+        result = evaluate(args.path, args.format, detectors=detectors, train_reps=args.train_reps,
+                          impostor_reps=args.impostor_reps, progress=update)
+    except (KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        close()
+    _emit(args, result, markdown(result, args.format))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.models import train
+    from app.pipeline import featurize_pending
+
+    with _open_store(args) as store:
+        featurize_pending(store)
+        update, close = progress_bar("training", unit="users")
+        try:
+            report = train(store, users=args.users.split(",") if args.users else None, progress=update, actor="cli")
+        finally:
+            close()
+    _emit(args, {"models": report.models, "users": report.users, "seconds": round(report.seconds, 1),
+                 "below_enrolment_minimum": report.skipped}, report.summary())
+    return EXIT_OK
 
 
 def cmd_features(args: argparse.Namespace) -> int:

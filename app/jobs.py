@@ -53,26 +53,67 @@ def ingest_inbox(store: Store) -> int:
     return drain_inbox(store, inbox_folder(store.path)).events_added
 
 
+def score_new(store: Store) -> int:
+    """Windows from new events, scored and decided (see app/pipeline.py)."""
+    from app.pipeline import process_pending
+
+    return process_pending(store)
+
+
+def retrain_due(store: Store) -> int:
+    """Retrain users with enough new training windows since their last model."""
+    from app.models import train, users_due_for_retraining
+
+    users = users_due_for_retraining(store, settings.get("retrain_after_windows"))
+    return train(store, users=users, actor="scheduler").models if users else 0
+
+
+def retrain_all(store: Store) -> int:
+    """The nightly full retrain (every user and the global models)."""
+    from app.models import train
+
+    return train(store, actor="scheduler").models
+
+
+def check_drift(store: Store) -> int:
+    """Feature drift per user and kind between training windows and recent ones."""
+    from app.models import drift_check
+    from store.metrics import record_drift
+
+    return record_drift(store, drift_check(store, limit=settings.get("drift_limit")))
+
+
 JOBS: tuple[Job, ...] = (
     Job("sample_system", "sample_seconds", sample_system, "CPU and memory sample"),
     Job("inbox", "inbox_seconds", ingest_inbox, "ingest batches posted by other processes"),
+    Job("score", "score_seconds", score_new, "build windows from new events, score and decide"),
+    Job("retrain", "retrain_check_seconds", retrain_due, "retrain users with enough new genuine windows"),
+    Job("drift", "drift_seconds", check_drift, "feature drift between training and recent windows"),
 )
+#: The nightly full retrain runs on a cron trigger (hour in UTC from TELLTALE_NIGHTLY_HOUR).
+NIGHTLY = Job("nightly_retrain", "nightly_hour", retrain_all, "nightly full retrain")
 
 
 class Worker:
     """Owns the BackgroundScheduler; `start()` once per process, `shutdown()` at exit."""
 
-    def __init__(self, store: Store, jobs: tuple[Job, ...] = JOBS):
+    def __init__(self, store: Store, jobs: tuple[Job, ...] = JOBS, nightly: Job | None = NIGHTLY):
         self.store = store
         self.jobs = {job.job_id: job for job in jobs}
+        self.nightly = nightly
+        if nightly is not None:
+            self.jobs[nightly.job_id] = nightly
         self.scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
 
     def start(self) -> Worker:
         psutil.cpu_percent(interval=None)  # prime: the first call has no earlier sample to compare
         for job in self.jobs.values():
-            self.scheduler.add_job(self.run_job, "interval", seconds=float(settings.get(job.interval_setting)),
-                                   args=[job.job_id], id=job.job_id, name=job.help, max_instances=1,
-                                   coalesce=True, replace_existing=True)
+            if job is self.nightly:
+                trigger: dict = {"trigger": "cron", "hour": int(settings.get(job.interval_setting)), "minute": 0}
+            else:
+                trigger = {"trigger": "interval", "seconds": float(settings.get(job.interval_setting))}
+            self.scheduler.add_job(self.run_job, args=[job.job_id], id=job.job_id, name=job.help, max_instances=1,
+                                   coalesce=True, replace_existing=True, **trigger)
         self.scheduler.start()
         return self
 

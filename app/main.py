@@ -31,7 +31,21 @@ except StoreError as error:
 navigation = st.navigation({
     "Telltale": [
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page(PAGES / "capture.py", title="Capture", icon=":material/keyboard:"),
+        st.Page(PAGES / "live.py", title="Live monitor", icon=":material/monitor_heart:"),
+    ],
+    "Analyse": [
+        st.Page(PAGES / "investigation.py", title="Investigation", icon=":material/search:"),
+        st.Page(PAGES / "history.py", title="History", icon=":material/history:"),
+        st.Page(PAGES / "threshold_lab.py", title="Threshold lab", icon=":material/tune:"),
+        st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
+    ],
+    "Operate": [
+        st.Page(PAGES / "stepup.py", title="Step-up", icon=":material/password:"),
+        st.Page(PAGES / "audit.py", title="Audit", icon=":material/fact_check:"),
         st.Page(PAGES / "data.py", title="Data", icon=":material/database:"),
     ],
 })
+teaching = st.sidebar.toggle("Teaching mode", key="teaching_mode",
+                             help="Adds a short plain-language explanation beside each chart.")
 navigation.run()

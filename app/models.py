@@ -150,3 +150,49 @@ def load_active(store: Store, kind: str | None = None) -> pl.DataFrame:
     blobs = model_blobs(store, rows["model_id"].to_list())
     loaded = [_load(mid, blobs[mid]) for mid in rows["model_id"]]
     return rows.with_columns(model=pl.Series("model", loaded, dtype=pl.Object))
+
+
+def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:
+    """Users with at least `new_windows` training windows newer than their newest active model."""
+    from store.windows import training_windows
+
+    due: set[str] = set()
+    trained = {(u, k): t for u, k, t in store.rows(
+        "SELECT user_id, kind, max(trained_at) FROM models WHERE active AND user_id IS NOT NULL GROUP BY ALL")}
+    for (kind,) in store.rows("SELECT DISTINCT kind FROM feature_windows"):
+        windows = training_windows(store, kind, settings.get("enrolment_sessions"))
+        for (user_id,), mine in windows.group_by("user_id"):
+            since = trained.get((user_id, kind))
+            fresh = mine.height if since is None else mine.filter(pl.col("created_at") > since).height
+            if fresh >= new_windows and (since is not None or mine.height >= settings.get("min_enrolment_windows")):
+                due.add(str(user_id))
+    return sorted(due)
+
+
+def drift_check(store: Store, recent: int = 20, limit: float = 2.0) -> pl.DataFrame:
+    """Per user and kind: the largest shift of a feature's mean between the training windows and the
+    `recent` newest windows, in training standard deviations; drifted when above `limit`."""
+    from store.windows import feature_windows, training_windows
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows: list[dict[str, object]] = []
+    names = schema_names(store)
+    for (kind,) in store.rows("SELECT DISTINCT kind FROM feature_windows"):
+        train_windows = training_windows(store, kind, settings.get("enrolment_sessions"))
+        latest, _ = feature_windows(store, kind)
+        for (user_id, schema_id), mine in train_windows.group_by("user_id", "schema_id"):
+            newest = latest.filter((pl.col("user_id") == user_id) & (pl.col("schema_id") == schema_id)
+                                   & ~pl.col("window_id").is_in(mine["window_id"].implode()))
+            newest = newest.sort("created_at").tail(recent)
+            if mine.height < 2 or newest.height < 2:
+                continue
+            X_train, X_new = window_matrix(mine), window_matrix(newest)
+            spread = X_train.std(axis=0)
+            shift = np.abs(X_new.mean(axis=0) - X_train.mean(axis=0)) / np.where(spread > 1e-9, spread, np.inf)
+            worst = int(np.argmax(shift))
+            rows.append({"user_id": user_id, "kind": kind, "checked_at": now, "recent": newest.height,
+                         "statistic": float(shift[worst]), "feature": names[schema_id][worst],
+                         "drifted": bool(shift[worst] > limit)})
+    return pl.DataFrame(rows, schema={"user_id": pl.String, "kind": pl.String, "checked_at": pl.Datetime("us"),
+                                      "recent": pl.Int64, "statistic": pl.Float64, "feature": pl.String,
+                                      "drifted": pl.Boolean})

@@ -54,3 +54,9 @@ def verdict_badge(verdict) -> None:
         st.caption(reason)
     if verdict.top_features:
         st.dataframe(pl.DataFrame(verdict.top_features), hide_index=True)
+
+
+def teach(text: str) -> None:
+    """A plain-language explanation, shown only in teaching mode (sidebar toggle)."""
+    if st.session_state.get("teaching_mode"):
+        st.info(text, icon=":material/school:")

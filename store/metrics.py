@@ -38,3 +38,22 @@ def record_job_run(store: Store, job_id: str, started_at, duration_ms: float, ro
 def job_runs(store: Store, limit: int = 200) -> pl.DataFrame:
     """Newest runs first."""
     return store.frame("SELECT * FROM job_runs ORDER BY started_at DESC LIMIT ?", [limit])
+
+
+def record_drift(store: Store, checks: pl.DataFrame) -> int:
+    """Append drift checks (user_id, kind, checked_at, recent, statistic, feature, drifted)."""
+    if checks.height == 0:
+        return 0
+    with store.transaction() as cursor:
+        cursor.register("drift_batch", checks.to_arrow())
+        cursor.execute("INSERT INTO drift_checks SELECT user_id, kind, checked_at, recent, statistic, feature, "
+                       "drifted FROM drift_batch")
+        cursor.unregister("drift_batch")
+    return checks.height
+
+
+def latest_drift(store: Store) -> pl.DataFrame:
+    """The newest drift check of every user and kind."""
+    return store.frame("""
+        SELECT * FROM drift_checks QUALIFY row_number() OVER (PARTITION BY user_id, kind ORDER BY checked_at DESC) = 1
+        ORDER BY drifted DESC, statistic DESC""")

@@ -1,0 +1,80 @@
+"""Mounting the capture component in a page and storing what it sends (Streamlit side)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from app.capture import CSS, JS, AcceptedBatch, BatchRejected, CaptureState, accept_batch
+from store import Store, StoreError, ingest_events
+
+PHRASE = ".tie5Roanl"
+
+_component = st.components.v2.component("telltale_capture", html="", css=CSS, js=JS)
+
+
+@dataclass
+class PageCapture:
+    """Per page and mode: the validator state plus what the page shows about the last batches."""
+
+    state: CaptureState
+    mount_key: str
+    stored_events: int = 0
+    notices: list[str] = field(default_factory=list)
+    completed: list[tuple[str, bool]] = field(default_factory=list)  # (session_id, clean)
+
+
+def page_capture(mode: str, user_id: str) -> PageCapture:
+    """The capture bookkeeping of this browser tab for (mode, user), created on first use."""
+    slot = f"capture:{mode}:{user_id}"
+    if slot not in st.session_state:
+        prefix = f"{mode}-{user_id}-{secrets.token_hex(3)}"
+        st.session_state[slot] = PageCapture(CaptureState(prefix, user_id), mount_key=secrets.token_hex(4))
+    return st.session_state[slot]
+
+
+def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callable[[str, bool], None] | None = None,
+                  **data: Any) -> PageCapture:
+    """Show the component; each batch it sends is validated and stored before the rerun."""
+    capture = page_capture(mode, user_id)
+    key = f"telltale-capture-{mode}-{capture.mount_key}"
+
+    def on_batch() -> None:
+        result = st.session_state.get(key)
+        payload = getattr(result, "batch", None) if result is not None else None
+        if payload is None and isinstance(result, dict):
+            payload = result.get("batch")
+        if payload is None:
+            return
+        store_batch(store, capture, payload, on_completed)
+
+    _component(key=key, data={"mode": mode, "user_id": user_id, "session_prefix": capture.state.session_prefix,
+                              "mount_key": capture.mount_key, **data}, on_batch_change=on_batch)
+    return capture
+
+
+def store_batch(store: Store, capture: PageCapture, payload: Any,
+                on_completed: Callable[[str, bool], None] | None) -> AcceptedBatch | None:
+    """Validate and store one batch; a refused one leaves a notice and stores nothing."""
+    try:
+        accepted = accept_batch(payload, capture.state)
+    except BatchRejected as error:
+        capture.notices.append(f"A batch from the browser was refused and nothing of it stored: {error}")
+        return None
+    if accepted.events.height:
+        try:
+            report = ingest_events(store, accepted.events, source_name="browser capture", actor="capture",
+                                   audit=False)
+            capture.stored_events += report.events_added
+        except StoreError as error:
+            capture.notices.append(f"The store refused a batch: {error}")
+            return None
+    if accepted.completed is not None:
+        capture.completed.append((accepted.completed, bool(accepted.clean)))
+        if on_completed is not None:
+            on_completed(accepted.completed, bool(accepted.clean))
+    return accepted

@@ -1,0 +1,149 @@
+"""`python -m app evaluate`: detectors measured on public datasets, straight from the files.
+
+No database is involved: each dataset is parsed, turned into windows and evaluated in memory.
+Reference figures are the published ones named in ../shared/datasets/README.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from detectors.features import WindowSettings, build_windows, feature_names
+
+REFERENCES: dict[str, dict[str, float]] = {
+    "cmu": {"manhattan_scaled": 0.0962, "zscore_count": 0.1022, "autoencoder": 0.1614},
+    "balabit": {},
+    "aalto": {},
+}
+REFERENCE_NOTES = {
+    "cmu": "Killourhy & Maxion 2009 (CMU data, 200 training repetitions): scaled Manhattan EER 0.0962, "
+           "z-score outlier count 0.1022, auto-associative network 0.1614; on MEU-Mobile KSD with 25/5, "
+           "scaled Manhattan is about 0.14.",
+    "balabit": "Antal & Egyed-Zsigmond 2019: global session ROC AUC 0.92 on the labelled test sessions.",
+    "aalto": "No published verification figure for this subset; compare detectors with each other.",
+}
+DEFAULT_DETECTORS = {
+    "cmu": ["manhattan_scaled", "zscore_count", "iforest", "lof", "ensemble"],
+    "balabit": ["manhattan_scaled", "iforest", "lof"],
+    "aalto": ["manhattan_scaled", "iforest", "lof"],
+}
+#: Balabit test units: pseudo-sessions of this many mouse windows (5 actions each), about the length
+#: of a challenge test session.
+BALABIT_CHUNK_WINDOWS = 10
+
+
+def evaluate(path: Path, fmt: str, *, detectors: Sequence[str] | None = None, train_reps: int = 200,
+             impostor_reps: int = 5, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run the protocol of `fmt` on `path`; returns {"protocol": {...}, "detectors": {...}}."""
+    started = time.perf_counter()
+    names = list(detectors or DEFAULT_DETECTORS[fmt])
+    if fmt == "cmu":
+        result = _cmu(path, names, train_reps, impostor_reps, progress)
+    elif fmt == "balabit":
+        result = _balabit(path, names, progress)
+    elif fmt == "aalto":
+        result = _aalto(path, names, train_reps, impostor_reps, progress)
+    else:
+        raise ValueError(f"unknown format {fmt!r} (cmu, balabit, aalto)")
+    result["protocol"]["seconds"] = round(time.perf_counter() - started, 1)
+    result["protocol"]["reference"] = REFERENCE_NOTES[fmt]
+    return result
+
+
+def _cmu(path: Path, detectors: list[str], train_reps: int, impostor_reps: int, progress) -> dict[str, Any]:
+    from detectors.evaluation import evaluate_cmu
+    from store.importers.cmu import read_cmu
+
+    parsed = read_cmu(path)
+    return evaluate_cmu(parsed.windows, parsed.feature_names, detectors, train_reps=train_reps,
+                        impostor_reps=impostor_reps, progress=progress)
+
+
+def _balabit(path: Path, detectors: list[str], progress) -> dict[str, Any]:
+    from detectors.protocols import SessionSplit, chunk_sessions, evaluate_sessions, split_by_session_order
+    from store.importers.balabit import read_balabit
+
+    imported = read_balabit(path)
+    names = feature_names("mouse")
+    windows = build_windows(imported.events, kinds=("mouse",))["mouse"]
+    test_labels = imported.labels.filter(pl.col("session_id").is_in(
+        windows["session_id"].unique().implode())) if imported.labels.height else imported.labels
+    has_test_part = (path / "test_files").exists() and test_labels.filter(pl.col("label") == "impostor").height > 0
+    if has_test_part:
+        test_ids = set(_test_session_ids(path))
+        train = windows.filter(~pl.col("session_id").is_in(list(test_ids)))
+        tests = windows.filter(pl.col("session_id").is_in(list(test_ids)))
+        label_of = dict(test_labels.select("session_id", "label").iter_rows())
+        owner = dict(tests.select("session_id", "user_id").unique().iter_rows())
+        users = sorted(train["user_id"].unique())
+        split = SessionSplit(
+            train={u: sorted(train.filter(pl.col("user_id") == u)["session_id"].unique()) for u in users},
+            genuine={u: [s for s, o in owner.items() if o == u and label_of.get(s) == "genuine"] for u in users},
+            impostor={u: [s for s, o in owner.items() if o == u and label_of.get(s) == "impostor"] for u in users})
+        protocol = {"name": "balabit", "split": "challenge test sessions scored against the claimed user"}
+        data = windows
+    else:
+        split_sessions = split_by_session_order(windows, test_sessions=2, impostor_sessions=2)
+        data = chunk_sessions(windows, BALABIT_CHUNK_WINDOWS)
+        chunks = data.select("session_id").unique()["session_id"].to_list()
+        of_session: dict[str, list[str]] = {}
+        for chunk in chunks:
+            of_session.setdefault(chunk.split("#")[0], []).append(chunk)
+
+        def expand(ids: list[str]) -> list[str]:
+            return sorted(c for s in ids for c in of_session.get(s, []))
+
+        split = SessionSplit(
+            train={u: expand(s) for u, s in split_sessions.train.items()},
+            genuine={u: expand(s) for u, s in split_sessions.genuine.items()},
+            impostor={u: expand(s) for u, s in split_sessions.impostor.items()})
+        protocol = {"name": "balabit", "split": (
+            "training part only: per user, the last 2 sessions (by file name) are genuine tests, the rest "
+            f"train; tests cut into pseudo-sessions of {BALABIT_CHUNK_WINDOWS} mouse windows "
+            f"({BALABIT_CHUNK_WINDOWS * 5} actions); impostors: the other users' test pseudo-sessions claimed "
+            "as this user")}
+    protocol.update({"users": len(split.train), "windows": data.height, "features": len(names),
+                     "events": imported.events.height})
+    return {"protocol": protocol, "detectors": evaluate_sessions(data, names, detectors, split, progress=progress)}
+
+
+def _test_session_ids(path: Path) -> list[str]:
+    return [f"balabit-{p.name}" for p in sorted((path / "test_files").glob("*/session_*"))]
+
+
+def _aalto(path: Path, detectors: list[str], train_reps: int, impostor_reps: int, progress) -> dict[str, Any]:
+    from detectors.protocols import SessionSplit, evaluate_sessions
+    from store.importers.aalto import read_aalto
+
+    imported = read_aalto(path)
+    settings = WindowSettings(free_text_keys=20)
+    names = feature_names("free_text", settings)
+    windows = build_windows(imported.events, kinds=("free_text",), settings=settings)["free_text"]
+    per_user = (windows.select("user_id", "session_id").unique().sort("user_id", "session_id")
+                .group_by("user_id", maintain_order=True).agg(pl.col("session_id")))
+    sessions = {u: list(s) for u, s in per_user.iter_rows() if len(s) > train_reps}
+    train = {u: s[:train_reps] for u, s in sessions.items()}
+    genuine = {u: s[train_reps:] for u, s in sessions.items()}
+    impostor = {u: [x for o, s in sessions.items() if o != u for x in s[:impostor_reps]] for u in sessions}
+    protocol = {"name": "aalto", "users": len(sessions), "train_sentences": train_reps,
+                "impostor_sentences": impostor_reps, "windows": windows.height, "features": len(names),
+                "window": "the 20-keystroke free-text windows of each sentence, averaged per sentence"}
+    return {"protocol": protocol,
+            "detectors": evaluate_sessions(windows, names, detectors, SessionSplit(train, genuine, impostor),
+                                           progress=progress)}
+
+
+def markdown(result: dict[str, Any], fmt: str) -> str:
+    """Our figures per detector beside the published reference, as a Markdown table."""
+    reference = REFERENCES.get(fmt, {})
+    lines = ["| detector | mean EER (sd) | ROC AUC | FAR | FRR | published EER |", "|---|---|---|---|---|---|"]
+    for name, figures in result["detectors"].items():
+        published = f"{reference[name]:.3f}" if name in reference else ""
+        lines.append(f"| {name} | {figures['eer_mean']:.3f} ({figures['eer_sd']:.3f}) | {figures['auc']:.3f} | "
+                     f"{figures['far']:.3f} | {figures['frr']:.3f} | {published} |")
+    return "\n".join(lines) + f"\n\n{result['protocol'].get('reference', '')}"

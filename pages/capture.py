@@ -1,0 +1,82 @@
+"""Capture: enrol by typing a phrase, log in or type freely, and see the verdict within seconds."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from app import pipeline, settings
+from app.capture.component import PHRASE, mount_capture
+from app.resources import get_store
+from app.ui import verdict_badge
+
+st.title("Capture")
+st.caption("Only timings, key classes and positions leave your browser: never the characters you type.")
+store = get_store()
+
+user_id = st.text_input("Your user name", value=st.session_state.get("capture_user", ""),
+                        placeholder="e.g. alice", max_chars=40).strip()
+if not user_id:
+    st.info("Enter a user name to enrol or log in as that user.")
+    st.stop()
+if not user_id.replace("-", "").replace("_", "").isalnum():
+    st.error("A user name is letters, digits, '-' and '_' only.")
+    st.stop()
+st.session_state["capture_user"] = user_id
+
+status = pipeline.enrolment_status(store, user_id)
+repetitions = settings.get("enrolment_repetitions")
+enrol_tab, login_tab, pad_tab = st.tabs(["Enrol", "Log in", "Free activity pad"])
+
+with enrol_tab:
+    st.markdown(f"Type the phrase **`{PHRASE}`** {repetitions} times, each followed by Enter. A repetition "
+                "with a typo or a correction is dropped in the browser and typed again.")
+    st.caption(f"{user_id} has {status.clean_repetitions} clean repetitions stored; "
+               f"models: {', '.join(status.detectors) or 'none yet'}.")
+
+    def after_repetition(session_id: str, clean: bool) -> None:
+        if clean:
+            pipeline.featurize_sessions(store, [session_id], final=True)
+
+    capture = mount_capture(store, "enrol", user_id, on_completed=after_repetition, phrase=PHRASE,
+                            repetitions=repetitions, expected_keys=settings.get("fixed_text_keys"))
+    done = sum(1 for _, clean in capture.completed if clean)
+    st.progress(min(done / repetitions, 1.0), text=f"{done} / {repetitions} repetitions this visit")
+    if done >= repetitions or st.button("Train my models now", disabled=status.clean_repetitions < 2):
+        bar = st.progress(0.0, text="Training")
+        report = pipeline.train_user(store, user_id,
+                                     progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Training {d}/{t}"))
+        bar.empty()
+        st.success(report.summary())
+
+with login_tab:
+    st.markdown(f"Log in as **{user_id}** with the password **`{PHRASE}`** (everyone shares it, as in the CMU "
+                "benchmark: what differs is how you type it). Press Enter or click *Log in*.")
+
+    def after_login(session_id: str, clean: bool) -> None:
+        st.session_state["last_login_verdict"] = pipeline.score_session(store, session_id)
+
+    mount_capture(store, "login", user_id, on_completed=after_login)
+    verdict = st.session_state.get("last_login_verdict")
+    if verdict is not None:
+        verdict_badge(verdict)
+
+with pad_tab:
+    st.markdown("Type anything and use the mouse in the area below. Every few seconds the scheduler builds "
+                "windows from what arrived and scores them.")
+    pad = mount_capture(store, "pad", user_id)
+
+    @st.fragment(run_every=2.0)
+    def pad_verdicts() -> None:
+        recent = pipeline.recent_decisions(store, session_prefix=pad.state.session_prefix)
+        if recent.height == 0:
+            st.caption(f"{pad.stored_events:,} events stored from this pad; no decision yet.")
+            return
+        st.dataframe(recent.select(pl.exclude("session_id")), hide_index=True)
+
+    pad_verdicts()
+
+for capture_state in ("enrol", "login", "pad"):
+    slot = st.session_state.get(f"capture:{capture_state}:{user_id}")
+    for notice in getattr(slot, "notices", [])[-3:]:
+        st.warning(notice)
