@@ -1,0 +1,191 @@
+"""Helpers of the Operate and History pages (Step-up, History, Audit): the logic those pages need,
+kept out of the page files so it can be tested without Streamlit.
+
+Reading helpers call the store's typed read functions only; the rest are pure functions of frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import polars as pl
+
+from app.stepup import Outcome
+from store import otp, reads
+from store.db import Store
+from store.decisions import decision_counts_over_time, decisions, decisions_csv
+
+#: How each step-up outcome is shown: the Streamlit alert kind and a short title.
+OUTCOME_STYLE: dict[Outcome, tuple[str, str]] = {
+    Outcome.VERIFIED: ("success", "Verified"),
+    Outcome.WRONG_CODE: ("error", "Wrong code"),
+    Outcome.REPLAYED: ("error", "Code already used (replay)"),
+    Outcome.THROTTLED: ("warning", "Throttled"),
+    Outcome.LOCKED: ("error", "Locked"),
+    Outcome.EXPIRED: ("warning", "Expired"),
+    Outcome.MALFORMED: ("warning", "Not a code"),
+    Outcome.ALREADY_VERIFIED: ("info", "Already verified"),
+    Outcome.UNKNOWN_CHALLENGE: ("error", "Unknown challenge"),
+    Outcome.NOT_ENROLLED: ("error", "Not enrolled"),
+}
+
+
+# -- users ----------------------------------------------------------------------------------------
+def known_users(store: Store) -> list[str]:
+    """Every user the pages can pick: those with sessions, an authenticator, or decisions; sorted."""
+    return distinct_values(reads.sessions_overview(store, limit=100_000)["user_id"],
+                           otp.enrolments(store)["user_id"], decisions(store)["user_id"])
+
+
+def distinct_values(*columns: Iterable[Any]) -> list[str]:
+    """The distinct non-null, non-empty values of several columns, as sorted text."""
+    return sorted({str(value) for column in columns for value in column if value is not None and str(value)})
+
+
+# -- step-up --------------------------------------------------------------------------------------
+def challenge_states(challenges: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """The challenges table for the page: a plain `state` and the seconds left before expiry.
+
+    `now` is a naive UTC datetime (as stored). An issued challenge past its expiry shows as
+    "expired" even before the scheduler marks it so.
+    """
+    if challenges.is_empty():
+        return challenges.with_columns(pl.lit(None, pl.String).alias("state"),
+                                       pl.lit(None, pl.Int64).alias("seconds_left"))
+    left = (pl.col("expires_at") - pl.lit(now)).dt.total_seconds().clip(lower_bound=0).cast(pl.Int64)
+    state = (pl.when(pl.col("locked")).then(pl.lit("locked"))
+             .when(pl.col("status") != "issued").then(pl.col("status"))
+             .when(pl.col("expires_at") <= pl.lit(now)).then(pl.lit("expired"))
+             .otherwise(pl.lit("open")))
+    return challenges.with_columns(state.alias("state"),
+                                   pl.when(state == "open").then(left).otherwise(None).alias("seconds_left"))
+
+
+def answerable(states: pl.DataFrame) -> list[str]:
+    """Ids of challenges a code can still be submitted for: issued and not locked (newest first).
+
+    An overdue one is included on purpose: submitting to it shows the "expired" outcome and marks it.
+    """
+    if states.is_empty():
+        return []
+    return states.filter((pl.col("status") == "issued") & ~pl.col("locked"))["challenge_id"].to_list()
+
+
+def locked_ids(states: pl.DataFrame) -> list[str]:
+    """Ids of locked challenges (an analyst may unlock them)."""
+    return [] if states.is_empty() else states.filter(pl.col("locked"))["challenge_id"].to_list()
+
+
+def submission_key(challenge_id: str, code: str) -> str:
+    """A fingerprint of one (challenge, code) submission, to spot a double submit without keeping the code."""
+    return hashlib.sha256(f"{challenge_id}\x00{code.strip()}".encode()).hexdigest()
+
+
+def typed_code_problem(code: str) -> str | None:
+    """Why a typed code is not submitted at all (only an empty box; every other input goes to verify,
+    which refuses malformed codes without counting them and audits the attempt)."""
+    return "Type the 6-digit code first." if not code.strip() else None
+
+
+#: Outcomes after which submitting the same code to the same challenge again is a double submit.
+REPEATABLE = {Outcome.VERIFIED, Outcome.WRONG_CODE, Outcome.REPLAYED, Outcome.LOCKED, Outcome.ALREADY_VERIFIED}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The last submission of this browser session: its fingerprint and what became of it."""
+
+    key: str
+    outcome: Outcome
+    message: str
+    challenge_id: str
+
+
+def is_double_submit(last: Submitted | None, challenge_id: str, code: str) -> bool:
+    """True when the same code was just submitted to the same challenge and already decided.
+
+    Sending it again would only count another failure (or repeat a success), so the page refuses it.
+    """
+    return last is not None and last.outcome in REPEATABLE and last.key == submission_key(challenge_id, code)
+
+
+# -- history --------------------------------------------------------------------------------------
+def day_bounds(start: date | None, end: date | None) -> tuple[datetime | None, datetime | None]:
+    """A picked day range as (since inclusive, until exclusive) naive UTC datetimes: whole days."""
+    since = datetime.combine(start, time.min) if start else None
+    until = datetime.combine(end, time.min) + timedelta(days=1) if end else None
+    return since, until
+
+
+def date_range(frame: pl.DataFrame, column: str) -> tuple[date, date]:
+    """The first and last day in `column` (today twice when the frame is empty)."""
+    values = frame[column].drop_nulls() if column in frame.columns else pl.Series([])
+    if values.is_empty():
+        today = datetime.now(UTC).date()
+        return today, today
+    return values.min().date(), values.max().date()
+
+
+def policy_revisions_in(frame: pl.DataFrame) -> list[tuple[str, int]]:
+    """The (policy id, revision) pairs the decisions were made under, newest revision first."""
+    if frame.is_empty():
+        return []
+    pairs = frame.select("policy_id", "policy_rev").unique().sort(["policy_id", "policy_rev"],
+                                                                  descending=[False, True])
+    return [(str(p), int(r)) for p, r in pairs.iter_rows()]
+
+
+def decisions_for(store: Store, users: Sequence[str], **filters: Any) -> pl.DataFrame:
+    """Decisions of any of `users` (all users when empty) matching `filters`, newest first."""
+    if len(users) <= 1:
+        return decisions(store, user_id=users[0] if users else None, **filters)
+    frames = [decisions(store, user_id=user, **filters) for user in users]
+    return pl.concat(frames).sort(["decided_at", "decision_id"], descending=[True, False])
+
+
+def counts_for(store: Store, users: Sequence[str], bucket: str, **filters: Any) -> pl.DataFrame:
+    """Decisions per bucket, action and verdict for any of `users` (all when empty)."""
+    if len(users) <= 1:
+        return decision_counts_over_time(store, bucket, user_id=users[0] if users else None, **filters)
+    frames = [decision_counts_over_time(store, bucket, user_id=user, **filters) for user in users]
+    return (pl.concat(frames).group_by("bucket_start", "action", "verdict").agg(pl.col("decisions").sum())
+            .sort("bucket_start", "action", "verdict"))
+
+
+def decisions_export(store: Store, users: Sequence[str], **filters: Any) -> bytes:
+    """The CSV the History page offers (not audited here: the page audits it when it is downloaded)."""
+    if len(users) <= 1:
+        return decisions_csv(store, user_id=users[0] if users else None, **filters)
+    return decisions_for(store, users, **filters).write_csv().encode("utf-8")
+
+
+def described_filters(users: Sequence[str], **filters: Any) -> dict[str, Any]:
+    """The filters that are set, as JSON-friendly values (for the audit row of an export)."""
+    shown = {key: value.isoformat() if isinstance(value, datetime) else value
+             for key, value in filters.items() if value not in (None, "")}
+    if users:
+        shown["users"] = list(users)
+    return shown
+
+
+def selected_row(frame: pl.DataFrame, rows: Sequence[int]) -> dict[str, Any] | None:
+    """The row a single-row table selection points at, or None (no selection, or a stale index)."""
+    if not rows or not 0 <= rows[0] < frame.height:
+        return None
+    return frame.row(rows[0], named=True)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def pretty_json(text: str | None) -> Any:
+    """Parsed JSON details for st.json; text that is not JSON comes back unchanged."""
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
