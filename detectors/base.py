@@ -1,0 +1,234 @@
+"""The detector contract, the registry of adapters, and the few helpers every adapter shares.
+
+A detector follows the PyOD / scikit-learn habit: parameters are stored untouched in `__init__`, `fit`
+learns state into attributes ending in `_` and returns the detector, `decision_function` returns one raw
+score per window where higher means more anomalous (less like the enrolled user). Every adapter also
+leaves `training_scores_` (scores of its own training windows, as it would score unseen genuine windows
+where the algorithm allows it) and `n_features_in_` behind; thresholds and normalisation are built on
+`training_scores_` and live in `detectors.thresholds`, never inside a detector.
+
+This module imports numpy and the standard library only: `detectors.features` imports the package, and
+PyOD / torch take seconds to import. The registry loads `detectors.adapters` the first time it is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the scoring job, the evaluation and persistence rely on."""
+
+    def fit(self, X: np.ndarray) -> Detector: ...
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...  # shape (n,), higher = more anomalous
+
+
+class NotFittedError(RuntimeError):
+    """A detector was asked for scores before `fit`."""
+
+
+class _Registry(Mapping[str, type]):
+    """Read-only view name -> detector class; importing the adapters on first use registers them."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+        self._loaded = False
+
+    def _load(self) -> dict[str, type]:
+        if not self._loaded:
+            self._loaded = True
+            importlib.import_module("detectors.adapters")
+        return self._classes
+
+    def __getitem__(self, name: str) -> type:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"DETECTORS({', '.join(self)})"
+
+
+#: Every registered detector: iterate for the names, index for the class.
+DETECTORS = _Registry()
+
+DetectorClass = TypeVar("DetectorClass", bound=type)
+
+
+def register(name: str) -> Callable[[DetectorClass], DetectorClass]:
+    """Class decorator: make a detector available as `make_detector(name)` and to the contract tests."""
+
+    def add(cls: DetectorClass) -> DetectorClass:
+        known = DETECTORS._classes
+        if name in known and known[name] is not cls:
+            raise ValueError(f"detector name {name!r} is already registered by {known[name].__qualname__}")
+        cls.name = name  # type: ignore[attr-defined]
+        known[name] = cls
+        return cls
+
+    return add
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """A new, unfitted detector of a registered kind, e.g. `make_detector("iforest", n_estimators=100)`."""
+    if name not in DETECTORS:
+        raise KeyError(f"unknown detector {name!r}; registered detectors: {', '.join(sorted(DETECTORS))}")
+    cls = DETECTORS[name]
+    accepted = set(parameter_names(cls))
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise TypeError(f"detector {name!r} has no parameter(s) {unknown}; it accepts {sorted(accepted)}")
+    return cls(**params)
+
+
+def parameter_names(cls: type) -> list[str]:
+    """The keyword parameters of a detector class's `__init__`, in signature order."""
+    signature = inspect.signature(cls.__init__)
+    return [p.name for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def get_params(detector: object) -> dict[str, Any]:
+    """The constructor parameters of a detector (read back from the attributes `__init__` stored)."""
+    return {name: getattr(detector, name) for name in parameter_names(type(detector))}
+
+
+def clone(detector: object) -> Any:
+    """An unfitted copy with the same parameters (scikit-learn's `clone`, without its machinery)."""
+    return type(detector)(**copy.deepcopy(get_params(detector)))
+
+
+def detector_name(detector: object) -> str:
+    """The registry name of a detector's class (`"iforest"`), or its class name when unregistered."""
+    return getattr(type(detector), "name", type(detector).__name__)
+
+
+def requires_background(detector: object) -> bool:
+    """True when `fit` needs other users' windows (`X_background`) next to the user's own."""
+    return bool(getattr(detector, "requires_background", False))
+
+
+def fit_detector(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None) -> Any:
+    """Fit on a user's windows, passing other users' windows only to detectors that use them."""
+    if requires_background(detector):
+        return detector.fit(X, X_background=X_background)
+    return detector.fit(X)
+
+
+def training_scores(detector: Any, X: np.ndarray | None = None) -> np.ndarray:
+    """Scores of the training windows: `training_scores_` when the detector keeps them, else re-scored."""
+    scores = getattr(detector, "training_scores_", None)
+    if scores is not None:
+        return np.asarray(scores, dtype=float)
+    if X is None:
+        raise ValueError(f"{detector_name(detector)} keeps no training_scores_; pass the training windows X")
+    return np.asarray(detector.decision_function(X), dtype=float)
+
+
+def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
+                        folds: int = 5) -> np.ndarray:
+    """Out-of-fold scores of a user's training windows: each fold scored by a clone fitted on the others.
+
+    In-sample scores flatter most detectors (a window is close to a mean it helped make), so a threshold
+    calibrated on them rejects more genuine windows than intended; these scores are honest at the cost of
+    `folds` extra fits. Folds are contiguous blocks (enrolment order), not shuffled.
+    """
+    X = check_features(X)
+    folds = max(2, min(folds, X.shape[0]))
+    scores = np.empty(X.shape[0])
+    for held_out in np.array_split(np.arange(X.shape[0]), folds):
+        kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+        member = fit_detector(clone(detector), X[kept], X_background)
+        scores[held_out] = member.decision_function(X[held_out])
+    return scores
+
+
+def check_features(X: Any, *, n_features: int | None = None, min_rows: int = 1, what: str = "X") -> np.ndarray:
+    """`X` as a 2-D float array of finite values, or a ValueError saying what is wrong and where."""
+    array = np.asarray(X, dtype=float)
+    if array.ndim == 1 and n_features is not None and array.shape[0] == n_features:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array (windows x features); got shape {array.shape}")
+    if array.shape[0] < min_rows:
+        raise ValueError(f"{what} has {array.shape[0]} window(s); at least {min_rows} needed")
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"{what} has {array.shape[1]} features; the detector was fitted on {n_features}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(f"{what} has a non-finite value ({array[row, column]}) at row {row}, column {column}; "
+                         "fill undefined features before scoring")
+    return array
+
+
+def signed_log1p(X: np.ndarray) -> np.ndarray:
+    """sign(x) * log(1 + |x|): tames heavy-tailed timings (ms) and keeps negative overlaps (UD < 0) apart."""
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+SCALINGS = ("none", "standard", "robust")
+
+
+def make_preprocessor(scaling: str, log_transform: bool) -> Any:
+    """A scikit-learn `Pipeline` that adapters fit on a user's training windows, or None for no step.
+
+    `log_transform` applies `signed_log1p` first; `scaling` is "standard" (mean / SD), "robust" (median /
+    IQR, unaffected by a few wild repetitions) or "none". A feature that is constant in training keeps
+    scale 1 rather than dividing by zero.
+    """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}; got {scaling!r}")
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, RobustScaler, StandardScaler
+
+    steps: list[tuple[str, Any]] = []
+    if log_transform:
+        steps.append(("signed_log1p", FunctionTransformer(signed_log1p)))
+    if scaling == "standard":
+        steps.append(("scale", StandardScaler()))
+    elif scaling == "robust":
+        steps.append(("scale", RobustScaler()))
+    return Pipeline(steps) if steps else None
+
+
+class BaseDetector:
+    """What adapters share: input checks, optional preprocessing, a readable repr.
+
+    Subclasses set `requires_background` when `fit` takes other users' windows, and call
+    `_fit_input` / `_score_input` so shapes and finiteness are checked the same way everywhere.
+    """
+
+    name: ClassVar[str]
+    requires_background: ClassVar[bool] = False
+    min_training_windows: ClassVar[int] = 2
+
+    def _fit_input(self, X: Any, scaling: str = "none", log_transform: bool = False) -> np.ndarray:
+        """Check the training windows, fit the preprocessing step on them and return them transformed."""
+        X = check_features(X, min_rows=self.min_training_windows)
+        self.n_features_in_ = X.shape[1]
+        self.preprocessor_ = make_preprocessor(scaling, log_transform)
+        return X if self.preprocessor_ is None else self.preprocessor_.fit_transform(X)
+
+    def _score_input(self, X: Any) -> np.ndarray:
+        """Check windows to be scored against what was fitted, and apply the fitted preprocessing step."""
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError(f"{detector_name(self)} is not fitted yet; call fit(X) first")
+        X = check_features(X, n_features=self.n_features_in_)
+        return X if self.preprocessor_ is None else self.preprocessor_.transform(X)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in get_params(self).items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,135 @@
+"""From raw scores to a risk and a verdict: pure functions, kept apart from the detectors (River style).
+
+A detector's raw score has no common unit (a distance, a reconstruction error, a probability), so each
+user's scores are normalised against that user's genuine training scores into a *risk* in [0, 1]. A
+threshold on the risk gives the verdict; a global sensitivity slider moves every threshold without
+refitting anything, so stored scores can be re-labelled at any time.
+
+Conventions: higher score and higher risk = less like the enrolled user; `verdict` is True when a window
+is flagged (risk strictly above the threshold); FRR = share of genuine windows flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+#: robust_logistic: 1 / (1 + exp(-(score - median) / s)), s chosen so the genuine quartiles map to 0.25 and
+#: 0.75; strictly increasing, never saturates before the float limits. ecdf: mid-rank share of genuine
+#: training scores below the score; saturates at 0 and 1 outside the training range.
+NORMALISERS = ("robust_logistic", "ecdf")
+#: The logit of 0.75: a quartile sits this many scale units from the median.
+_LOGIT_QUARTILE = math.log(3.0)
+
+
+def _scores(values: Any, what: str) -> np.ndarray:
+    """Scores as a 1-D float array of finite values, at least one."""
+    array = np.asarray(values, dtype=float).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{what} is empty; at least one score is needed")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite scores; a detector must return finite scores")
+    return array
+
+
+def robust_center_scale(scores: Any) -> tuple[float, float]:
+    """Median and a positive spread of scores: IQR, else mean absolute deviation, else a tiny fallback.
+
+    The fallbacks keep a user whose training scores are (nearly) all equal usable: anything above them is
+    far away in scale units, which is what a counting detector means when every training window scores 0.
+    """
+    values = _scores(scores, "scores")
+    center = float(np.median(values))
+    q25, q75 = np.percentile(values, [25, 75])
+    spread = float(q75 - q25)
+    if not spread > 0:
+        spread = float(np.mean(np.abs(values - center)))
+    if not spread > 0:
+        spread = max(abs(center), 1.0) * 1e-6
+    return center, spread
+
+
+@dataclass(frozen=True)
+class ScoreNormaliser:
+    """How one user's raw scores become risks; plain data so it can travel as JSON model metadata."""
+
+    method: str
+    center: float  # median of the genuine training scores (robust_logistic)
+    scale: float  # raw-score units per logit unit (robust_logistic)
+    reference: tuple[float, ...] = ()  # sorted genuine training scores (ecdf)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reference": list(self.reference)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreNormaliser:
+        return cls(method=data["method"], center=float(data["center"]), scale=float(data["scale"]),
+                   reference=tuple(float(v) for v in data.get("reference", ())))
+
+
+def fit_normaliser(genuine_scores: Any, method: str = "robust_logistic") -> ScoreNormaliser:
+    """Learn a user's normaliser from raw scores of their genuine (training) windows."""
+    if method not in NORMALISERS:
+        raise ValueError(f"normaliser method must be one of {NORMALISERS}; got {method!r}")
+    values = _scores(genuine_scores, "genuine_scores")
+    center, spread = robust_center_scale(values)
+    reference = tuple(np.sort(values).tolist()) if method == "ecdf" else ()
+    return ScoreNormaliser(method=method, center=center, scale=spread / (2 * _LOGIT_QUARTILE), reference=reference)
+
+
+def normalise(scores: Any, normaliser: ScoreNormaliser) -> np.ndarray:
+    """Risks in [0, 1] for raw scores; never lower for a higher score (monotone non-decreasing)."""
+    values = _scores(scores, "scores")
+    if normaliser.method == "ecdf":
+        reference = np.asarray(normaliser.reference, dtype=float)
+        below = np.searchsorted(reference, values, side="left")
+        at_or_below = np.searchsorted(reference, values, side="right")
+        return (below + at_or_below) / (2.0 * reference.size)
+    if normaliser.method == "robust_logistic":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-(values - normaliser.center) / normaliser.scale))
+    raise ValueError(f"unknown normaliser method {normaliser.method!r}; expected one of {NORMALISERS}")
+
+
+def calibrate_threshold(genuine_scores: Any, target_frr: float) -> float:
+    """The lowest threshold (one of the scores) that flags at most `target_frr` of these genuine scores.
+
+    Works in any unit (raw scores or risks). With verdict = score > threshold, the share of `genuine_scores`
+    flagged is <= target_frr; on unseen windows it is usually higher when the scores are in-sample.
+    """
+    if not 0.0 <= target_frr <= 1.0:
+        raise ValueError(f"target_frr must be in [0, 1]; got {target_frr}")
+    ordered = np.sort(_scores(genuine_scores, "genuine_scores"))
+    n = ordered.size
+    allowed = math.floor(target_frr * n)
+    if allowed < n and (allowed + 1) / n <= target_frr:  # floor() can fall one short through rounding
+        allowed += 1
+    allowed = min(allowed, n - 1)  # a threshold below every score would flag all of them; keep one in
+    return float(ordered[n - 1 - allowed])
+
+
+def apply_sensitivity(threshold: float, sensitivity: float) -> float:
+    """Move a risk threshold with the global slider: 0 keeps it, +1 lowers it to 0, -1 raises it to 1.
+
+    Linear towards the end, so the slider's middle is the calibrated threshold and its ends are
+    "flag everything" and "flag nothing"; more sensitivity never raises the threshold.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a risk in [0, 1]; got {threshold}")
+    if not -1.0 <= sensitivity <= 1.0:
+        raise ValueError(f"sensitivity must be in [-1, 1]; got {sensitivity}")
+    toward = 0.0 if sensitivity >= 0 else 1.0
+    moved = threshold + (toward - threshold) * abs(sensitivity)
+    return float(min(1.0, max(0.0, moved)))
+
+
+def verdict(risk: Any, threshold: float) -> Any:
+    """True when the window is flagged (not like the user): risk strictly above the threshold.
+
+    A float gives a bool; an array gives a boolean array.
+    """
+    flagged = np.asarray(risk, dtype=float) > threshold
+    return bool(flagged) if flagged.ndim == 0 else flagged

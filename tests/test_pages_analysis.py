@@ -1,0 +1,188 @@
+"""AppTest: the Live monitor, Investigation and Threshold lab pages on an empty store, on unscored sample
+data and on scored sample data; the lab re-labels stored scores without touching the models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.samples import simulate_into
+from store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = str(ROOT / "app" / "main.py")
+LIVE, INVESTIGATION, LAB = "../pages/live.py", "../pages/investigation.py", "../pages/threshold_lab.py"
+PAGES = [LIVE, INVESTIGATION, LAB]
+#: Enrolment sessions for training and for the lab's "leave out enrolment windows" (the simulation's
+#: first 4 days are free of attacks).
+ENROLMENT_SESSIONS = "4"
+
+
+@pytest.fixture(scope="module")
+def scored_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Simulated users with windows, one fast detector's models, scores and decisions (built once)."""
+    path = tmp_path_factory.mktemp("scored") / "scored.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+        patch.setenv("TELLTALE_ENROLMENT_SESSIONS", ENROLMENT_SESSIONS)
+        from app.models import train
+        from app.pipeline import featurize_pending, score_pending
+
+        with Store(path) as store:
+            simulate_into(store, users=3, sessions=6, seed=5, enrolment_days=4)
+            featurize_pending(store)
+            train(store)
+            assert score_pending(store), "the fixture needs decisions"
+    return path
+
+
+@pytest.fixture
+def scored(scored_db: Path, tmp_path: Path) -> Path:
+    """A private copy of the scored store (tests may write to it)."""
+    return Path(shutil.copy(scored_db, tmp_path / "scored.duckdb"))
+
+
+def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TELLTALE_DB", str(db))
+    monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # no background writes while the page is checked
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", ENROLMENT_SESSIONS)
+    from app.resources import get_live_control, get_store
+
+    get_store.clear()  # a fresh Store for this test's database
+    get_live_control.clear()
+    return AppTest.from_file(ENTRY, default_timeout=60)
+
+
+def _open(db: Path, page: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    app = _app(db, monkeypatch).run()
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def _texts(app: AppTest) -> str:
+    parts = [m.value for m in app.markdown] + [i.value for i in app.info] + [c.value for c in app.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def _metrics(app: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def _models_snapshot() -> list[tuple]:
+    from app.resources import get_store
+
+    return get_store().rows("SELECT model_id, active, trained_at, hash(blob), CAST(metadata AS VARCHAR) "
+                            "FROM models ORDER BY model_id")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_guides_on_an_empty_store(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(tmp_path / "empty.duckdb", page, monkeypatch)
+    assert "**Data**" in _texts(app)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_unscored_sample_data(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "sample.duckdb"
+    with Store(db) as store:
+        simulate_into(store, users=2, sessions=2, seed=3, load_seconds=30)
+    app = _open(db, page, monkeypatch)
+    if page == LAB:
+        assert "No window has a score yet" in _texts(app)
+    else:
+        assert "The store is empty" not in _texts(app)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_scored_data(page: str, scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(scored, page, monkeypatch)
+    assert "The store is empty" not in _texts(app)
+    assert app.get("plotly_chart"), "the page draws charts"
+    explained = len(app.info)
+    app.toggle(key="teaching_mode").set_value(True).run()
+    assert not app.exception, app.exception
+    assert len(app.info) >= explained + 3, "teaching mode explains each chart"
+
+
+def test_live_monitor_shows_latest_decisions_and_can_pause(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(scored, LIVE, monkeypatch)
+    assert _metrics(app)["UNSAFE among the latest decisions"].endswith("of 25")
+    assert any("-badge[SAFE]" in m.value or "-badge[UNSAFE]" in m.value for m in app.markdown)
+    assert "showing the 5 min up to the newest stored event" in _texts(app)  # sample data is historic
+    app.toggle(key="live_paused").set_value(True).run()
+    assert not app.exception, app.exception
+    assert "paused" in _texts(app)
+    app.selectbox(key="live_minutes").set_value(60).run()
+    assert not app.exception, app.exception
+
+
+def test_investigation_shows_the_session_chosen_on_history(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(scored) as store:
+        session_id, user_id, events = store.rows(
+            "SELECT s.session_id, s.user_id, count(*) FROM sessions s JOIN session_labels l USING (session_id) "
+            "JOIN events e USING (session_id) WHERE l.label = 'hijack' GROUP BY ALL")[0]
+    app = _app(scored, monkeypatch).run()
+    app.session_state["investigate_user"] = "someone else"  # the session's owner wins
+    app.session_state["investigate_session"] = session_id
+    app.switch_page(INVESTIGATION).run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="inv_user").value == user_id
+    assert app.selectbox(key="inv_session").value == session_id
+    assert f"Session `{session_id}`" in _texts(app)
+    assert _metrics(app)["Events"] == f"{events:,}"
+    assert "Ground truth (simulation label, never used to decide): hijack" in _texts(app)
+
+    app.radio(key="inv_method").set_value("leave one feature out (model)").run()
+    assert not app.exception, app.exception
+    app.button(key="inv_replay_button").click().run()
+    assert not app.exception, app.exception
+    import json
+
+    replay = next(c for c in app.get("plotly_chart") if "frames" in json.loads(c.proto.spec))
+    assert len(json.loads(replay.proto.spec)["frames"]) > 1
+
+
+def test_threshold_lab_sliders_relabel_stored_scores_without_refitting(scored: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(scored, LAB, monkeypatch)
+    models_before = _models_snapshot()
+    before = _metrics(app)
+    assert before["Would change verdict"] == "0"  # the stored setting re-decides every decision as it was
+
+    app.slider(key="lab_sensitivity").set_value(0.6).run()
+    assert not app.exception, app.exception
+    after = _metrics(app)
+    assert (after["FAR"], after["FRR"]) != (before["FAR"], before["FRR"])
+    assert float(after["FRR"].rstrip("%")) > float(before["FRR"].rstrip("%"))  # more sensitive: more rejects
+    assert int(after["SAFE → UNSAFE"]) > 0
+
+    app.slider(key="lab_edge_1").set_value(0.9).run()  # a band edge moves too
+    assert not app.exception, app.exception
+    assert _models_snapshot() == models_before
+
+
+def test_threshold_lab_refuses_bad_bands_and_saves_good_ones(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(scored, LAB, monkeypatch)
+    assert app.button(key="lab_save").disabled  # nothing changed yet
+    app.slider(key="lab_edge_0").set_value(0.85).run()  # above the next edge (0.8)
+    assert not app.exception, app.exception
+    assert any("not a valid policy" in e.value and "band 2" in e.value for e in app.error)
+    assert app.button(key="lab_save").disabled
+
+    app.slider(key="lab_edge_0").set_value(0.5).run()
+    assert not app.error
+    app.button(key="lab_save").click().run()
+    assert not app.exception, app.exception
+    assert any("revision 2" in s.value for s in app.success)
+    from app.resources import get_store
+    from store.policies import latest_policy
+
+    saved = latest_policy(get_store())
+    assert (saved.revision, saved.bands[0].upper) == (2, 0.5)
+    assert get_store().rows("SELECT actor FROM audit_log WHERE action = 'policy_change' ORDER BY audit_id DESC "
+                            "LIMIT 1") == [("threshold-lab",)]
