@@ -21,8 +21,8 @@ from app import settings
 from detectors.base import make_detector, requires_background
 from detectors.persistence import UserModel, fit_user_model
 from store import Store
-from store.models import active_models, model_blobs, save_model
-from store.windows import schema_names, training_windows
+from store.models import active_models, last_trained, model_blobs, save_model
+from store.windows import schema_names, training_windows, window_kinds
 
 Progress = Callable[[int, int], None]
 #: At most this many other users' windows form a background set (keeps fits fast).
@@ -77,7 +77,7 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
     detectors = detector_names()
     minimum = settings.get("min_enrolment_windows")
     enrolment_sessions = settings.get("enrolment_sessions")
-    kinds = kinds or tuple(k for (k,) in store.rows("SELECT DISTINCT kind FROM feature_windows ORDER BY kind"))
+    kinds = kinds or tuple(window_kinds(store))
     plans: list[tuple[str, str, pl.DataFrame]] = []
     for kind in kinds:
         windows = training_windows(store, kind, enrolment_sessions)
@@ -157,9 +157,8 @@ def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:
     from store.windows import training_windows
 
     due: set[str] = set()
-    trained = {(u, k): t for u, k, t in store.rows(
-        "SELECT user_id, kind, max(trained_at) FROM models WHERE active AND user_id IS NOT NULL GROUP BY ALL")}
-    for (kind,) in store.rows("SELECT DISTINCT kind FROM feature_windows"):
+    trained = last_trained(store)
+    for kind in window_kinds(store):
         windows = training_windows(store, kind, settings.get("enrolment_sessions"))
         for (user_id,), mine in windows.group_by("user_id"):
             since = trained.get((user_id, kind))
@@ -177,7 +176,7 @@ def drift_check(store: Store, recent: int = 20, limit: float = 2.0) -> pl.DataFr
     now = datetime.now(UTC).replace(tzinfo=None)
     rows: list[dict[str, object]] = []
     names = schema_names(store)
-    for (kind,) in store.rows("SELECT DISTINCT kind FROM feature_windows"):
+    for kind in window_kinds(store):
         train_windows = training_windows(store, kind, settings.get("enrolment_sessions"))
         latest, _ = feature_windows(store, kind)
         for (user_id, schema_id), mine in train_windows.group_by("user_id", "schema_id"):

@@ -18,7 +18,7 @@ from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import Store
 from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
-from store.windows import ingest_feature_windows
+from store.windows import enrolment_repetitions, ingest_feature_windows, scored_window_ids
 
 
 def window_settings() -> WindowSettings:
@@ -209,14 +209,51 @@ def score_session(store: Store, session_id: str) -> WindowVerdict | None:
     from store.windows import feature_windows
 
     windows, _ = feature_windows(store, sessions=[session_id])
-    fresh = score_windows(store, windows.filter(~pl.col("window_id").is_in(_scored(store, windows))))
+    already = scored_window_ids(store, windows["window_id"].to_list())
+    fresh = score_windows(store, windows.filter(~pl.col("window_id").is_in(already)))
     if not fresh:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}
     return max(fresh, key=lambda v: (v.kind == "fixed_text", severity[v.action], v.risk))
 
 
-def _scored(store: Store, windows: pl.DataFrame) -> list[str]:
-    ids = windows["window_id"].to_list()
-    return [r[0] for r in store.rows("SELECT DISTINCT window_id FROM scores WHERE list_contains(?, window_id)",
-                                     [ids])]
+# -- for the capture page ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnrolmentStatus:
+    clean_repetitions: int  # fixed-text windows from the user's enrolment sessions
+    detectors: list[str]    # detectors of the user's active personal models
+
+
+def enrolment_status(store: Store, user_id: str) -> EnrolmentStatus:
+    from store.models import active_models
+
+    models = active_models(store).filter(pl.col("user_id") == user_id)
+    return EnrolmentStatus(enrolment_repetitions(store, user_id), sorted(set(models["detector"].to_list())))
+
+
+def train_user(store: Store, user_id: str, progress=None):
+    """Train one user's models for every kind they have windows of (the capture page's button)."""
+    from app.models import train
+
+    return train(store, users=[user_id], progress=progress, actor="capture-page")
+
+
+def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> pl.DataFrame:
+    """The newest decisions of one capture pad's sessions."""
+    from store.models import decisions_for_prefix
+
+    return decisions_for_prefix(store, session_prefix, limit)
+
+
+def prepare_store(store: Store, progress=None) -> str:
+    """Windows for every stored session (all treated as finished), models, scores: what a store of
+    complete recordings (sample data, an import) needs before the pages have something to show."""
+    from app.models import train
+    from store.progress import mark_featurized, sessions_to_featurize
+
+    todo = sessions_to_featurize(store, idle_seconds=0, limit=1_000_000)
+    windows = featurize_sessions(store, todo["session_id"].to_list(), final=True)
+    mark_featurized(store, todo.with_columns(final=pl.lit(True)))
+    report = train(store, progress=progress, actor="init")
+    decided = len(score_pending(store, limit=1_000_000))
+    return f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, {decided:,} decisions"

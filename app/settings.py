@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("min_enrolment_windows", "TELLTALE_MIN_ENROLMENT_WINDOWS", 5,
             "Windows of a kind a user needs before a personal model is trained (else the global model "
             "scores them and the decision says 'not enough enrolment').", int),
-    Setting("detectors", "TELLTALE_DETECTORS", "manhattan_log,iforest",
+    Setting("detectors", "TELLTALE_DETECTORS", "manhattan_log,lof",
             "Detectors trained per user and window kind (comma-separated registry names).",
             lambda raw: _detector_list(raw)),
     Setting("target_frr", "TELLTALE_TARGET_FRR", 0.05,

@@ -34,32 +34,37 @@ with enrol_tab:
     st.caption(f"{user_id} has {status.clean_repetitions} clean repetitions stored; "
                f"models: {', '.join(status.detectors) or 'none yet'}.")
 
-    def after_repetition(session_id: str, clean: bool) -> None:
-        if clean:
-            pipeline.featurize_sessions(store, [session_id], final=True)
+    def after_repetition(session_id: str) -> None:
+        pipeline.featurize_sessions(store, [session_id], final=True)
 
     capture = mount_capture(store, "enrol", user_id, on_completed=after_repetition, phrase=PHRASE,
                             repetitions=repetitions, expected_keys=settings.get("fixed_text_keys"))
-    done = sum(1 for _, clean in capture.completed if clean)
+    done = len(capture.completed)
     st.progress(min(done / repetitions, 1.0), text=f"{done} / {repetitions} repetitions this visit")
-    if done >= repetitions or st.button("Train my models now", disabled=status.clean_repetitions < 2):
+    trained_key = f"trained:{user_id}:{capture.mount_key}"
+    finished_now = done >= repetitions and trained_key not in st.session_state
+    if finished_now or st.button("Train my models now", disabled=status.clean_repetitions < 2):
         bar = st.progress(0.0, text="Training")
         report = pipeline.train_user(store, user_id,
                                      progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Training {d}/{t}"))
         bar.empty()
-        st.success(report.summary())
+        st.session_state[trained_key] = report.summary()
+    if trained_key in st.session_state:
+        st.success(st.session_state[trained_key])
 
 with login_tab:
     st.markdown(f"Log in as **{user_id}** with the password **`{PHRASE}`** (everyone shares it, as in the CMU "
                 "benchmark: what differs is how you type it). Press Enter or click *Log in*.")
 
-    def after_login(session_id: str, clean: bool) -> None:
-        st.session_state["last_login_verdict"] = pipeline.score_session(store, session_id)
+    def after_login(session_id: str) -> None:
+        st.session_state["last_login"] = (session_id, pipeline.score_session(store, session_id))
 
     mount_capture(store, "login", user_id, on_completed=after_login)
-    verdict = st.session_state.get("last_login_verdict")
-    if verdict is not None:
-        verdict_badge(verdict)
+    last = st.session_state.get("last_login")
+    if last is not None and last[1] is not None:
+        verdict_badge(last[1])
+    elif last is not None:
+        st.warning(f"No model can score {user_id}'s logins yet: enrol first (Enrol tab), then train.")
 
 with pad_tab:
     st.markdown("Type anything and use the mouse in the area below. Every few seconds the scheduler builds "

@@ -71,3 +71,17 @@ def scored_windows(store: Store, kind: str | None = None, limit: int = 200_000) 
         FROM scores s JOIN feature_windows w USING (window_id) JOIN models m USING (model_id)
         LEFT JOIN session_labels l ON l.session_id = w.session_id
         {where} ORDER BY s.scored_at DESC LIMIT ?""", [*params, limit])
+
+
+def last_trained(store: Store) -> dict[tuple[str, str], datetime]:
+    """(user, kind) -> when their newest active personal model was trained."""
+    return {(u, k): t for u, k, t in store.rows(
+        "SELECT user_id, kind, max(trained_at) FROM models WHERE active AND user_id IS NOT NULL GROUP BY ALL")}
+
+
+def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> pl.DataFrame:
+    """The newest decisions of sessions whose id starts with `session_prefix` (one capture pad)."""
+    return store.frame("""
+        SELECT d.decided_at, w.kind, d.action, d.verdict, round(d.risk, 3) AS risk, d.session_id
+        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
+        WHERE starts_with(d.session_id, ?) ORDER BY d.decided_at DESC LIMIT ?""", [session_prefix, limit])

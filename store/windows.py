@@ -188,3 +188,20 @@ def replayed_windows(store: Store, window_ids: list[str], compare_first: int) ->
               OR (earlier.created_at = w.created_at AND earlier.window_id < w.window_id))
         WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, REPLAY_TOLERANCE_MS, window_ids])
     return {r[0] for r in rows}
+
+
+def window_kinds(store: Store) -> list[str]:
+    """Kinds that have stored windows, sorted."""
+    return [k for (k,) in store.rows("SELECT DISTINCT kind FROM feature_windows ORDER BY kind")]
+
+
+def scored_window_ids(store: Store, window_ids: list[str]) -> list[str]:
+    """Which of these windows already have a score."""
+    return [r[0] for r in store.rows("SELECT DISTINCT window_id FROM scores WHERE list_contains(?, window_id)",
+                                     [window_ids])]
+
+
+def enrolment_repetitions(store: Store, user_id: str) -> int:
+    """Fixed-text windows from the user's explicit enrolment sessions ("enrol-...")."""
+    return int(store.scalar("SELECT count(*) FROM feature_windows WHERE user_id = ? AND kind = 'fixed_text' "
+                            "AND starts_with(session_id, 'enrol-')", [user_id]) or 0)

@@ -12,6 +12,7 @@ from app.capture import (
     BatchRejected,
     CaptureState,
     accept_batch,
+    acknowledgements,
 )
 from store import Store, ingest_events
 
@@ -35,14 +36,23 @@ def state() -> CaptureState:
 
 
 def test_a_good_batch_becomes_canonical_browser_events(state: CaptureState) -> None:
-    accepted = accept_batch(batch([key(0, 0.0, "key_down", 1), key(1, 87.5, "key_up", 1)],
-                                  completed=SESSION, clean=True, repetition=1), state)
+    submit = {"seq": 2, "t_ms": 90.0, "type": "submit"}
+    accepted = accept_batch(batch([key(0, 0.0, "key_down", 1), key(1, 87.5, "key_up", 1), submit]), state)
     events = accepted.events
-    assert events["source"].to_list() == ["browser", "browser"]
-    assert events["t_ms"].to_list() == [0.0, 87.5]
+    assert events["source"].to_list() == ["browser"] * 3
+    assert events["t_ms"].to_list() == [0.0, 87.5, 90.0]
     assert events["session_id"].unique().to_list() == [SESSION]
-    assert (accepted.completed, accepted.clean, accepted.repetition) == (SESSION, True, 1)
-    assert state.last[SESSION] == (1, 87.5)
+    assert accepted.completed == (SESSION,)
+    assert state.last[SESSION] == (2, 90.0)
+    assert acknowledgements(state) == {SESSION: 2}
+
+
+def test_events_resent_before_their_acknowledgement_arrived_are_skipped(state: CaptureState) -> None:
+    accept_batch(batch([key(0, 0.0, "key_down", 1)]), state)
+    # the browser did not get the ack yet: it re-sends seq 0 together with the new seq 1
+    again = accept_batch(batch([key(0, 0.0, "key_down", 1), key(1, 80.0, "key_up", 1)], seq=2), state)
+    assert again.events["seq"].to_list() == [1]
+    assert again.completed == ()
 
 
 def test_a_resent_batch_is_a_duplicate_and_adds_nothing(state: CaptureState) -> None:
@@ -83,7 +93,7 @@ BAD_PAYLOADS = [
     ("too many events", batch([key(i, float(i), "key_down", i + 1) for i in range(MAX_EVENTS_PER_BATCH + 1)]),
      "at most"),
     ("too fast", batch([key(i, i * 0.1, "key_down", i + 1) for i in range(1500)]), "faster than"),
-    ("clean not a bool", batch([], clean="yes"), "clean must be"),
+    ("old completion field", batch([], clean=True), "unknown batch field"),
 ]
 
 

@@ -20,6 +20,7 @@ from store.schema import BUTTONS, EVENT_TYPES, KEY_CLASSES, conform
 
 JS = (Path(__file__).parent / "capture.js").read_text()
 CSS = (Path(__file__).parent / "capture.css").read_text()
+ACK_JS = (Path(__file__).parent / "ack.js").read_text()
 
 MODES = ("enrol", "login", "pad")
 #: A batch holds at most this many events (a second of fast mouse movement is ~120).
@@ -28,7 +29,7 @@ MAX_EVENTS_PER_BATCH = 5_000
 MAX_EVENTS_PER_SECOND = 1_000
 MAX_ID_LENGTH = 128
 EVENT_FIELDS = {"seq", "t_ms", "type", "key_class", "press_id", "pos", "field", "x", "y", "button"}
-BATCH_FIELDS = {"mount_id", "batch_seq", "mode", "user_id", "sessions", "completed", "clean", "repetition"}
+BATCH_FIELDS = {"mount_id", "batch_seq", "mode", "user_id", "sessions"}
 
 
 class BatchRejected(ValueError):
@@ -47,18 +48,18 @@ class CaptureState:
 
 @dataclass(frozen=True)
 class AcceptedBatch:
-    events: pl.DataFrame
+    events: pl.DataFrame      # only events not stored before (a re-sent event is skipped)
     duplicate: bool = False
-    completed: str | None = None
-    clean: bool | None = None
-    repetition: int | None = None
+    completed: tuple[str, ...] = ()  # sessions that ended (a submit) in this batch
 
 
 def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
     """Validate one batch; return its canonical events (source "browser") or raise BatchRejected.
 
-    A batch already seen (same mount id and batch sequence) is accepted as a duplicate with no
-    events, so a resent batch never stores anything twice. `state` is only updated on success.
+    Delivery is at least once: the browser re-sends events until they are acknowledged (see
+    `acknowledgements`), so events at or below a session's stored seq are skipped, and a batch
+    already seen (same mount id and batch sequence) is a duplicate with no events. `state` is only
+    updated on success.
     """
     if not isinstance(payload, dict):
         raise BatchRejected(f"a batch must be an object, got {type(payload).__name__}")
@@ -88,8 +89,12 @@ def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
         if not isinstance(events, list):
             raise BatchRejected(f"session {session_id}: events must be a list")
         previous = state.last.get(session_id, (-1, 0.0))
+        stored_up_to = previous[0]
+        fresh: list[dict[str, Any]] = []
         for index, event in enumerate(events):
             row = _event(event, f"session {session_id}, event {index}")
+            if row["seq"] <= stored_up_to:
+                continue  # re-sent because its acknowledgement had not reached the browser yet
             if row["seq"] != previous[0] + 1:
                 raise BatchRejected(f"session {session_id}, event {index}: seq {row['seq']} does not follow "
                                     f"{previous[0]}")
@@ -97,29 +102,21 @@ def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
                 raise BatchRejected(f"session {session_id}, event {index}: t_ms {row['t_ms']:g} goes back "
                                     f"before {previous[1]:g}")
             previous = (row["seq"], row["t_ms"])
-            rows.append({**row, "session_id": session_id, "user_id": state.user_id})
-        if events:
-            span_s = (events[-1]["t_ms"] - events[0]["t_ms"]) / 1000
-            if len(events) > MAX_EVENTS_PER_SECOND * max(span_s, 1.0):
-                raise BatchRejected(f"session {session_id}: {len(events)} events in {span_s:.2f} s is faster "
+            fresh.append({**row, "session_id": session_id, "user_id": state.user_id})
+        if fresh:
+            span_s = (fresh[-1]["t_ms"] - fresh[0]["t_ms"]) / 1000
+            if len(fresh) > MAX_EVENTS_PER_SECOND * max(span_s, 1.0):
+                raise BatchRejected(f"session {session_id}: {len(fresh)} events in {span_s:.2f} s is faster "
                                     f"than {MAX_EVENTS_PER_SECOND} events/s")
+        rows += fresh
         progress[session_id] = previous
-
-    completed = payload.get("completed")
-    if completed is not None and (not isinstance(completed, str) or not completed.startswith(state.session_prefix)):
-        raise BatchRejected("completed must name one of this page's sessions")
-    clean = payload.get("clean")
-    if clean is not None and not isinstance(clean, bool):
-        raise BatchRejected("clean must be true or false")
-    repetition = payload.get("repetition")
-    if repetition is not None:
-        repetition = _whole(repetition, "repetition", minimum=0)
+    completed = tuple(sorted({row["session_id"] for row in rows if row["type"] == "submit"}))
 
     events_frame = conform(pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(),
                            source="browser")
     state.seen.add((mount_id, batch_seq))
     state.last.update(progress)
-    return AcceptedBatch(events=events_frame, completed=completed, clean=clean, repetition=repetition)
+    return AcceptedBatch(events=events_frame, completed=completed)
 
 
 def _text(value: Any, name: str) -> str:
@@ -181,3 +178,8 @@ def _event(event: Any, where: str) -> dict[str, Any]:
     if kind in ("mouse_move", "mouse_down", "mouse_up") and (row["x"] is None or row["y"] is None):
         raise BatchRejected(f"{where}: a pointer event needs x and y")
     return row
+
+
+def acknowledgements(state: CaptureState) -> dict[str, int]:
+    """Session -> last stored seq: sent back to the browser, which then drops those events."""
+    return {session_id: seq for session_id, (seq, _) in state.last.items()}

@@ -11,6 +11,7 @@
 // each event {seq, t_ms, type, key_class, press_id, pos, field, x, y, button}.
 
 const FLUSH_MS = 1000;
+const MAX_EVENTS = 4000;   // per batch; the server refuses more than 5,000
 
 function keyClass(event) {
   const key = event.key;
@@ -57,19 +58,28 @@ export default function (component) {
   let pressCounter = 0;
   let origin = performance.now();
   let session = null;        // current session id
+  let position = 0;          // ordinal of the next keystroke in the fixed-text field of this session
+  let lastT = 0;             // t_ms of the session's latest event
   const pressOfKey = new Map(); // physical key code -> press id (local only, never sent)
 
   function newSession(suffix) {
     session = `${data.session_prefix}-${mountId}-${suffix}`;
     seqBySession[session] = 0;
+    position = 0;
+    lastT = 0;
     origin = performance.now();
     pressOfKey.clear();
     return session;
   }
 
-  function record(event) {
+  // `at` is the DOM event's timeStamp (when the browser received the input, same clock as
+  // performance.now()), so a busy page that runs a handler late does not distort the timings.
+  function record(event, at) {
     if (!session) return;
-    const t = Math.round((performance.now() - origin) * 1000) / 1000;
+    const stamp = typeof at === "number" && at > 0 ? at : performance.now();
+    // Events of different kinds can be stamped a hair out of order; t_ms never goes backwards.
+    const t = Math.max(0, lastT, Math.round((stamp - origin) * 1000) / 1000);
+    lastT = t;
     const full = Object.assign(
       { seq: seqBySession[session]++, t_ms: t, key_class: null, press_id: null, pos: null,
         field: null, x: null, y: null, button: null },
@@ -78,59 +88,83 @@ export default function (component) {
     (pending[session] = pending[session] || []).push(full);
   }
 
-  function flush(extra) {
-    const sessions = pending;
-    pending = {};
-    if (Object.keys(sessions).length === 0 && !extra) return;
-    batchSeq += 1;
-    setTriggerValue("batch", Object.assign(
-      { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id, sessions: sessions },
-      extra || {},
-    ));
+  // Delivery is at least once: events stay pending until the server acknowledges them, and every
+  // flush re-sends what is still pending; the server skips what it already stored. A lost trigger
+  // costs a second, never data. Acks (session -> last stored seq) come through a separate, invisible
+  // ack component (ack.js) that leaves them on window: changing this component's own data would
+  // re-render it and take the keyboard focus away from the person typing.
+  function acknowledge(ack) {
+    for (const [sessionId, lastSeq] of Object.entries(ack)) {
+      if (!pending[sessionId]) continue;
+      pending[sessionId] = pending[sessionId].filter((e) => e.seq > lastSeq);
+      if (pending[sessionId].length === 0) delete pending[sessionId];
+    }
   }
-  // Enrolment holds a repetition until it ends: one with a typo is dropped here, never sent.
-  const timer = setInterval(() => { if (mode !== "enrol") flush(null); }, FLUSH_MS);
+  function flush() {
+    acknowledge(((window.__telltaleAcks || {})[data.mount_key]) || {});
+    const sessions = {};
+    let count = 0;
+    for (const [sessionId, events] of Object.entries(pending)) {
+      // Enrolment sends a repetition only once it is finished (a typo never leaves the page).
+      if (mode === "enrol" && sessionId === session) continue;
+      const room = MAX_EVENTS - count;
+      if (room <= 0) break;
+      sessions[sessionId] = events.slice(0, room);
+      count += sessions[sessionId].length;
+    }
+    if (count === 0) return;
+    batchSeq += 1;
+    setTriggerValue("batch", { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id,
+                               sessions: sessions });
+  }
+  const timer = setInterval(flush, FLUSH_MS);
 
   function discard(sessionId) {
     delete pending[sessionId];
   }
 
   function keyHandlers(input, fieldName, positional) {
-    let position = 0;
-    input.addEventListener("focus", () => { position = 0; record({ type: "field_enter", field: fieldName }); });
-    input.addEventListener("blur", () => record({ type: "field_leave", field: fieldName }));
+    input.addEventListener("focus", (event) => {
+      if (positional) position = 0;
+      record({ type: "field_enter", field: fieldName }, event.timeStamp);
+    });
+    input.addEventListener("blur", (event) => record({ type: "field_leave", field: fieldName }, event.timeStamp));
     input.addEventListener("keydown", (event) => {
       if (event.repeat) return;
       const press = ++pressCounter;
       pressOfKey.set(event.code || event.key, { press, pos: positional ? position++ : null,
                                                 cls: keyClass(event) });
       const info = pressOfKey.get(event.code || event.key);
-      record({ type: "key_down", key_class: info.cls, press_id: press, pos: info.pos, field: fieldName });
+      record({ type: "key_down", key_class: info.cls, press_id: press, pos: info.pos, field: fieldName },
+             event.timeStamp);
     });
     input.addEventListener("keyup", (event) => {
       const info = pressOfKey.get(event.code || event.key);
       if (!info) return;
       pressOfKey.delete(event.code || event.key);
-      record({ type: "key_up", key_class: info.cls, press_id: info.press, pos: info.pos, field: fieldName });
+      record({ type: "key_up", key_class: info.cls, press_id: info.press, pos: info.pos, field: fieldName },
+             event.timeStamp);
     });
   }
 
   function pointerHandlers(area) {
     area.addEventListener("mousemove", (e) => {
       const box = area.getBoundingClientRect();
-      record({ type: "mouse_move", x: e.clientX - box.left, y: e.clientY - box.top });
+      record({ type: "mouse_move", x: e.clientX - box.left, y: e.clientY - box.top }, e.timeStamp);
     });
     area.addEventListener("mousedown", (e) => {
       const box = area.getBoundingClientRect();
-      record({ type: "mouse_down", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) });
+      record({ type: "mouse_down", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) },
+             e.timeStamp);
     });
     area.addEventListener("mouseup", (e) => {
       const box = area.getBoundingClientRect();
-      record({ type: "mouse_up", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) });
+      record({ type: "mouse_up", x: e.clientX - box.left, y: e.clientY - box.top, button: buttonName(e.button) },
+             e.timeStamp);
     });
     area.addEventListener("wheel", (e) => {
       const box = area.getBoundingClientRect();
-      record({ type: "wheel", x: e.clientX - box.left, y: e.clientY - box.top });
+      record({ type: "wheel", x: e.clientX - box.left, y: e.clientY - box.top }, e.timeStamp);
     }, { passive: true });
   }
 
@@ -172,11 +206,11 @@ export default function (component) {
         record({ type: "submit" });
         done += 1;
         note.textContent = "";
-        flush({ completed: finished, clean: true, repetition: done });
+        session = null;   // finished: the next flush may send it
+        flush();
       } else {
         discard(finished);
         note.textContent = "That repetition had a typo or a correction; please type it again.";
-        flush({ completed: finished, clean: false, repetition: done + 1 });
       }
       show();
       if (done >= data.repetitions) {
@@ -202,8 +236,7 @@ export default function (component) {
     pointerHandlers(form);
     const submit = () => {
       record({ type: "submit" });
-      const finished = session;
-      flush({ completed: finished, clean: true });
+      flush();
       form.reset();
       newSession(`login${Date.now().toString(36)}`);
     };

@@ -9,12 +9,13 @@ from typing import Any
 
 import streamlit as st
 
-from app.capture import CSS, JS, AcceptedBatch, BatchRejected, CaptureState, accept_batch
+from app.capture import ACK_JS, CSS, JS, AcceptedBatch, BatchRejected, CaptureState, accept_batch, acknowledgements
 from store import Store, StoreError, ingest_events
 
 PHRASE = ".tie5Roanl"
 
 _component = st.components.v2.component("telltale_capture", html="", css=CSS, js=JS)
+_ack_component = st.components.v2.component("telltale_capture_ack", js=ACK_JS)
 
 
 @dataclass
@@ -25,7 +26,7 @@ class PageCapture:
     mount_key: str
     stored_events: int = 0
     notices: list[str] = field(default_factory=list)
-    completed: list[tuple[str, bool]] = field(default_factory=list)  # (session_id, clean)
+    completed: list[str] = field(default_factory=list)  # sessions that ended (submit), oldest first
 
 
 def page_capture(mode: str, user_id: str) -> PageCapture:
@@ -37,7 +38,7 @@ def page_capture(mode: str, user_id: str) -> PageCapture:
     return st.session_state[slot]
 
 
-def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callable[[str, bool], None] | None = None,
+def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callable[[str], None] | None = None,
                   **data: Any) -> PageCapture:
     """Show the component; each batch it sends is validated and stored before the rerun."""
     capture = page_capture(mode, user_id)
@@ -54,11 +55,13 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
 
     _component(key=key, data={"mode": mode, "user_id": user_id, "session_prefix": capture.state.session_prefix,
                               "mount_key": capture.mount_key, **data}, on_batch_change=on_batch)
+    _ack_component(key=f"{key}-ack", data={"mount_key": capture.mount_key, "ack": acknowledgements(capture.state)},
+                   height=0)
     return capture
 
 
 def store_batch(store: Store, capture: PageCapture, payload: Any,
-                on_completed: Callable[[str, bool], None] | None) -> AcceptedBatch | None:
+                on_completed: Callable[[str], None] | None) -> AcceptedBatch | None:
     """Validate and store one batch; a refused one leaves a notice and stores nothing."""
     try:
         accepted = accept_batch(payload, capture.state)
@@ -73,8 +76,8 @@ def store_batch(store: Store, capture: PageCapture, payload: Any,
         except StoreError as error:
             capture.notices.append(f"The store refused a batch: {error}")
             return None
-    if accepted.completed is not None:
-        capture.completed.append((accepted.completed, bool(accepted.clean)))
+    for session_id in accepted.completed:
+        capture.completed.append(session_id)
         if on_completed is not None:
-            on_completed(accepted.completed, bool(accepted.clean))
+            on_completed(session_id)
     return accepted
