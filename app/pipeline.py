@@ -257,3 +257,21 @@ def prepare_store(store: Store, progress=None) -> str:
     report = train(store, progress=progress, actor="init")
     decided = len(score_pending(store, limit=1_000_000))
     return f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, {decided:,} decisions"
+
+
+def latest_login_decision(store: Store, session_prefix: str) -> WindowVerdict | None:
+    """The verdict of the newest decided session of one capture form (its fixed-text window first)."""
+    import json
+
+    from store.models import latest_session_decision
+
+    row = latest_session_decision(store, session_prefix)
+    if row is None:
+        return None
+    features = json.loads(row["top_features"] or "[]")
+    return WindowVerdict(
+        window_id=row["window_id"], session_id=row["session_id"], user_id="", kind=row["kind"] or "",
+        risk=float(row["risk"]), action=row["action"], verdict=row["verdict"],
+        reasons=tuple(json.loads(row["reasons"] or "[]")),
+        top_features=[{"feature": f["feature"], "z": f.get("contribution")} for f in features],
+        decision_id="")

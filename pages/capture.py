@@ -57,14 +57,21 @@ with login_tab:
                 "benchmark: what differs is how you type it). Press Enter or click *Log in*.")
 
     def after_login(session_id: str) -> None:
-        st.session_state["last_login"] = (session_id, pipeline.score_session(store, session_id))
+        if pipeline.score_session(store, session_id) is None:
+            st.session_state["login_unscored"] = session_id
 
-    mount_capture(store, "login", user_id, on_completed=after_login)
-    last = st.session_state.get("last_login")
-    if last is not None and last[1] is not None:
-        verdict_badge(last[1])
-    elif last is not None:
-        st.warning(f"No model can score {user_id}'s logins yet: enrol first (Enrol tab), then train.")
+    login = mount_capture(store, "login", user_id, on_completed=after_login)
+
+    @st.fragment(run_every=1.0)
+    def login_verdict() -> None:
+        # Read back from the store: the verdict survives a rerun that was cut short by the next batch.
+        decided = pipeline.latest_login_decision(store, login.state.session_prefix)
+        if decided is not None:
+            verdict_badge(decided)
+        elif login.completed and st.session_state.get("login_unscored"):
+            st.warning(f"No model can score {user_id}'s logins yet: enrol first (Enrol tab), then train.")
+
+    login_verdict()
 
 with pad_tab:
     st.markdown("Type anything and use the mouse in the area below. Every few seconds the scheduler builds "

@@ -85,3 +85,16 @@ def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> 
         SELECT d.decided_at, w.kind, d.action, d.verdict, round(d.risk, 3) AS risk, d.session_id
         FROM decisions d LEFT JOIN feature_windows w USING (window_id)
         WHERE starts_with(d.session_id, ?) ORDER BY d.decided_at DESC LIMIT ?""", [session_prefix, limit])
+
+
+def latest_session_decision(store: Store, session_prefix: str) -> dict | None:
+    """The decision of the newest finished session with this id prefix, its fixed-text window first
+    (a login's verdict); None when nothing has been decided yet."""
+    rows = store.frame("""
+        SELECT d.session_id, w.kind, d.window_id, d.risk, d.action, d.verdict, d.reasons, d.top_features,
+               d.decided_at
+        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
+        WHERE starts_with(d.session_id, ?)
+        ORDER BY d.decided_at DESC, (w.kind = 'fixed_text') DESC
+        LIMIT 1""", [session_prefix])
+    return rows.row(0, named=True) if rows.height else None
