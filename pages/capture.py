@@ -67,6 +67,8 @@ with login_tab:
         # Read back from the store: the verdict survives a rerun that was cut short by the next batch.
         decided = pipeline.latest_login_decision(store, login.state.session_prefix)
         if decided is not None:
+            if decided.session_id in login.completed:
+                st.caption(f"Login #{login.completed.index(decided.session_id) + 1} of this visit")
             verdict_badge(decided)
         elif login.completed and st.session_state.get("login_unscored"):
             st.warning(f"No model can score {user_id}'s logins yet: enrol first (Enrol tab), then train.")
