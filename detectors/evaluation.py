@@ -275,6 +275,8 @@ def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors:
             "frr": float(subject_means("frr").mean()),
             "eer_pooled": eer(np.concatenate([t.genuine_risks for t in trials]),
                               np.concatenate([t.impostor_risks for t in trials]))[0],
+            "det": det_points(np.concatenate([t.genuine_risks for t in trials]),
+                              np.concatenate([t.impostor_risks for t in trials])),
             "eer_per_subject": {split.subject: float(e) for split, e in zip(splits, eers, strict=True)},
         }
     return {
@@ -285,6 +287,13 @@ def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors:
         },
         "detectors": results,
     }
+
+
+def det_points(genuine_scores: Any, impostor_scores: Any, points: int = 100) -> dict[str, list[float]]:
+    """The pooled DET curve thinned to about `points` (FAR, FRR) pairs, small enough for JSON and pages."""
+    far, frr, _ = det_curve(genuine_scores, impostor_scores)
+    keep = np.unique(np.linspace(0, far.size - 1, min(points, far.size)).round().astype(int))
+    return {"far": far[keep].round(5).tolist(), "frr": frr[keep].round(5).tolist()}
 
 
 def markdown_table(result: Mapping[str, Any], reference: Mapping[str, float]) -> str:
