@@ -24,4 +24,8 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None)
         from bench.features import bench_features
 
         return bench_features(rows, path or SHARED / "balabit-mouse")
+    if what == "detectors":
+        from bench.detectors import bench_detectors
+
+        return bench_detectors()
     raise ValueError(f"unknown benchmark {what!r}")

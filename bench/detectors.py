@@ -1,0 +1,225 @@
+"""Detector benchmark: per-user fit time, scoring rate and a full retrain, beside the cheapest possible model.
+
+Data: synthetic fixed-text windows (the 38 features of `feature_names("fixed_text")`: hold, down-down and
+up-down times of the 12 keystrokes of the phrase, then 4 context features), each genuine user around their
+own means, seeded numpy; no simulator, no store. For every registered detector (or the ones asked for):
+
+- fit time: `fit_user_model` (so the default cross-fitted calibration, 5 extra fits, is included) on a
+  user's first 25 and first 200 windows, median over `fit_users` users. Detectors that need other users'
+  windows get a background of up to `background_limit` of them, drawn as `app.models.train` draws it.
+- scoring rate: windows/s of `UserModel.score` (schema check + detector) on `score_windows` windows of all
+  users, with the model fitted on user 0's 200 windows; the faster of two runs.
+- full retrain: `fit_user_model` for each of `users` users on `windows_per_user` windows, per detector and
+  in total. The first `fit_users` users of the retrain are the 200-window fit-time sample (same fits, timed
+  once). A detector whose retrain has taken `retrain_budget_s` seconds stops there (after at least
+  `fit_users` users) and its seconds for all users are extrapolated linearly from the users measured
+  (users are independent and of the same size); `extrapolated_from_users` names those detectors and how
+  many users each was measured on.
+
+Baseline, same run, same users and windows: `StandardScaler().fit(X)` plus per-feature mean and median
+absolute deviation with numpy for every user, the fastest of three runs. Only fitting and scoring calls
+are timed, never the data generation or the background draw. Every detector is warmed up first (imports
+of PyOD / torch and first-call costs do not count).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+SEED = 7
+BACKGROUND_SEED = 0  # as app.models.SEED: the draw of other users' windows
+BACKGROUND_LIMIT = 2_000  # as app.models.BACKGROUND_LIMIT
+KEYS = 12
+TARGET_RETRAIN_S = 60.0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def simulated_windows(users: int, per_user: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(X, user index of each row, feature names): `per_user` fixed-text windows of each of `users` users.
+
+    Each user has their own mean hold (60-140 ms) and down-down (120-350 ms) time per keystroke, varied
+    log-normally from window to window; up-down = down-down - hold (negative when keys overlap). Context:
+    Tab share (user habit), time per field, time to submit (the typing time plus a pause) and focus switches.
+    """
+    from detectors.features import feature_names
+
+    names = feature_names("fixed_text")
+    rng = np.random.default_rng(seed)
+    population_hold = rng.uniform(60, 140, KEYS)
+    population_dd = rng.uniform(120, 350, KEYS - 1)
+    blocks = []
+    for _ in range(users):
+        hold_mean = population_hold * np.exp(rng.normal(0, 0.2, KEYS))
+        dd_mean = population_dd * np.exp(rng.normal(0, 0.25, KEYS - 1))
+        tab_p, switch_rate, pause = rng.uniform(0, 1), rng.uniform(0.05, 1.0), rng.uniform(200, 1500)
+        hold = hold_mean * np.exp(rng.normal(0, 0.15, (per_user, KEYS)))
+        dd = dd_mean * np.exp(rng.normal(0, 0.25, (per_user, KEYS - 1)))
+        ud = dd - hold[:, :-1]
+        typing = dd.sum(axis=1) + hold[:, -1]
+        submit = typing + pause * np.exp(rng.normal(0, 0.3, per_user))
+        columns = {"tab_navigation_share": rng.binomial(2, tab_p, per_user) / 2,
+                   "time_per_field_mean": submit / 2, "time_to_submit": submit,
+                   "focus_switches": rng.poisson(switch_rate, per_user).astype(float)}
+        for i in range(KEYS):
+            columns[f"H.p{i:02d}"] = hold[:, i]
+            if i + 1 < KEYS:
+                columns[f"DD.p{i:02d}.p{i + 1:02d}"] = dd[:, i]
+                columns[f"UD.p{i:02d}.p{i + 1:02d}"] = ud[:, i]
+        blocks.append(np.column_stack([columns[name] for name in names]))
+    return np.vstack(blocks), np.repeat(np.arange(users), per_user), names
+
+
+class _Users:
+    """A user's windows and (drawn once, untimed) background of other users' windows."""
+
+    def __init__(self, X: np.ndarray, user: np.ndarray, background_limit: int) -> None:
+        self.X, self.user, self.limit = X, user, background_limit
+        self._backgrounds: dict[int, np.ndarray] = {}
+
+    def windows(self, u: int, n: int | None = None) -> np.ndarray:
+        mine = self.X[self.user == u]
+        return mine if n is None else mine[:n]
+
+    def background(self, u: int) -> np.ndarray:
+        if u not in self._backgrounds:
+            others = self.X[self.user != u]
+            if others.shape[0] > self.limit:
+                pick = np.random.default_rng(BACKGROUND_SEED).choice(others.shape[0], self.limit, replace=False)
+                others = others[pick]
+            self._backgrounds[u] = others
+        return self._backgrounds[u]
+
+
+def _timed_fit(name: str, X: np.ndarray, background: np.ndarray | None, names: list[str],
+               schema_id: str) -> tuple[float, Any]:
+    from detectors.persistence import fit_user_model
+
+    started = time.perf_counter()
+    model = fit_user_model(name, X, schema_id=schema_id, feature_names=names, X_background=background)
+    return time.perf_counter() - started, model
+
+
+def _baseline_seconds(data: _Users, users: int) -> float:
+    """Fastest of three runs: StandardScaler fit + per-feature mean and MAD for every user."""
+    from sklearn.preprocessing import StandardScaler
+
+    blocks = [data.windows(u) for u in range(users)]
+    StandardScaler().fit(blocks[0])  # warm up
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        for X in blocks:
+            StandardScaler().fit(X)
+            X.mean(axis=0)
+            median = np.median(X, axis=0)
+            np.median(np.abs(X - median), axis=0)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Sequence[int] = (25, 200),
+                    fit_users: int = 3, score_windows: int = 10_000, background_limit: int = BACKGROUND_LIMIT,
+                    detectors: Sequence[str] | None = None, retrain_budget_s: float = 8.0,
+                    seed: int = SEED) -> dict[str, Any]:
+    """Fit seconds per size, scoring windows/s and retrain seconds of each detector, and the baseline."""
+    from detectors.base import DETECTORS, make_detector, requires_background
+    from detectors.features import feature_schema_id
+
+    names_to_run = list(detectors) if detectors is not None else list(DETECTORS)
+    fit_users = max(1, min(fit_users, users))
+    if max(sizes) > windows_per_user:
+        raise ValueError(f"fit sizes {tuple(sizes)} exceed windows_per_user={windows_per_user}")
+    _log(f"generating {users} users x {windows_per_user} fixed-text windows (seed {seed}) ...")
+    X, user, feature_names = simulated_windows(users, windows_per_user, seed)
+    schema_id = feature_schema_id(feature_names)
+    data = _Users(X, user, background_limit)
+    score_rows = np.random.default_rng(seed).choice(X.shape[0], score_windows, replace=score_windows > X.shape[0])
+    X_score = X[score_rows]
+
+    fit_s: dict[str, dict[str, float]] = {}
+    score_per_s: dict[str, int] = {}
+    retrain_s: dict[str, float] = {}
+    extrapolated: dict[str, int] = {}
+    for name in names_to_run:
+        needs_background = requires_background(make_detector(name))
+
+        def background(u: int, needs_background: bool = needs_background) -> np.ndarray | None:
+            return data.background(u) if needs_background else None
+
+        _log(f"[{name}] warm-up ...")
+        _timed_fit(name, data.windows(0, 10), None if not needs_background else data.background(0)[:50],
+                   feature_names, schema_id)
+
+        fit_s[name] = {}
+        for size in sizes:
+            if size == windows_per_user:
+                continue  # measured by the retrain below (its first fit_users users)
+            seconds = [_timed_fit(name, data.windows(u, size), background(u), feature_names, schema_id)[0]
+                       for u in range(fit_users)]
+            fit_s[name][str(size)] = round(statistics.median(seconds), 4)
+            _log(f"[{name}] fit on {size} windows: {fit_s[name][str(size)]:.3f} s (median of {fit_users} users)")
+
+        per_user: list[float] = []
+        first_model = None
+        for u in range(users):
+            seconds, model = _timed_fit(name, data.windows(u), background(u), feature_names, schema_id)
+            per_user.append(seconds)
+            if first_model is None:
+                first_model = model
+            if len(per_user) >= fit_users and sum(per_user) >= retrain_budget_s and len(per_user) < users:
+                break
+        measured = len(per_user)
+        if str(windows_per_user) in map(str, sizes):
+            fit_s[name][str(windows_per_user)] = round(statistics.median(per_user[:fit_users]), 4)
+        fit_s[name] = {str(size): fit_s[name][str(size)] for size in sizes}  # in the order of `sizes`
+        total = sum(per_user) * users / measured
+        retrain_s[name] = round(total, 2)
+        if measured < users:
+            extrapolated[name] = measured
+            _log(f"[{name}] retrain: {sum(per_user):.1f} s for {measured} users -> {total:.1f} s for {users} "
+                 "(extrapolated)")
+        else:
+            _log(f"[{name}] retrain: {total:.1f} s for {users} users")
+
+        first_model.score(X_score[:100], schema_id)  # warm up
+        best = math.inf
+        for _ in range(2):
+            started = time.perf_counter()
+            first_model.score(X_score, schema_id)
+            best = min(best, time.perf_counter() - started)
+        score_per_s[name] = round(score_windows / best)
+        _log(f"[{name}] scoring: {score_per_s[name]:,} windows/s")
+
+    _log(f"baseline: StandardScaler + mean/MAD for {users} users ...")
+    baseline = _baseline_seconds(data, users)
+    total = sum(retrain_s.values())
+    return {
+        "fit_s": fit_s,
+        "score_per_s": score_per_s,
+        "retrain_100_users_s": round(total, 2),
+        "retrain_by_detector_s": retrain_s,
+        "baseline_retrain_100_users_s": round(baseline, 4),
+        "ratio": round(total / baseline, 1),
+        "extrapolated_from_users": extrapolated,
+        "retrain_target_s": TARGET_RETRAIN_S,
+        "within_target": total < TARGET_RETRAIN_S,
+        "users": users,
+        "windows_per_user": windows_per_user,
+        "fit_median_of_users": fit_users,
+        "score_windows": score_windows,
+        "background_rows": min(background_limit, (users - 1) * windows_per_user),
+        "features": len(feature_names),
+        "calibration": "cross_fitted (fit_user_model default: 1 + 5 fits per model)",
+        "source": f"synthetic fixed_text windows, seed {seed}",
+        "baseline": "sklearn StandardScaler().fit + numpy per-feature mean and MAD, per user, fastest of 3",
+    }
