@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
                     db=False)
     bench.add_argument("what", choices=["ingest", "import", "features", "detectors"],
-                       help="ingest: 1M-event CSV; import: Balabit folder; features: window pipeline")
+                       help="ingest: 1M-event CSV; import: Balabit folder; features: window pipeline; "
+                            "detectors: fit and scoring times")
     bench.add_argument("--rows", type=int, default=1_000_000, help="events in the generated CSV (ingest)")
     bench.add_argument("--path", type=Path, help="Balabit folder (import; default ../shared/datasets/balabit-mouse)")
     return parser
