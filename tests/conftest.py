@@ -132,3 +132,18 @@ def locked_db(tmp_path: Path) -> Iterator[Path]:
         holder.wait(timeout=30)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian chromium driven by Playwright (never `playwright install`: it cannot download here)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

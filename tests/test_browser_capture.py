@@ -15,7 +15,7 @@ import pytest
 
 from store import Store
 from store.schema import KEY_CLASSES
-from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, running_app
+from tests.browser import ARTIFACTS, running_app
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement")
 
@@ -31,16 +31,6 @@ HUMAN = [(95 + 7 * (i % 4), 140 + 23 * (i % 5)) for i in range(len(PHRASE_KEYS))
 def human(repetition: int) -> list[tuple[int, int]]:
     wobble = [((7 * repetition + 3 * i) % 11) - 5 for i in range(len(PHRASE_KEYS))]
     return [(hold + w, gap + 3 * w) for (hold, gap), w in zip(HUMAN, wobble, strict=True)]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 KEYS = {".": ("Period", 190), "5": ("Digit5", 53), "Enter": ("Enter", 13), "Shift": ("ShiftLeft", 16)}

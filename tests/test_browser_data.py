@@ -12,7 +12,7 @@ import pytest
 
 from app.inbox import inbox_folder
 from store import Store
-from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, running_app, wait_until
+from tests.browser import ARTIFACTS, ROOT, running_app, wait_until
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement")
 
@@ -25,16 +25,6 @@ GOOD_CSV = (
     "b1,alice,2,96,key_up,letter,1,0,password\n"
 )
 BAD_CSV = "session_id,user_id,seq,t_ms,type\nb2,bob,0,abc,key_down\n"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_data_page_uploads_checks_and_imports_a_csv(browser, tmp_path: Path) -> None:
