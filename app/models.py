@@ -142,9 +142,15 @@ def _load(model_id: str, blob: bytes) -> UserModel:
     return UserModel.from_bytes(blob)
 
 
-def load_active(store: Store, kind: str | None = None) -> pl.DataFrame:
-    """Active model rows plus a `model` object column (unpickled once per model id and process)."""
+def load_active(store: Store, kind: str | None = None, users: list[str] | None = None) -> pl.DataFrame:
+    """Active model rows plus a `model` object column (unpickled once per model id and process).
+
+    With `users`, only those users' models and the global ones are read (a login needs two or three
+    blobs, not every user's).
+    """
     rows = active_models(store, kind)
+    if users is not None:
+        rows = rows.filter(pl.col("user_id").is_null() | pl.col("user_id").is_in(users))
     if rows.height == 0:
         return rows.with_columns(model=pl.lit(None, dtype=pl.Object))
     blobs = model_blobs(store, rows["model_id"].to_list())

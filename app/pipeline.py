@@ -134,7 +134,7 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
 
     if windows.height == 0:
         return []
-    models = load_active(store)
+    models = load_active(store, users=windows["user_id"].unique().to_list())
     if models.height == 0:
         return []
     policy = latest_policy(store)

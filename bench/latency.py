@@ -1,0 +1,196 @@
+"""Decision latency: from a capture batch arriving to its decision stored, per login session.
+
+Setup (not timed): a temporary store with `simulators.simulate(users, enrolment_sessions, seed,
+enrolment_days=...)` ingested, windows built and models trained for the configured detectors
+(`app.pipeline.prepare_store`, TELLTALE_DETECTORS). Then `sessions` login-like batches are made from
+the simulated genuine sessions of trained users: each session's events up to and including its submit
+(username, password with the fixed phrase, submit), under a new session id `bench-{i}` so every batch
+is a session the store has not seen.
+
+Timed per batch with `time.perf_counter` (what the capture page does once a login is submitted):
+`store.ingest_events(store, events, audit=False)` then `app.pipeline.score_session(store, session_id)`,
+which builds the session's windows, scores them against the user's models, decides and records the
+decision. The scheduler interval (up to a second before a batch is sent) is not included.
+
+Baseline, same run and same batches: the `ingest_events` call alone (only storing the batch).
+
+When the p99 misses the target (or `stages=True`), a further `stage_sessions` new sessions are run
+with each stage timed separately (ingest, featurize, window lookup, then inside `score_windows`:
+model loading, policy, replay check, detector scoring, decision recording, score recording and the
+rest) and their medians are reported as `stages_ms`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from store import Store, ingest_events
+
+TARGET_P99_MS = 50
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    values = np.asarray(ms, dtype=float)
+    return {"p50": round(float(np.percentile(values, 50)), 2), "p90": round(float(np.percentile(values, 90)), 2),
+            "p99": round(float(np.percentile(values, 99)), 2), "max": round(float(values.max()), 2)}
+
+
+def login_batches(events: pl.DataFrame, session_ids: list[str], count: int, *,
+                  offset: int = 0) -> Iterator[pl.DataFrame]:
+    """`count` login batches: each source session's events up to its submit, renamed `bench-{i}`,
+    cycling over `session_ids`."""
+    by_session = events.partition_by("session_id", as_dict=True)
+    logins = []
+    for session_id in session_ids:
+        session = by_session[(session_id,)].sort("seq")
+        submits = session.filter(pl.col("type") == "submit")["seq"]
+        if submits.len():
+            logins.append(session.filter(pl.col("seq") <= submits.min()))
+    if not logins:
+        raise ValueError("no simulated session has a submit")
+    for i in range(offset, offset + count):
+        yield logins[i % len(logins)].with_columns(session_id=pl.lit(f"bench-{i}"))
+
+
+def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
+             enrolment_days: int) -> tuple[pl.DataFrame, list[str]]:
+    """Simulate, ingest, build windows, train; returns the events and the genuine sessions of trained users."""
+    from app.pipeline import prepare_store
+    from simulators import simulate
+    from store.models import active_models
+
+    sim = simulate(users, enrolment_sessions, seed, enrolment_days=enrolment_days)
+    ingest_events(store, sim.events, source_name="bench latency", sessions=sim.sessions, labels=sim.labels)
+    _log(f"setup: {prepare_store(store)}")
+    trained = set(active_models(store)["user_id"].drop_nulls().to_list())
+    genuine = sim.labels.filter(pl.col("label") == "genuine").join(sim.sessions, on="session_id")
+    return sim.events, genuine.filter(pl.col("user_id").is_in(sorted(trained)))["session_id"].to_list()
+
+
+@contextmanager
+def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the calls `score_windows` makes so their time adds up in `totals` (name -> seconds)."""
+    import app.models
+    import store.decisions
+    import store.models
+    import store.policies
+    import store.windows
+    from detectors.persistence import UserModel
+
+    targets = [(app.models, "load_active", "load_models"), (store.policies, "latest_policy", "policy"),
+               (store.windows, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
+               (store.decisions, "record_decision", "record_decision"),
+               (store.models, "record_scores", "record_scores")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - started
+        return timed
+
+    try:
+        for (owner, name, label), (_, _, original) in zip(targets, originals, strict=True):
+            setattr(owner, name, wrap(original, label))
+        yield
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, float]:
+    """Median ms of each stage of `score_session`, run step by step on fresh sessions."""
+    from app.pipeline import featurize_sessions, score_windows
+    from store.windows import feature_windows, scored_window_ids
+
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    for events in batches:
+        session_id = events["session_id"][0]
+        inner: dict[str, float] = defaultdict(float)
+        marks = [time.perf_counter()]
+        ingest_events(store, events, audit=False)
+        marks.append(time.perf_counter())
+        featurize_sessions(store, [session_id], final=True)
+        marks.append(time.perf_counter())
+        windows, _ = feature_windows(store, sessions=[session_id])
+        already = scored_window_ids(store, windows["window_id"].to_list())
+        windows = windows.filter(~pl.col("window_id").is_in(already))
+        marks.append(time.perf_counter())
+        with _timed_calls(inner):
+            score_windows(store, windows)
+        marks.append(time.perf_counter())
+        for name, (start, end) in zip(("ingest", "featurize", "window_lookup", "score_windows"),
+                                      itertools.pairwise(marks), strict=True):
+            per_stage[name].append((end - start) * 1000)
+        for name, seconds in inner.items():
+            per_stage[f"score_windows.{name}"].append(seconds * 1000)
+        per_stage["score_windows.other"].append(per_stage["score_windows"][-1] - sum(inner.values()) * 1000)
+    return {name: round(statistics.median(values), 2) for name, values in per_stage.items()}
+
+
+def bench_latency(sessions: int = 1_000, *, users: int = 10, enrolment_sessions: int = 12, seed: int = 3,
+                  enrolment_days: int = 8, stages: bool | None = None, stage_sessions: int = 100) -> dict[str, Any]:
+    """p50/p90/p99/max ms from a login batch arriving to its decision stored, beside storing it alone.
+
+    `stages`: None = profile the stages only when the p99 misses the target; True/False = always/never.
+    """
+    from app.pipeline import score_session
+
+    with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "latency.duckdb") as store:
+        _log(f"setup: simulating {users} users x {enrolment_sessions} sessions, training ...")
+        events_all, sources = _prepare(store, users, enrolment_sessions, seed, enrolment_days)
+        batches = list(login_batches(events_all, sources, sessions))
+        # warm-up on one extra session (first-call costs: imports, prepared statements)
+        for warm in login_batches(events_all, sources, 1, offset=sessions + stage_sessions):
+            ingest_events(store, warm, audit=False)
+            score_session(store, warm["session_id"][0])
+
+        _log(f"timing {sessions} login batches ...")
+        ours_ms: list[float] = []
+        for events in batches:
+            session_id = events["session_id"][0]
+            started = time.perf_counter()
+            ingest_events(store, events, audit=False)
+            score_session(store, session_id)
+            ours_ms.append((time.perf_counter() - started) * 1000)
+        windows = store.scalar("SELECT count(*) FROM decisions WHERE session_id IN (SELECT unnest(?))",
+                               [[events["session_id"][0] for events in batches]])
+
+        _log("baseline: storing the same batches alone ...")
+        baseline_ms: list[float] = []
+        for i, events in enumerate(batches):
+            renamed = events.with_columns(session_id=pl.lit(f"base-{i}"))
+            started = time.perf_counter()
+            ingest_events(store, renamed, audit=False)
+            baseline_ms.append((time.perf_counter() - started) * 1000)
+
+        ours = _percentiles(ours_ms)
+        result: dict[str, Any] = {
+            "sessions": len(batches), "windows": int(windows), "ours_ms": ours,
+            "baseline_ms": _percentiles(baseline_ms), "target_p99_ms": TARGET_P99_MS,
+            "within_target": ours["p99"] < TARGET_P99_MS,
+        }
+        if stages or (stages is None and not result["within_target"]):
+            _log(f"p99 {ours['p99']} ms: timing each stage on {stage_sessions} more sessions ...")
+            result["stages_ms"] = _stage_medians(store, login_batches(events_all, sources, stage_sessions,
+                                                                      offset=sessions))
+        return result
