@@ -11,7 +11,8 @@ from typing import Any
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None) -> dict[str, Any]:
+def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None,
+                  minutes: float = 60.0) -> dict[str, Any]:
     if what == "ingest":
         from bench.ingest import bench_ingest
 
@@ -28,4 +29,12 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None)
         from bench.detectors import bench_detectors
 
         return bench_detectors()
+    if what == "pages":
+        from bench.pages import bench_pages
+
+        return bench_pages(minutes, path=path)
+    if what == "latency":
+        from bench.latency import bench_latency
+
+        return bench_latency()
     raise ValueError(f"unknown benchmark {what!r}")

@@ -47,10 +47,11 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def running_app(db: Path, log: Path) -> Iterator[str]:
-    """Start `streamlit run app/main.py` on a free port with `db`; yield its URL; stop it after."""
+def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `streamlit run app/main.py` on a free port with `db` (and extra `env`); yield its URL and
+    process (the Streamlit process itself: its pid is the app's); stop it after."""
     port = free_port()
-    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), **(env or {})}
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
@@ -62,10 +63,17 @@ def running_app(db: Path, log: Path) -> Iterator[str]:
             wait_until(lambda: _healthy(url) or process.poll() is not None, 60, "the app to answer")
             if process.poll() is not None:
                 raise AssertionError(f"the app exited early:\n{log.read_text()}")
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextmanager
+def running_app(db: Path, log: Path) -> Iterator[str]:
+    """Start `streamlit run app/main.py` on a free port with `db`; yield its URL; stop it after."""
+    with app_process(db, log) as (url, _process):
+        yield url
