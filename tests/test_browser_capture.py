@@ -112,13 +112,13 @@ def drive_the_capture_page(page, url: str) -> None:
         page.keyboard.type("alice", delay=60)
         page.locator("input.tt-password").click()
         type_phrase(page, human(REPETITIONS + 1))
-        page.get_by_text("Login #1 of this visit").wait_for(timeout=30_000)
+        page.get_by_text("Login #1 of this visit").wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"risk \d")).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "capture-login.png"), full_page=True)
 
         page.locator("input.tt-password").click()
         type_phrase(page, [(10, 10)] * len(PHRASE_KEYS))  # a bot: every hold and gap 10 ms
-        page.get_by_text("Login #2 of this visit").wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"Login #[2-9] of this visit")).wait_for(timeout=60_000)
         page.get_by_text("UNSAFE").first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "capture-bot-flagged.png"), full_page=True)
 

@@ -77,6 +77,8 @@ def store_batch(store: Store, capture: PageCapture, payload: Any,
             capture.notices.append(f"The store refused a batch: {error}")
             return None
     for session_id in accepted.completed:
+        if session_id in capture.completed:
+            continue
         capture.completed.append(session_id)
         if on_completed is not None:
             on_completed(session_id)
