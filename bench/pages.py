@@ -156,7 +156,9 @@ def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True) -> dict[
                 with sync_playwright() as play:
                     browser = play.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(f"{url}/live")  # the page's URL path is its file name
+                    page.goto(url)  # open the app as a person would, then go to the Live monitor
+                    page.get_by_text("Telltale").first.wait_for(timeout=180_000)
+                    page.get_by_role("link", name="Live monitor").click()
                     page.get_by_text("Show the last").first.wait_for(timeout=120_000)
                     page.locator("[data-testid='stSelectbox']").filter(has_text="Refresh every").click()
                     page.get_by_role("option", name="1 s").click()  # the panel refreshes every second
