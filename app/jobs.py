@@ -136,8 +136,12 @@ class Worker:
         return rows
 
     def shutdown(self) -> None:
+        """Stop the scheduler, then store whatever is still waiting in the inbox: a batch another
+        process posted just before the app stopped is not left behind."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+            if "inbox" in self.jobs:
+                self.run_job("inbox")
 
 
 def run_worker(db: str | Path) -> None:

@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,48 +28,55 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
-    """Poll `condition()` until it is truthy; fail with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(poll_s)  # polling interval, not synchronisation: the condition decides
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+#: Streamlit prints this once its server listens.
+READY_LINE = "You can now view your Streamlit app"
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def _copy_output(process: subprocess.Popen, log: Path, ready: threading.Event) -> None:
+    """Copy the app's output to `log`; set `ready` at Streamlit's ready line or when it exits."""
+    with log.open("w") as output:
+        for line in process.stdout:
+            output.write(line)
+            output.flush()
+            if READY_LINE in line:
+                ready.set()
+    ready.set()  # the process ended: whoever waits must look at why
 
 
 @contextmanager
 def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start `streamlit run app/main.py` on a free port with `db` (and extra `env`); yield its URL and
-    process (the Streamlit process itself: its pid is the app's); stop it after."""
+    process (the Streamlit process itself: its pid is the app's); stop it after.
+
+    Readiness is read from the app's own output (its ready line), not guessed with a timer.
+    """
     port = free_port()
-    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), **(env or {})}
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    ready = threading.Event()
+    copier = threading.Thread(target=_copy_output, args=(process, log, ready), daemon=True)
+    copier.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not ready.wait(timeout=60):
+            raise AssertionError(f"the app did not start within 60 s:\n{log.read_text()}")
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited early:\n{log.read_text()}")
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
+            assert response.status == 200, f"health check answered {response.status}"
+        yield url, process
+    finally:
+        process.terminate()
         try:
-            wait_until(lambda: _healthy(url) or process.poll() is not None, 60, "the app to answer")
-            if process.poll() is not None:
-                raise AssertionError(f"the app exited early:\n{log.read_text()}")
-            yield url, process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        copier.join(timeout=10)
 
 
 @contextmanager

@@ -69,3 +69,16 @@ def test_a_failing_job_is_recorded_and_does_not_raise(tmp_path: Path) -> None:
         assert runs.rows() == [("broken", None, "RuntimeError: disk on fire"), ("fine", 3, None)]
 
 
+
+
+def test_stopping_the_worker_stores_what_waits_in_the_inbox(tmp_path: Path) -> None:
+    from app.jobs import JOBS
+
+    events, starts, _ = live_simulation(1, 1, 8, 0.0, stamp=9)
+    with Store(tmp_path / "stop.duckdb") as store:
+        worker = Worker(store, jobs=tuple(j for j in JOBS if j.job_id == "inbox"), nightly=None)
+        worker.scheduler.start(paused=True)  # running, but no interval has fired: only shutdown can drain
+        post_batch(inbox_folder(store.path), events, starts)
+        worker.shutdown()
+        assert store.table_counts()["events"] == events.height
+        assert not list(inbox_folder(store.path).glob("*.parquet"))
