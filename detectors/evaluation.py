@@ -26,7 +26,7 @@ from detectors.base import (
     requires_background,
     training_scores,
 )
-from detectors.thresholds import calibrate_threshold, fit_normaliser, normalise
+from detectors.thresholds import calibrate_threshold, finite_scores, fit_normaliser, normalise
 
 #: Published mean EERs on the CMU benchmark (Killourhy & Maxion 2009, 200 training / 5 impostor reps).
 CMU_REFERENCE_EER: dict[str, float] = {"manhattan_scaled": 0.0962, "zscore_count": 0.1022, "autoencoder": 0.1614}
@@ -34,18 +34,10 @@ CMU_REFERENCE_EER: dict[str, float] = {"manhattan_scaled": 0.0962, "zscore_count
 MEU_REFERENCE_EER: dict[str, float] = {"manhattan_scaled": 0.14}
 
 
-def _scores(values: Any, what: str) -> np.ndarray:
-    array = np.asarray(values, dtype=float).reshape(-1)
-    if array.size == 0:
-        raise ValueError(f"{what} is empty; at least one score is needed")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} contains NaN or infinite scores")
-    return array
-
-
 def far_frr_at(threshold: float, genuine_scores: Any, impostor_scores: Any) -> tuple[float, float]:
     """(FAR, FRR) when windows scoring above `threshold` are flagged."""
-    genuine, impostor = _scores(genuine_scores, "genuine_scores"), _scores(impostor_scores, "impostor_scores")
+    genuine = finite_scores(genuine_scores, "genuine_scores")
+    impostor = finite_scores(impostor_scores, "impostor_scores")
     return float(np.mean(impostor <= threshold)), float(np.mean(genuine > threshold))
 
 
@@ -54,8 +46,8 @@ def det_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np
 
     FAR rises and FRR falls along the arrays; plot them on normal-deviate (probit) axes, clipping 0 and 1.
     """
-    genuine = np.sort(_scores(genuine_scores, "genuine_scores"))
-    impostor = np.sort(_scores(impostor_scores, "impostor_scores"))
+    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
+    impostor = np.sort(finite_scores(impostor_scores, "impostor_scores"))
     thresholds = np.unique(np.concatenate([genuine, impostor]))
     far = np.searchsorted(impostor, thresholds, side="right") / impostor.size
     frr = (genuine.size - np.searchsorted(genuine, thresholds, side="right")) / genuine.size
@@ -68,8 +60,8 @@ def roc_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np
     Point k counts windows scoring >= thresholds[k]; the first threshold is +inf (nothing flagged). Same
     points as `sklearn.metrics.roc_curve(..., drop_intermediate=False)`.
     """
-    genuine = np.sort(_scores(genuine_scores, "genuine_scores"))
-    impostor = np.sort(_scores(impostor_scores, "impostor_scores"))
+    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
+    impostor = np.sort(finite_scores(impostor_scores, "impostor_scores"))
     thresholds = np.unique(np.concatenate([genuine, impostor]))[::-1]
     fpr = (genuine.size - np.searchsorted(genuine, thresholds, side="left")) / genuine.size
     tpr = (impostor.size - np.searchsorted(impostor, thresholds, side="left")) / impostor.size
@@ -78,8 +70,8 @@ def roc_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np
 
 def roc_auc(genuine_scores: Any, impostor_scores: Any) -> float:
     """Probability that an impostor window outscores a genuine one (ties count half): the area under ROC."""
-    genuine = np.sort(_scores(genuine_scores, "genuine_scores"))
-    impostor = _scores(impostor_scores, "impostor_scores")
+    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
+    impostor = finite_scores(impostor_scores, "impostor_scores")
     below = np.searchsorted(genuine, impostor, side="left")
     tied = np.searchsorted(genuine, impostor, side="right") - below
     return float((below.sum() + 0.5 * tied.sum()) / (genuine.size * impostor.size))

@@ -25,7 +25,7 @@ NORMALISERS = ("robust_logistic", "ecdf")
 _LOGIT_QUARTILE = math.log(3.0)
 
 
-def _scores(values: Any, what: str) -> np.ndarray:
+def finite_scores(values: Any, what: str) -> np.ndarray:
     """Scores as a 1-D float array of finite values, at least one."""
     array = np.asarray(values, dtype=float).reshape(-1)
     if array.size == 0:
@@ -41,7 +41,7 @@ def robust_center_scale(scores: Any) -> tuple[float, float]:
     The fallbacks keep a user whose training scores are (nearly) all equal usable: anything above them is
     far away in scale units, which is what a counting detector means when every training window scores 0.
     """
-    values = _scores(scores, "scores")
+    values = finite_scores(scores, "scores")
     center = float(np.median(values))
     q25, q75 = np.percentile(values, [25, 75])
     spread = float(q75 - q25)
@@ -74,7 +74,7 @@ def fit_normaliser(genuine_scores: Any, method: str = "robust_logistic") -> Scor
     """Learn a user's normaliser from raw scores of their genuine (training) windows."""
     if method not in NORMALISERS:
         raise ValueError(f"normaliser method must be one of {NORMALISERS}; got {method!r}")
-    values = _scores(genuine_scores, "genuine_scores")
+    values = finite_scores(genuine_scores, "genuine_scores")
     center, spread = robust_center_scale(values)
     reference = tuple(np.sort(values).tolist()) if method == "ecdf" else ()
     return ScoreNormaliser(method=method, center=center, scale=spread / (2 * _LOGIT_QUARTILE), reference=reference)
@@ -82,7 +82,7 @@ def fit_normaliser(genuine_scores: Any, method: str = "robust_logistic") -> Scor
 
 def normalise(scores: Any, normaliser: ScoreNormaliser) -> np.ndarray:
     """Risks in [0, 1] for raw scores; never lower for a higher score (monotone non-decreasing)."""
-    values = _scores(scores, "scores")
+    values = finite_scores(scores, "scores")
     if normaliser.method == "ecdf":
         reference = np.asarray(normaliser.reference, dtype=float)
         below = np.searchsorted(reference, values, side="left")
@@ -102,7 +102,7 @@ def calibrate_threshold(genuine_scores: Any, target_frr: float) -> float:
     """
     if not 0.0 <= target_frr <= 1.0:
         raise ValueError(f"target_frr must be in [0, 1]; got {target_frr}")
-    ordered = np.sort(_scores(genuine_scores, "genuine_scores"))
+    ordered = np.sort(finite_scores(genuine_scores, "genuine_scores"))
     n = ordered.size
     allowed = math.floor(target_frr * n)
     if allowed < n and (allowed + 1) / n <= target_frr:  # floor() can fall one short through rounding
