@@ -18,7 +18,7 @@ from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import Store
 from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
-from store.windows import enrolment_repetitions, ingest_feature_windows, scored_window_ids
+from store.windows import enrolment_repetitions, ingest_feature_windows
 
 
 def window_settings() -> WindowSettings:
@@ -45,11 +45,12 @@ def featurize_sessions(store: Store, session_ids: list[str], *, final: bool,
     ws = window_settings_ or window_settings()
     events = events_for_sessions(store, session_ids)
     added = 0
-    for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
-        if windows.height:
-            report = ingest_feature_windows(store, windows, feature_names(kind, ws), kind=kind,
-                                            source="pipeline", source_name="featurize", actor=None)
-            added += report.windows_added
+    with store.transaction():  # every kind's windows in one commit
+        for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
+            if windows.height:
+                report = ingest_feature_windows(store, windows, feature_names(kind, ws), kind=kind,
+                                                source="pipeline", source_name="featurize", actor=None)
+                added += report.windows_added
     return added
 
 
@@ -121,13 +122,15 @@ def _compare_first(kind: str, width: int) -> int:
 def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
     """Score windows against their user's active models (or the global one), decide, record.
 
-    Windows of a kind and schema that no model covers yet are left unscored for a later run.
+    Windows of a kind and schema that no model covers yet are left unscored for a later run. The
+    decisions, their audit rows, any step-up challenges and the raw scores are written in one
+    transaction (one commit per call, whatever the number of windows).
     """
     from app import stepup
     from app.models import load_active, window_matrix
     from app.policy import DecisionContext, decide
     from detectors.thresholds import apply_sensitivity, normalise
-    from store.decisions import record_decision
+    from store.decisions import DecisionRecord, record_decisions
     from store.models import record_scores
     from store.policies import latest_policy
     from store.windows import replayed_windows
@@ -140,7 +143,7 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
     policy = latest_policy(store)
     edge = policy.bands[0].upper
     sensitivity = settings.get("sensitivity")
-    verdicts: list[WindowVerdict] = []
+    pending: list[tuple[DecisionRecord, str, list[dict[str, object]]]] = []  # (record, kind, top features)
     score_rows: list[dict[str, object]] = []
     for (user_id, kind, schema_id), group in windows.group_by("user_id", "kind", "schema_id", maintain_order=True):
         own = models.filter((pl.col("user_id") == user_id) & (pl.col("kind") == kind)
@@ -164,28 +167,33 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
         first: UserModel = chosen["model"][0]
         enrolled = int(first.metadata.get("n_samples", 0)) if personal else 0
         detectors = {d: m for d, m in zip(chosen["detector"], chosen["model_id"], strict=True)}
-        for i, window in enumerate(group.iter_rows(named=True)):
+        for i, (window_id, session_id) in enumerate(group.select("window_id", "session_id").iter_rows()):
             decision = decide(float(combined[i]), policy,
-                              DecisionContext(enrolment_windows=enrolled, replayed=window["window_id"] in replays))
+                              DecisionContext(enrolment_windows=enrolled, replayed=window_id in replays))
             top = _top_features(first, X[i])
-            decision_id = record_decision(
-                store, decision, user_id=user_id, session_id=window["session_id"], window_id=window["window_id"],
-                detectors=detectors, top_features=[(f["feature"], f["z"]) for f in top])
+            record = DecisionRecord(decision, user_id, session_id, window_id, detectors,
+                                    [(f["feature"], f["z"]) for f in top])
+            pending.append((record, kind, top))
+    verdicts: list[WindowVerdict] = []
+    with store.transaction():
+        decision_ids = record_decisions(store, [record for record, _, _ in pending])
+        for decision_id, (record, kind, top) in zip(decision_ids, pending, strict=True):
+            decision = record.decision
             challenge_id = None
-            if decision.action.name == "REQUIRE_OTP" and stepup.is_enrolled(store, user_id):
+            if decision.action.name == "REQUIRE_OTP" and stepup.is_enrolled(store, record.user_id):
                 try:
-                    challenge_id = stepup.issue_challenge(store, user_id, now=datetime.now(UTC),
-                                                          session_id=window["session_id"],
+                    challenge_id = stepup.issue_challenge(store, record.user_id, now=datetime.now(UTC),
+                                                          session_id=record.session_id,
                                                           decision_id=decision_id).challenge_id
                 except stepup.StepUpError:
                     challenge_id = None  # e.g. the user's earlier challenge is locked: the decision stands
             verdicts.append(WindowVerdict(
-                window_id=window["window_id"], session_id=window["session_id"], user_id=user_id, kind=kind,
-                risk=float(combined[i]), action=decision.action.name, verdict=decision.verdict.name,
+                window_id=record.window_id, session_id=record.session_id, user_id=record.user_id, kind=kind,
+                risk=decision.risk, action=decision.action.name, verdict=decision.verdict.name,
                 reasons=tuple(decision.reasons), top_features=top, decision_id=decision_id,
                 challenge_id=challenge_id))
-    record_scores(store, pl.DataFrame(score_rows, schema={"window_id": pl.String, "model_id": pl.String,
-                                                           "raw_score": pl.Float64, "risk": pl.Float64}))
+        record_scores(store, pl.DataFrame(score_rows, schema={"window_id": pl.String, "model_id": pl.String,
+                                                               "raw_score": pl.Float64, "risk": pl.Float64}))
     return verdicts
 
 
@@ -206,11 +214,9 @@ def score_session(store: Store, session_id: str) -> WindowVerdict | None:
     """Build a finished session's windows now and score them (the capture page's immediate verdict);
     returns the most severe verdict of the session's windows, fixed-text first."""
     featurize_sessions(store, [session_id], final=True)
-    from store.windows import feature_windows
+    from store.windows import unscored_windows
 
-    windows, _ = feature_windows(store, sessions=[session_id])
-    already = scored_window_ids(store, windows["window_id"].to_list())
-    fresh = score_windows(store, windows.filter(~pl.col("window_id").is_in(already)))
+    fresh = score_windows(store, unscored_windows(store, sessions=[session_id]))
     if not fresh:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}

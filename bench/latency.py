@@ -95,7 +95,7 @@ def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
 
     targets = [(app.models, "load_active", "load_models"), (store.policies, "latest_policy", "policy"),
                (store.windows, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
-               (store.decisions, "record_decision", "record_decision"),
+               (store.decisions, "record_decisions", "record_decisions"),
                (store.models, "record_scores", "record_scores")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
 
@@ -120,7 +120,7 @@ def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
 def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, float]:
     """Median ms of each stage of `score_session`, run step by step on fresh sessions."""
     from app.pipeline import featurize_sessions, score_windows
-    from store.windows import feature_windows, scored_window_ids
+    from store.windows import unscored_windows
 
     per_stage: dict[str, list[float]] = defaultdict(list)
     for events in batches:
@@ -131,9 +131,7 @@ def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, f
         marks.append(time.perf_counter())
         featurize_sessions(store, [session_id], final=True)
         marks.append(time.perf_counter())
-        windows, _ = feature_windows(store, sessions=[session_id])
-        already = scored_window_ids(store, windows["window_id"].to_list())
-        windows = windows.filter(~pl.col("window_id").is_in(already))
+        windows = unscored_windows(store, sessions=[session_id])
         marks.append(time.perf_counter())
         with _timed_calls(inner):
             score_windows(store, windows)

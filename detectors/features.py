@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import polars as pl
 
@@ -504,11 +505,15 @@ _BUILDERS = {
 
 def fill_undefined(windows: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
     """Replace null/NaN/inf of each feature by its dictionary's `when_undefined` value."""
-    return windows.with_columns(
-        pl.when(pl.col(n).cast(pl.Float64).is_finite()).then(pl.col(n).cast(pl.Float64))
-        .otherwise(pl.lit(FEATURE_DICTIONARY[n].when_undefined)).alias(n)
-        for n in names
-    )
+    return windows.with_columns(_fill_expressions(tuple(names)))
+
+
+@lru_cache(maxsize=64)
+def _fill_expressions(names: tuple[str, ...]) -> list[pl.Expr]:
+    """Built once per schema: constructing a hundred expressions costs milliseconds, which a live
+    login (one small session per call) would otherwise pay every time."""
+    return [pl.when(pl.col(n).cast(pl.Float64).is_finite()).then(pl.col(n).cast(pl.Float64))
+            .otherwise(pl.lit(FEATURE_DICTIONARY[n].when_undefined)).alias(n) for n in names]
 
 
 def sorted_events(events: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -530,12 +535,14 @@ class SessionParts:
     events: pl.LazyFrame
     presses: pl.LazyFrame
     actions: pl.LazyFrame
+    press_count: int = -1  # rows of `presses` and `actions` (-1: not counted)
+    action_count: int = -1
 
 
 def session_parts(events: pl.LazyFrame | pl.DataFrame) -> SessionParts:
     ordered = sorted_events(events).lazy()
     presses, actions = pl.collect_all([key_presses(ordered), mouse_actions(pointer_samples(ordered))])
-    return SessionParts(ordered, presses.lazy(), actions.lazy())
+    return SessionParts(ordered, presses.lazy(), actions.lazy(), presses.height, actions.height)
 
 
 def window_features(parts: SessionParts, kind: str, settings: WindowSettings | None = None, *,
@@ -561,7 +568,35 @@ def window_features(parts: SessionParts, kind: str, settings: WindowSettings | N
 
 def build_windows(events: pl.LazyFrame | pl.DataFrame, kinds: tuple[str, ...] = WINDOW_KINDS,
                   settings: WindowSettings | None = None, *, open_sessions: bool = False) -> dict[str, pl.DataFrame]:
-    """Canonical events (any row order) -> {kind: windows frame}; the one place that collects."""
+    """Canonical events (any row order) -> {kind: windows frame}; the one place that collects.
+
+    A kind that cannot have a window (fewer presses or mouse actions in all sessions together than
+    one window needs, e.g. a login's 20 keystrokes for 30-key free-text windows) is not planned at all
+    and comes back empty with its usual columns: on a small live session Polars' fixed cost per
+    planned query is most of the time spent here.
+    """
+    settings = settings or WindowSettings()
     parts = session_parts(events)
-    plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in kinds]
-    return dict(zip(kinds, pl.collect_all(plans), strict=True))
+    possible = [kind for kind in kinds if _may_have_windows(parts, kind, settings)]
+    plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in possible]
+    built = dict(zip(possible, pl.collect_all(plans), strict=True))
+    return {kind: built[kind] if kind in built else _empty_windows(parts, kind, settings) for kind in kinds}
+
+
+def _may_have_windows(parts: SessionParts, kind: str, settings: WindowSettings) -> bool:
+    if kind == "free_text":
+        return parts.press_count < 0 or parts.press_count >= settings.free_text_keys
+    if kind == "mouse":
+        return parts.action_count < 0 or parts.action_count >= settings.mouse_actions
+    return True
+
+
+def _empty_windows(parts: SessionParts, kind: str, settings: WindowSettings) -> pl.DataFrame:
+    """No windows, with the columns and types `window_features` gives (its schema resolved once)."""
+    key = (kind, settings, tuple(parts.events.collect_schema().items()))
+    if key not in _EMPTY_SCHEMAS:
+        _EMPTY_SCHEMAS[key] = window_features(parts, kind, settings).collect_schema()
+    return pl.DataFrame(schema=_EMPTY_SCHEMAS[key])
+
+
+_EMPTY_SCHEMAS: dict[tuple, pl.Schema] = {}

@@ -35,6 +35,11 @@ def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
     return os.environ.get("TELLTALE_DB") or str(DEFAULT_DB_PATH)
 
 
+def inserted(result: duckdb.DuckDBPyConnection) -> int:
+    """Rows an executed INSERT wrote: DuckDB answers an INSERT with that count (OR IGNORE: new rows only)."""
+    return int(result.fetchall()[0][0])
+
+
 class Store:
     """Owns one DuckDB connection for this process; hands out a cursor per thread."""
 

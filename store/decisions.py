@@ -11,6 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,52 +35,90 @@ DECISION_COLUMNS = (
 FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
 
 
-def record_decision(
-    store: Store,
-    decision: Decision,
-    *,
-    user_id: str | None,
-    session_id: str | None = None,
-    window_id: str | None = None,
-    detectors: Mapping[str, Any] | None = None,
-    top_features: FeatureWeights | None = None,
-    decided_at: datetime | None = None,
-    actor: str = "scorer",
-) -> str:
-    """Store one decision and its audit row ("decision") atomically; return the new decision id.
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision to store: what the policy said about a window, and the context to explain it.
 
     `detectors` maps each detector to its version (e.g. model id); `top_features` lists the
     features that contributed most, largest first (a mapping or (name, contribution) pairs).
-    The decision's policy revision must be stored: a draft policy (revision 0) is refused.
     """
-    if decision.verdict is not Action(decision.action).verdict:
-        raise ValueError(f"decision verdict {decision.verdict} does not match its action {decision.action} "
-                         f"(expected {Action(decision.action).verdict}); build decisions with app.policy.decide")
-    decision_id = uuid.uuid4().hex
-    when = utc_naive(decided_at or datetime.now(UTC))
-    features = _feature_list(top_features)
-    with store.transaction() as cursor:
-        stored = cursor.execute("SELECT count(*) FROM policies WHERE policy_id = ? AND revision = ?",
-                                [decision.policy_id, decision.policy_revision]).fetchall()[0][0]
-        if not stored:
-            raise UnknownPolicyError(
-                f"the decision was made under policy {decision.policy_id!r} revision {decision.policy_revision}, "
-                "which is not stored: save the policy (store.policies.save_policy) and decide with the saved one")
-        cursor.execute(
-            "INSERT INTO decisions (decision_id, window_id, session_id, user_id, policy_id, policy_rev, risk,"
-            " action, verdict, reasons, detectors, top_features, decided_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [decision_id, window_id, session_id, user_id, decision.policy_id, decision.policy_revision,
-             decision.risk, str(decision.action), str(decision.verdict), json.dumps(list(decision.reasons)),
-             json.dumps(dict(detectors or {}), default=str, sort_keys=True), json.dumps(features), when],
-        )
-        append_audit(cursor, actor=actor, action="decision", subject=decision_id, details={
-            "user_id": user_id, "session_id": session_id, "window_id": window_id,
+
+    decision: Decision
+    user_id: str | None
+    session_id: str | None = None
+    window_id: str | None = None
+    detectors: Mapping[str, Any] | None = None
+    top_features: FeatureWeights | None = None
+    decided_at: datetime | None = None
+
+
+def record_decision(store: Store, decision: Decision, *, user_id: str | None, session_id: str | None = None,
+                    window_id: str | None = None, detectors: Mapping[str, Any] | None = None,
+                    top_features: FeatureWeights | None = None, decided_at: datetime | None = None,
+                    actor: str = "scorer") -> str:
+    """Store one decision and its audit row ("decision") atomically; return the new decision id."""
+    record = DecisionRecord(decision, user_id, session_id, window_id, detectors, top_features, decided_at)
+    return record_decisions(store, [record], actor=actor)[0]
+
+
+def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: str = "scorer") -> list[str]:
+    """Store decisions and one audit row ("decision") each, all in one transaction and two bulk
+    inserts (a session's windows are decided together); return the new decision ids in order.
+
+    Every decision's policy revision must be stored: a draft policy (revision 0) is refused, and
+    then nothing is stored.
+    """
+    for record in records:
+        decision = record.decision
+        if decision.verdict is not Action(decision.action).verdict:
+            raise ValueError(f"decision verdict {decision.verdict} does not match its action {decision.action} "
+                             f"(expected {Action(decision.action).verdict}); build decisions with app.policy.decide")
+    if not records:
+        return []
+    now = datetime.now(UTC)
+    ids = [uuid.uuid4().hex for _ in records]
+    rows, audits = [], []
+    for decision_id, record in zip(ids, records, strict=True):
+        decision, when = record.decision, utc_naive(record.decided_at or now)
+        rows.append({
+            "decision_id": decision_id, "window_id": record.window_id, "session_id": record.session_id,
+            "user_id": record.user_id, "policy_id": decision.policy_id, "policy_rev": decision.policy_revision,
+            "risk": decision.risk, "action": str(decision.action), "verdict": str(decision.verdict),
+            "reasons": json.dumps(list(decision.reasons)),
+            "detectors": json.dumps(dict(record.detectors or {}), default=str, sort_keys=True),
+            "top_features": json.dumps(_feature_list(record.top_features)), "decided_at": when})
+        audits.append({"actor": actor, "action": "decision", "subject": decision_id, "details": json.dumps({
+            "user_id": record.user_id, "session_id": record.session_id, "window_id": record.window_id,
             "action": str(decision.action), "verdict": str(decision.verdict), "risk": decision.risk,
             "policy_id": decision.policy_id, "policy_revision": decision.policy_revision,
-            "reasons": list(decision.reasons), "decided_at": when.isoformat(),
-        })
-    return decision_id
+            "reasons": list(decision.reasons), "decided_at": when.isoformat()}, default=str, sort_keys=True)})
+    revisions = sorted({(r.decision.policy_id, r.decision.policy_revision) for r in records})
+    with store.transaction() as cursor:
+        stored = set(cursor.execute(
+            "SELECT policy_id, revision FROM policies WHERE list_contains(?, struct_pack(policy_id, revision))",
+            [[{"policy_id": p, "revision": r} for p, r in revisions]]).fetchall())
+        for policy_id, revision in revisions:
+            if (policy_id, revision) not in stored:
+                raise UnknownPolicyError(
+                    f"the decision was made under policy {policy_id!r} revision {revision}, which is not stored: "
+                    "save the policy (store.policies.save_policy) and decide with the saved one")
+        cursor.register("decision_batch", pl.DataFrame(rows, schema=_DECISION_SCHEMA).to_arrow())
+        cursor.execute(f"INSERT INTO decisions ({', '.join(_DECISION_SCHEMA)}) "
+                       f"SELECT {', '.join(_DECISION_SCHEMA)} FROM decision_batch")
+        cursor.unregister("decision_batch")
+        cursor.register("decision_audit", pl.DataFrame(audits, schema=_AUDIT_SCHEMA).to_arrow())
+        cursor.execute("INSERT INTO audit_log (actor, action, subject, details) "
+                       "SELECT actor, action, subject, details FROM decision_audit")
+        cursor.unregister("decision_audit")
+    return ids
+
+
+_DECISION_SCHEMA = {
+    "decision_id": pl.String, "window_id": pl.String, "session_id": pl.String, "user_id": pl.String,
+    "policy_id": pl.String, "policy_rev": pl.Int64, "risk": pl.Float64, "action": pl.String, "verdict": pl.String,
+    "reasons": pl.String, "detectors": pl.String, "top_features": pl.String, "decided_at": pl.Datetime("us"),
+}
+_AUDIT_SCHEMA = {"actor": pl.String, "action": pl.String, "subject": pl.String, "details": pl.String}
 
 
 def decisions(

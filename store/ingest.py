@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from store.audit import append_audit
-from store.db import Store
+from store.db import Store, inserted
 from store.errors import Problem, ValidationError
 from store.schema import (
     CATEGORICAL_VALUES,
@@ -242,8 +242,8 @@ def _ingest_batches(
                     cursor.register("ingest_batch", validate_batch(batch, source_name, default_source).to_arrow())
                     cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
                     cursor.unregister("ingest_batch")
-            _check_across_rows(cursor, staging, source_name)
-            report = _write(cursor, staging, source_name, rows_read, sessions, labels)
+            stored_sessions = _check_across_rows(cursor, staging, source_name)
+            report = _write(cursor, staging, source_name, rows_read, sessions, labels, stored_sessions)
             if audit:
                 append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
             if dry_run:
@@ -359,9 +359,12 @@ def _describe(typed: pl.DataFrame, checks: list[tuple[str, pl.Expr, pl.Expr]], s
     return ValidationError(problems, source_name, total=total)
 
 
-def _check_across_rows(cursor, staging: str, source_name: str) -> None:
+def _check_across_rows(cursor, staging: str, source_name: str) -> int:
     """Rules that span rows: unique (session_id, seq), t_ms never going backwards in seq order,
-    one user per session; both within the input and against what is already stored."""
+    one user per session; both within the input and against what is already stored.
+
+    Returns how many of the input's sessions are already stored (0: every row is new).
+    """
     problems = cursor.execute(f"""
         WITH ordered AS (
             SELECT {ROW}, session_id, user_id, seq, t_ms,
@@ -381,7 +384,7 @@ def _check_across_rows(cursor, staging: str, source_name: str) -> None:
         SELECT s.session_id, s.user_id FROM sessions s
         WHERE s.session_id IN (SELECT DISTINCT session_id FROM {staging})""").fetchall()
     if not stored:
-        return
+        return 0
     cursor.register("ingest_stored_sessions", pl.DataFrame(stored, schema=["session_id", "user_id"], orient="row"))
     try:
         problems = cursor.execute(f"""
@@ -415,6 +418,7 @@ def _check_across_rows(cursor, staging: str, source_name: str) -> None:
         cursor.unregister("ingest_stored_sessions")
     if problems:
         raise ValidationError([_stored_problem(*row[:10]) for row in problems], source_name, total=problems[0][10])
+    return len(stored)
 
 
 def _stored_problem(row, kept, session_id, user_id, stored_user, seq, t_ms, prev_row, prev_seq, prev_t) -> Problem:
@@ -440,46 +444,38 @@ def _across_problem(row, session_id, user_id, seq, t_ms, prev_row, prev_seq, pre
 
 
 def _write(cursor, staging: str, source_name: str, rows_read: int, sessions: pl.DataFrame | None,
-           labels: pl.DataFrame | None) -> IngestReport:
+           labels: pl.DataFrame | None, stored_sessions: int) -> IngestReport:
+    """Insert the checked rows; counts come from the INSERT statements themselves.
+
+    Only rows of already stored sessions can be stored already, so the (session_id, seq) anti-join
+    against `events` runs only when `stored_sessions` > 0 (a new live session skips that scan).
+    """
     columns = ", ".join(EVENT_COLUMNS)
-    users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
-    sessions_before = cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
-    events_before = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0]
-    cursor.execute(f"""
-        INSERT INTO events ({columns})
-        SELECT {columns} FROM {staging} s
-        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.session_id = s.session_id AND e.seq = s.seq)""")
-    events_added = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0] - events_before
-    cursor.execute(f"""
-        INSERT INTO users (user_id)
-        SELECT DISTINCT user_id FROM {staging} WHERE user_id NOT IN (SELECT user_id FROM users)""")
+    only_new = ("WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.session_id = s.session_id AND e.seq = s.seq)"
+                if stored_sessions else "")
+    events_added = inserted(cursor.execute(
+        f"INSERT INTO events ({columns}) SELECT {columns} FROM {staging} s {only_new}"))
+    users_added = inserted(cursor.execute(
+        f"INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM {staging}"))
     starts = sessions if sessions is not None else pl.DataFrame(
         schema={"session_id": pl.String, "started_at": pl.Datetime("us")})
     cursor.register("ingest_session_starts", starts.select("session_id", "started_at").to_arrow())
-    cursor.execute(f"""
-        INSERT INTO sessions (session_id, user_id, started_at, source)
+    sessions_added = inserted(cursor.execute(f"""
+        INSERT OR IGNORE INTO sessions (session_id, user_id, started_at, source)
         SELECT s.session_id, any_value(s.user_id), coalesce(any_value(st.started_at), ?), any_value(s.source)
         FROM {staging} s LEFT JOIN ingest_session_starts st USING (session_id)
-        WHERE s.session_id NOT IN (SELECT session_id FROM sessions)
-        GROUP BY s.session_id""", [datetime.now(UTC).replace(tzinfo=None)])
+        GROUP BY s.session_id""", [datetime.now(UTC).replace(tzinfo=None)]))
     cursor.unregister("ingest_session_starts")
     if labels is not None and labels.height:
         cursor.register("ingest_labels", labels.select(
             "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),
             pl.col("takeover_ms") if "takeover_ms" in labels.columns else pl.lit(None, pl.Float64),
         ).to_arrow())
-        cursor.execute("""
-            INSERT INTO session_labels SELECT * FROM ingest_labels
-            WHERE session_id NOT IN (SELECT session_id FROM session_labels)""")
+        cursor.execute("INSERT OR IGNORE INTO session_labels SELECT * FROM ingest_labels")
         cursor.unregister("ingest_labels")
-    report = IngestReport(
-        source=source_name,
-        rows_read=rows_read,
-        events_added=events_added,
-        already_stored=rows_read - events_added,
-        sessions_added=cursor.execute("SELECT count(*) FROM sessions").fetchall()[0][0] - sessions_before,
-        users_added=cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before,
-    )
-    return report
+    return IngestReport(source=source_name, rows_read=rows_read, events_added=events_added,
+                        already_stored=rows_read - events_added, sessions_added=sessions_added,
+                        users_added=users_added)
+
 
 

@@ -44,9 +44,11 @@ def ensure_default_policy(store: Store) -> Policy:
 
 def latest_policy(store: Store, policy_id: str = DEFAULT_POLICY.policy_id) -> Policy:
     """The newest revision of `policy_id` (the default policy is installed when first asked for)."""
-    if policy_id == DEFAULT_POLICY.policy_id:
+    query = "SELECT body FROM policies WHERE policy_id = ? ORDER BY revision DESC LIMIT 1"
+    body = store.scalar(query, [policy_id])
+    if body is None and policy_id == DEFAULT_POLICY.policy_id:
         _install_default_policy(store)
-    body = store.scalar("SELECT body FROM policies WHERE policy_id = ? ORDER BY revision DESC LIMIT 1", [policy_id])
+        body = store.scalar(query, [policy_id])
     if body is None:
         raise UnknownPolicyError(f"no policy {policy_id!r} is stored (stored: {_known_ids(store)}); "
                                  "save it first or pick a stored one")
@@ -55,9 +57,11 @@ def latest_policy(store: Store, policy_id: str = DEFAULT_POLICY.policy_id) -> Po
 
 def policy_at_revision(store: Store, policy_id: str, revision: int) -> Policy:
     """One stored revision, e.g. the one a past decision was made under."""
-    if policy_id == DEFAULT_POLICY.policy_id:
+    query = "SELECT body FROM policies WHERE policy_id = ? AND revision = ?"
+    body = store.scalar(query, [policy_id, revision])
+    if body is None and policy_id == DEFAULT_POLICY.policy_id:
         _install_default_policy(store)
-    body = store.scalar("SELECT body FROM policies WHERE policy_id = ? AND revision = ?", [policy_id, revision])
+        body = store.scalar(query, [policy_id, revision])
     if body is None:
         revisions = [r for (r,) in store.rows(
             "SELECT revision FROM policies WHERE policy_id = ? ORDER BY revision", [policy_id])]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from store.audit import append_audit
-from store.db import Store
+from store.db import Store, inserted
 from store.errors import Problem, ValidationError
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
@@ -78,26 +78,18 @@ def ingest_feature_windows(
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
                    kind: str, source_name: str, actor: str | None, dry_run: bool) -> WindowReport:
     with store.transaction() as cursor:
-        before = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0]
-        users_before = cursor.execute("SELECT count(*) FROM users").fetchall()[0][0]
-        cursor.execute("""
-            INSERT INTO feature_schemas (schema_id, kind, names)
-            SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM feature_schemas WHERE schema_id = ?)""",
-                       [sid, kind, feature_names, sid])
+        cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
+                       [sid, kind, feature_names])
         cursor.register("window_batch", frame.to_arrow())
-        cursor.execute("""
-            INSERT INTO feature_windows
+        added = inserted(cursor.execute("""
+            INSERT OR IGNORE INTO feature_windows
                 (window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source)
             SELECT window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source
-            FROM window_batch w
-            WHERE NOT EXISTS (SELECT 1 FROM feature_windows f WHERE f.window_id = w.window_id)""")
-        cursor.execute("""
-            INSERT INTO users (user_id)
-            SELECT DISTINCT user_id FROM window_batch WHERE user_id NOT IN (SELECT user_id FROM users)""")
+            FROM window_batch"""))
+        users_added = inserted(cursor.execute(
+            "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM window_batch"))
         cursor.unregister("window_batch")
-        added = cursor.execute("SELECT count(*) FROM feature_windows").fetchall()[0][0] - before
-        report = WindowReport(source_name, rows_read, added, rows_read - added,
-                              cursor.execute("SELECT count(*) FROM users").fetchall()[0][0] - users_before, sid)
+        report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
         if actor is not None:
             append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
         if dry_run:
@@ -134,12 +126,13 @@ def schema_names(store: Store) -> dict[str, list[str]]:
     return {sid: list(n) for sid, n in store.rows("SELECT schema_id, names FROM feature_schemas")}
 
 
-def unscored_windows(store: Store, limit: int = 10_000) -> pl.DataFrame:
-    """Windows with no score yet, oldest first (the scoring job's queue)."""
-    return store.frame("""
+def unscored_windows(store: Store, limit: int = 10_000, *, sessions: list[str] | None = None) -> pl.DataFrame:
+    """Windows with no score yet, oldest first (the scoring job's queue), or only those of `sessions`."""
+    of_sessions = "AND list_contains(?, w.session_id)" if sessions is not None else ""
+    return store.frame(f"""
         SELECT w.* FROM feature_windows w
-        WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.window_id = w.window_id)
-        ORDER BY w.created_at, w.window_id LIMIT ?""", [limit])
+        WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.window_id = w.window_id) {of_sessions}
+        ORDER BY w.created_at, w.window_id LIMIT ?""", [*([sessions] if sessions is not None else []), limit])
 
 
 def window_counts(store: Store) -> pl.DataFrame:
@@ -193,12 +186,6 @@ def replayed_windows(store: Store, window_ids: list[str], compare_first: int) ->
 def window_kinds(store: Store) -> list[str]:
     """Kinds that have stored windows, sorted."""
     return [k for (k,) in store.rows("SELECT DISTINCT kind FROM feature_windows ORDER BY kind")]
-
-
-def scored_window_ids(store: Store, window_ids: list[str]) -> list[str]:
-    """Which of these windows already have a score."""
-    return [r[0] for r in store.rows("SELECT DISTINCT window_id FROM scores WHERE list_contains(?, window_id)",
-                                     [window_ids])]
 
 
 def enrolment_repetitions(store: Store, user_id: str) -> int:

@@ -474,3 +474,24 @@ def test_bench_features_reports_the_ingest_shape_and_skips_a_missing_balabit(tmp
     assert set(result["windows"]) == set(WINDOW_KINDS)
     assert set(result["stages_s"]) == {"session_parts", *WINDOW_KINDS}
     assert result["balabit"] == {"skipped": f"{tmp_path / 'no-balabit'} not found"}
+
+
+def test_a_session_too_small_for_a_kind_gets_it_empty_with_the_usual_columns(simulated_windows) -> None:
+    """Kinds that cannot have a window are not planned (a live-login shortcut), yet look the same."""
+    small = five_presses()  # 5 presses, no pointer: neither a 30-key free-text nor a 5-action mouse window
+    built = build_windows(small)
+    for kind in ("free_text", "mouse"):
+        assert built[kind].height == 0
+        assert built[kind].schema == simulated_windows[kind].schema, kind
+    assert build_windows(small, settings=WindowSettings(free_text_keys=5))["free_text"].height == 1
+
+
+def test_building_windows_of_sessions_together_or_one_by_one_gives_the_same_windows(simulated_windows) -> None:
+    """The shortcut counts presses and actions over all sessions given, never per session."""
+    from simulators import simulate
+
+    events = simulate(users=2, sessions=2, seed=5).events
+    one_by_one = [build_windows(part) for part in events.partition_by("session_id")]
+    for kind in WINDOW_KINDS:
+        together = pl.concat([b[kind] for b in one_by_one]).sort("session_id", "start_ms")
+        assert_frame_equal(together, simulated_windows[kind].sort("session_id", "start_ms"))

@@ -26,7 +26,15 @@ from app.policy import (
     decide,
 )
 from store import Store
-from store.decisions import DECISION_COLUMNS, decision_counts_over_time, decisions, decisions_csv, record_decision
+from store.decisions import (
+    DECISION_COLUMNS,
+    DecisionRecord,
+    decision_counts_over_time,
+    decisions,
+    decisions_csv,
+    record_decision,
+    record_decisions,
+)
 from store.policies import (
     UnknownPolicyError,
     latest_policy,
@@ -376,6 +384,35 @@ def test_a_decision_under_an_unsaved_policy_is_refused_and_nothing_is_stored(sto
 
     with pytest.raises(UnknownPolicyError, match="policy 'draft' revision 0, which is not stored"):
         record_decision(store, decide(0.2, draft), user_id="alice", decided_at=datetime.now(UTC))
+
+    assert store.table_counts() == before
+
+
+def test_decisions_recorded_together_keep_their_order_each_with_its_audit_row(store: Store) -> None:
+    policy = latest_policy(store)
+    risks = [0.1, 0.95, 0.5]
+    made = [DecisionRecord(decide(r, policy), user_id="alice", session_id="s1", window_id=f"s1:time:{i}",
+                           detectors={"lof": f"m{i}"}, top_features=[("dwell_mean", 2.0 + i)])
+            for i, r in enumerate(risks)]
+
+    ids = record_decisions(store, made)
+
+    stored = store.rows("SELECT decision_id, window_id, risk, action FROM decisions ORDER BY window_id")
+    assert [(d, w, r) for d, w, r, _ in stored] == list(zip(ids, [m.window_id for m in made], risks, strict=True))
+    assert [a for *_, a in stored] == [str(decide(r, policy).action) for r in risks]
+    audited = store.rows("SELECT subject, details FROM audit_log WHERE action = 'decision' ORDER BY audit_id")
+    assert [s for s, _ in audited] == ids
+    assert [json.loads(d)["window_id"] for _, d in audited] == [m.window_id for m in made]
+
+
+def test_one_decision_under_an_unsaved_policy_refuses_the_whole_batch(store: Store) -> None:
+    saved = latest_policy(store)
+    draft = Policy("draft", bands((0, 1, "ALLOW")))
+    before = store.table_counts()
+
+    with pytest.raises(UnknownPolicyError, match="policy 'draft' revision 0"):
+        record_decisions(store, [DecisionRecord(decide(0.2, saved), user_id="alice"),
+                                 DecisionRecord(decide(0.2, draft), user_id="alice")])
 
     assert store.table_counts() == before
 

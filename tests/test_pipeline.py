@@ -1,0 +1,95 @@
+"""The live pipeline on a real store: a finished session is windowed, scored and decided once, in one
+transaction; models are read from the store once per id and process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from app import pipeline
+from app.models import load_active, train
+from app.samples import simulate_into
+from simulators import simulate
+from store import Store, ingest_events
+
+
+@pytest.fixture
+def trained_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "4")
+    store = Store(tmp_path / "pipeline.duckdb")
+    simulate_into(store, users=3, sessions=6, seed=11, enrolment_days=4, load_seconds=5)
+    pipeline.prepare_store(store)
+    yield store
+    store.close()
+
+
+def a_new_login(store: Store, name: str) -> str:
+    """A genuine simulated session of a trained user, stored under a new session id; returns the id."""
+    sim = simulate(3, 6, seed=99, enrolment_days=4)
+    source = sim.events["session_id"][0]
+    events = sim.events.filter(pl.col("session_id") == source).with_columns(session_id=pl.lit(name))
+    ingest_events(store, events, audit=False)
+    return name
+
+
+def test_a_finished_session_is_decided_window_by_window_and_only_once(trained_store: Store) -> None:
+    store = trained_store
+    session = a_new_login(store, "login-1")
+
+    verdict = pipeline.score_session(store, session)
+
+    windows = store.scalar("SELECT count(*) FROM feature_windows WHERE session_id = ?", [session])
+    decided = store.rows("SELECT window_id, decision_id FROM decisions WHERE session_id = ?", [session])
+    assert verdict is not None and windows > 0
+    assert len(decided) == windows  # one decision per window
+    assert verdict.decision_id in {d for _, d in decided}
+    audited = store.scalar("SELECT count(*) FROM audit_log WHERE action = 'decision' AND list_contains(?, subject)",
+                           [[d for _, d in decided]])
+    assert audited == windows
+    scored = store.scalar("SELECT count(DISTINCT window_id) FROM scores WHERE window_id LIKE ?", [f"{session}:%"])
+    assert scored == windows
+
+    assert pipeline.score_session(store, session) is None  # nothing new: no second decision
+    assert store.scalar("SELECT count(*) FROM decisions WHERE session_id = ?", [session]) == windows
+
+
+def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
+        trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import store.models
+
+    store_ = trained_store
+    session = a_new_login(store_, "login-2")
+    pipeline.featurize_sessions(store_, [session], final=True)
+    before = store_.table_counts()
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.models, "record_scores", disk_full)  # the last write of score_windows
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.score_session(store_, session)
+
+    assert store_.table_counts() == before
+    monkeypatch.undo()
+    assert pipeline.score_session(store_, session) is not None  # the windows are still there to score
+
+
+def test_models_are_unpickled_once_per_id_and_a_retrain_is_picked_up(trained_store: Store) -> None:
+    store = trained_store
+    first = load_active(store)
+    again = load_active(store)
+    assert first["model_id"].to_list() == again["model_id"].to_list()
+    assert all(a is b for a, b in zip(first["model"], again["model"], strict=True))  # cached, not re-read
+
+    train(store, users=["u001"])
+
+    after = load_active(store)
+    retrained = set(after["model_id"]) - set(first["model_id"])
+    assert retrained and all("u001" in model_id for model_id in retrained)
+    by_id = dict(zip(after["model_id"], after["model"], strict=True))
+    old = dict(zip(first["model_id"], first["model"], strict=True))
+    assert all(by_id[m] is old[m] for m in set(after["model_id"]) & set(old))
+    assert all(by_id[m] is not old.get(m) for m in retrained)
