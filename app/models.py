@@ -8,11 +8,12 @@ from `store.windows.training_windows` (enrolment sessions, never ground-truth la
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -137,9 +138,32 @@ def _train_global(store: Store, kind: str, schema_id: str, features: list[str], 
     return 1
 
 
-@lru_cache(maxsize=512)
-def _load(model_id: str, blob: bytes) -> UserModel:
-    return UserModel.from_bytes(blob)
+class _ModelCache:
+    """Unpickled models by (database, model id). A stored model never changes under its id, so a
+    cached one is never stale, and scoring a login reads no blob it has read before."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self._models: OrderedDict[tuple[str, str], UserModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, store: Store, model_ids: list[str]) -> list[UserModel]:
+        with self._lock:
+            found = {mid: self._models.get((store.path, mid)) for mid in model_ids}
+        missing = [mid for mid, model in found.items() if model is None]
+        if missing:
+            for mid, blob in model_blobs(store, missing).items():
+                found[mid] = UserModel.from_bytes(blob)
+        with self._lock:
+            for mid in model_ids:
+                self._models[(store.path, mid)] = found[mid]
+                self._models.move_to_end((store.path, mid))
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return [found[mid] for mid in model_ids]
+
+
+_MODEL_CACHE = _ModelCache()
 
 
 def load_active(store: Store, kind: str | None = None, users: list[str] | None = None) -> pl.DataFrame:
@@ -153,8 +177,7 @@ def load_active(store: Store, kind: str | None = None, users: list[str] | None =
         rows = rows.filter(pl.col("user_id").is_null() | pl.col("user_id").is_in(users))
     if rows.height == 0:
         return rows.with_columns(model=pl.lit(None, dtype=pl.Object))
-    blobs = model_blobs(store, rows["model_id"].to_list())
-    loaded = [_load(mid, blobs[mid]) for mid in rows["model_id"]]
+    loaded = _MODEL_CACHE.get_many(store, rows["model_id"].to_list())
     return rows.with_columns(model=pl.Series("model", loaded, dtype=pl.Object))
 
 

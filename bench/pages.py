@@ -136,8 +136,27 @@ def _sample(process, seconds: float, every: float, on_tick=None) -> list[tuple[f
         time.sleep(min(max(next_at - time.monotonic(), 0.0), seconds - (now - begun)) + 0.01)
 
 
-def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True) -> dict[str, Any]:
-    """RSS of the real app over `minutes` with the Live monitor open in headless chromium."""
+def _wait_for_text(page, text: str, artifacts: Path, timeout_s: float = 180.0) -> None:
+    """Wait until `text` shows; on a timeout keep a screenshot and say what the page showed instead."""
+    try:
+        page.get_by_text(text).first.wait_for(timeout=timeout_s * 1000)
+    except Exception as error:
+        shot = artifacts / f"soak-timeout-{text.replace(' ', '-').lower()}.png"
+        page.screenshot(path=str(shot))
+        shown = page.locator("body").inner_text()[:400].replace("\n", " | ")
+        raise RuntimeError(f"{text!r} did not show within {timeout_s:.0f} s (screenshot {shot}); "
+                           f"the page showed: {shown}") from error
+
+
+def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True,
+                      artifacts: Path | None = None) -> dict[str, Any]:
+    """RSS of the real app over `minutes` with the Live monitor open in headless chromium.
+
+    `db` must not be open in this process: DuckDB allows one process per file, and the app would
+    only show its "cannot open its store" notice. Screenshots of a failed start go to `artifacts`.
+    """
+    artifacts = artifacts or Path(tempfile.gettempdir())
+    artifacts.mkdir(parents=True, exist_ok=True)
     import psutil
     from playwright.sync_api import sync_playwright
 
@@ -157,9 +176,9 @@ def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True) -> dict[
                     browser = play.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.goto(url)  # open the app as a person would, then go to the Live monitor
-                    page.get_by_text("Telltale").first.wait_for(timeout=180_000)
+                    _wait_for_text(page, "Live monitor", artifacts)
                     page.get_by_role("link", name="Live monitor").click()
-                    page.get_by_text("Show the last").first.wait_for(timeout=120_000)
+                    _wait_for_text(page, "Show the last", artifacts)
                     page.locator("[data-testid='stSelectbox']").filter(has_text="Refresh every").click()
                     page.get_by_role("option", name="1 s").click()  # the panel refreshes every second
                     page.get_by_text("refreshing every 1 s").first.wait_for(timeout=60_000)
@@ -223,10 +242,12 @@ def bench_pages(minutes: float = 60.0, *, path: Path | None = None, soak: bool =
             print(f"building the store ({users} users x {sessions} sessions) ...", file=sys.stderr)
             built = build_store(db, users=users, sessions=sessions)
         print(f"store: {built}", file=sys.stderr)
+        soak_db = Path(scratch) / "soak.duckdb"  # the renders keep `db` open in this process
+        shutil.copy(db, soak_db)
         result: dict[str, Any] = {"store": built, "render": page_render_times(db)}
         if soak:
             try:
-                result["memory"] = soak_live_monitor(db, minutes)
+                result["memory"] = soak_live_monitor(soak_db, minutes, artifacts=ROOT / "test-artifacts")
             except Exception as error:  # keep the render figures when the soak fails
                 result["memory"] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
     return result
