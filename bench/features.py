@@ -42,12 +42,12 @@ def _baseline(events: pl.DataFrame) -> pl.DataFrame:
 def _per_kind(events: pl.DataFrame) -> dict[str, float]:
     """Seconds of each stage alone (session parts, then each kind's plan on those parts), to show
     what dominates; the stages overlap less than in `build_windows`, which collects the kinds together."""
-    from detectors.features import WINDOW_KINDS, session_parts, window_features
+    from detectors.features import WINDOW_KINDS, collect_all, session_parts, window_features
 
     parts_s, parts = _fastest(lambda: session_parts(events))
     stages = {"session_parts": parts_s}
     for kind in WINDOW_KINDS:
-        stages[kind] = _fastest(lambda kind=kind: window_features(parts, kind).collect())[0]
+        stages[kind] = _fastest(lambda kind=kind: collect_all([window_features(parts, kind)], events.height))[0]
     return {stage: round(seconds, 3) for stage, seconds in stages.items()}
 
 

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -290,8 +291,8 @@ def validate_batch(batch: pl.DataFrame, source_name: str, default_source: str | 
         typed = typed.with_columns(missing)
     if default_source is not None:
         typed = typed.with_columns(pl.col("source").fill_null(default_source))
-    checks = _row_checks(needs_cast, source_required=default_source is None)
-    if typed.select(pl.any_horizontal([bad for _, bad, _ in checks]).fill_null(False).any()).item():
+    checks, any_bad = _row_checks(tuple(needs_cast), source_required=default_source is None)
+    if typed.select(any_bad).item():
         raise _describe(typed, checks, source_name)
     return typed.select(ROW, *EVENT_COLUMNS)
 
@@ -309,8 +310,12 @@ def _cast(batch: pl.DataFrame, column: str) -> pl.Expr:
     return pl.col(column).cast(target, strict=False)
 
 
-def _row_checks(cast_columns: list[str], *, source_required: bool) -> list[tuple[str, pl.Expr, pl.Expr]]:
-    """(column, is-bad expression, reason expression) for every rule a single row must meet."""
+@lru_cache(maxsize=32)
+def _row_checks(cast_columns: tuple[str, ...], *,
+                source_required: bool) -> tuple[list[tuple[str, pl.Expr, pl.Expr]], pl.Expr]:
+    """(column, is-bad expression, reason expression) for every rule a single row must meet, and
+    "any row breaks any rule". Built once per shape of input: a live batch of a few dozen events
+    would otherwise spend more time constructing these expressions than evaluating them."""
     def shown(column: str) -> pl.Expr:
         return pl.col(_raw(column)) if column in cast_columns else pl.col(column).cast(pl.String)
 
@@ -334,7 +339,7 @@ def _row_checks(cast_columns: list[str], *, source_required: bool) -> list[tuple
     for column, applies in (("press_id", is_key), ("key_class", is_key), ("x", is_pointer), ("y", is_pointer)):
         checks.append((column, applies & pl.col(column).is_null(),
                        pl.format("a {} event needs a value here", pl.col("type"))))
-    return checks
+    return checks, pl.any_horizontal([bad for _, bad, _ in checks]).fill_null(False).any()
 
 
 def _type_name(dtype: pl.DataType) -> str:

@@ -495,3 +495,19 @@ def test_building_windows_of_sessions_together_or_one_by_one_gives_the_same_wind
     for kind in WINDOW_KINDS:
         together = pl.concat([b[kind] for b in one_by_one]).sort("session_id", "start_ms")
         assert_frame_equal(together, simulated_windows[kind].sort("session_id", "start_ms"))
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_the_in_memory_engine_gives_what_the_default_engine_gives(small: bool) -> None:
+    """`collect_all` picks Polars' in-memory engine (and no optimisation passes for small inputs)
+    for speed; the windows must not change."""
+    from detectors.features import SMALL_INPUT_EVENTS, collect_all, session_parts, window_features
+    from simulators import simulate
+
+    events = simulate(users=2, sessions=3, seed=8).events
+    parts = session_parts(events)
+    plans = [window_features(parts, kind) for kind in WINDOW_KINDS]
+    ours = collect_all(plans, 1 if small else SMALL_INPUT_EVENTS)
+    for kind, mine, theirs in zip(WINDOW_KINDS, ours, pl.collect_all(plans, engine="streaming"), strict=True):
+        assert mine.height > 0, kind
+        assert_frame_equal(mine, theirs)
