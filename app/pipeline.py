@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -112,6 +113,19 @@ def _top_features(model: UserModel, x: np.ndarray, count: int = 3) -> list[dict[
             for i in order if np.isfinite(z[i])]
 
 
+@lru_cache(maxsize=1)
+def _native_threads():
+    """The process's OpenMP/BLAS pools (found once: looking them up costs milliseconds).
+
+    Scoring a few windows runs on one thread: with a pool of two on two busy cores (the app, its
+    scheduler, a browser) scikit-learn's neighbour search for LOF took 55-78 ms for two windows
+    instead of 0.6-0.8 ms on one thread (measured here while a benchmark loaded the machine).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _compare_first(kind: str, width: int) -> int:
     """How many leading features identify a replayed pattern (fixed text: the timings only)."""
     if kind == "fixed_text":
@@ -158,7 +172,8 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
         aligned = []
         for row in chosen.iter_rows(named=True):
             model: UserModel = row["model"]
-            raw = model.score(X, schema_id)
+            with _native_threads().limit(limits=1):
+                raw = model.score(X, schema_id)
             risk = normalise(raw, model.normaliser)
             aligned.append(align_to_policy(risk, apply_sensitivity(model.threshold, sensitivity), edge))
             score_rows += [{"window_id": w, "model_id": row["model_id"], "raw_score": float(r), "risk": float(k)}
