@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -137,13 +137,13 @@ def training_scores(detector: Any, X: np.ndarray | None = None) -> np.ndarray:
     return np.asarray(detector.decision_function(X), dtype=float)
 
 
-def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
-                        folds: int = 5) -> np.ndarray:
+def refit_fold_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
+                      folds: int = 5) -> np.ndarray:
     """Out-of-fold scores of a user's training windows: each fold scored by a clone fitted on the others.
 
-    In-sample scores flatter most detectors (a window is close to a mean it helped make), so a threshold
-    calibrated on them rejects more genuine windows than intended; these scores are honest at the cost of
-    `folds` extra fits. Folds are contiguous blocks (enrolment order), not shuffled.
+    Folds are contiguous blocks (enrolment order), not shuffled; costs `folds` extra fits. The generic
+    way to get honest calibration scores from any detector (`cross_fitted_scores` prefers a cheaper
+    one when the detector has it).
     """
     X = check_features(X)
     folds = max(2, min(folds, X.shape[0]))
@@ -153,6 +153,63 @@ def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray |
         member = fit_detector(clone(detector), X[kept], X_background)
         scores[held_out] = member.decision_function(X[held_out])
     return scores
+
+
+def _is_fitted(detector: object) -> bool:
+    return hasattr(detector, "n_features_in_") and hasattr(detector, "training_scores_")
+
+
+def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
+                        folds: int = 5) -> np.ndarray:
+    """Out-of-sample scores of a user's training windows, for calibrating their normaliser and threshold.
+
+    In-sample scores flatter most detectors (a window is close to a mean it helped make), so a threshold
+    calibrated on them rejects more genuine windows than intended. The windows are dealt into `folds`
+    contiguous blocks (enrolment order: a block is also a stretch of the user's time, as later logins are)
+    and each block is scored by a model that never saw it. A detector fitted on exactly these windows (and
+    `X_background`) that defines `out_of_fold_scores(X, X_background, folds)` computes that itself without
+    refitting: the refits' numbers in NumPy (Manhattan, z-score, LOF), the trees that never saw the block
+    (isolation forest, background), its members' own scores (ensemble), or all fold networks in one loop
+    (autoencoder). Otherwise (or for an unfitted detector) `refit_fold_scores`: `folds` refits.
+    """
+    own = getattr(detector, "out_of_fold_scores", None)
+    if own is None or not _is_fitted(detector):
+        return refit_fold_scores(detector, X, X_background, folds)
+    X = check_features(X)
+    if len(detector.training_scores_) != X.shape[0]:
+        raise ValueError(f"{detector_name(detector)} was fitted on {len(detector.training_scores_)} windows, "
+                         f"not on these {X.shape[0]}: cross-fitted scores need the training windows")
+    return np.asarray(own(X, X_background, folds), dtype=float)
+
+
+def fit_calibrated(detectors: Sequence[Any], Xs: Sequence[np.ndarray],
+                   backgrounds: Sequence[np.ndarray | None] | None = None, folds: int = 5) -> list[np.ndarray]:
+    """Fit each detector on its own user's windows; return each one's `cross_fitted_scores`.
+
+    A class with a `fit_calibrated_many` classmethod fits its detectors together (the autoencoder trains
+    every network of every user in one batched loop); the others are fitted one by one.
+    """
+    backgrounds = list(backgrounds) if backgrounds is not None else [None] * len(detectors)
+    if not (len(detectors) == len(Xs) == len(backgrounds)):
+        raise ValueError(f"got {len(detectors)} detectors, {len(Xs)} training sets and {len(backgrounds)} backgrounds")
+    scores: list[np.ndarray | None] = [None] * len(detectors)
+    by_class: dict[type, list[int]] = {}
+    for position, detector in enumerate(detectors):
+        by_class.setdefault(type(detector), []).append(position)
+    for cls, positions in by_class.items():
+        together = getattr(cls, "fit_calibrated_many", None)
+        if together is not None:
+            found = together([detectors[p] for p in positions], [Xs[p] for p in positions],
+                             [backgrounds[p] for p in positions], folds)
+            for p, s in zip(positions, found, strict=True):
+                scores[p] = np.asarray(s, dtype=float)
+            continue
+        for p in positions:
+            fit_detector(detectors[p], Xs[p], backgrounds[p])
+            scores[p] = cross_fitted_scores(detectors[p], Xs[p], backgrounds[p], folds)
+    if any(s is None for s in scores):
+        raise RuntimeError("a detector was left without calibration scores")
+    return [s for s in scores if s is not None]
 
 
 def check_features(X: Any, *, n_features: int | None = None, min_rows: int = 1, what: str = "X") -> np.ndarray:
