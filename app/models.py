@@ -20,7 +20,7 @@ import polars as pl
 
 from app import settings
 from detectors.base import make_detector, requires_background
-from detectors.persistence import UserModel, fit_user_model
+from detectors.persistence import UserModel, fit_user_model, fit_user_models
 from store import Store
 from store.models import active_models, last_trained, model_blobs, save_model
 from store.windows import schema_names, training_windows, window_kinds
@@ -70,8 +70,14 @@ def _save(store: Store, model: UserModel, *, user_id: str | None, kind: str, det
 
 
 def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...] | None = None,
-          progress: Progress | None = None, actor: str = "system") -> TrainingReport:
-    """(Re)train the models of `users` (all when None) for every window kind with stored windows."""
+          progress: Progress | None = None, actor: str = "system", n_jobs: int = 1) -> TrainingReport:
+    """(Re)train the models of `users` (all when None) for every window kind with stored windows.
+
+    Per kind and schema, each detector is fitted for all eligible users in one `fit_user_models` call
+    (the autoencoder trains every user's networks in one batched loop; `n_jobs` > 1 splits the users
+    over that many worker processes). Models are seeded, so a retrain on the same windows gives the
+    same models.
+    """
     started = datetime.now(UTC)
     report = TrainingReport()
     names = schema_names(store)
@@ -91,8 +97,10 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
         features = names[schema_id]
         X_all = window_matrix(of_schema)
         user_of_row = of_schema["user_id"].to_numpy()
-        for user_id in of_schema["user_id"].unique(maintain_order=True).to_list():
-            done += 1
+        in_plan = of_schema["user_id"].unique(maintain_order=True).to_list()
+        any_background = any(requires_background(make_detector(name)) for name in detectors)
+        eligible: list[tuple[str, np.ndarray, np.ndarray | None]] = []  # user, their windows, a background
+        for user_id in in_plan:
             if users is not None and user_id not in users:
                 continue
             mine = user_of_row == user_id
@@ -100,22 +108,27 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
             if X.shape[0] < minimum:
                 report.skipped[f"{user_id}/{kind}"] = int(X.shape[0])
                 continue
-            others = X_all[~mine]
-            if others.shape[0] > BACKGROUND_LIMIT:
+            others = X_all[~mine] if any_background else None
+            if others is not None and others.shape[0] > BACKGROUND_LIMIT:
                 others = others[np.random.default_rng(SEED).choice(others.shape[0], BACKGROUND_LIMIT, replace=False)]
-            for name in detectors:
-                background = others if requires_background(make_detector(name)) else None
-                if background is not None and background.shape[0] < minimum:
-                    continue  # too few other users for a background model
-                model = fit_user_model(name, X, schema_id=schema_id, feature_names=features, X_background=background,
-                                       target_frr=settings.get("target_frr"), user_id=user_id)
-                model.metadata["baseline"] = _baseline(X)
-                _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
-                report.models += 1
-            trained_users.add(user_id)
+            eligible.append((user_id, X, others))
+        for position, name in enumerate(detectors):
+            needs_background = requires_background(make_detector(name))
+            # a background model needs enough other users' windows
+            batch = [(u, X, others if needs_background else None) for u, X, others in eligible
+                     if not needs_background or (others is not None and others.shape[0] >= minimum)]
+            if batch:
+                models = fit_user_models(name, [X for _, X, _ in batch], schema_id=schema_id, feature_names=features,
+                                         X_backgrounds=[b for _, _, b in batch], target_frr=settings.get("target_frr"),
+                                         user_ids=[u for u, _, _ in batch], n_jobs=n_jobs)
+                for (user_id, X, _), model in zip(batch, models, strict=True):
+                    model.metadata["baseline"] = _baseline(X)
+                    _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
+                    report.models += 1
             if progress:
-                progress(done, steps)
-        done += 1
+                progress(done + len(in_plan) * (position + 1) // len(detectors), steps)
+        trained_users.update(u for u, _, _ in eligible)
+        done += len(in_plan) + 1
         if users is None and X_all.shape[0] >= minimum:
             report.models += _train_global(store, kind, schema_id, features, X_all, detectors, actor)
         if progress:
