@@ -14,7 +14,7 @@ Every detector also gives honest calibration scores cheaply (`out_of_fold_scores
 `detectors.base.cross_fitted_scores`): the numbers `folds` refits on contiguous blocks would give, or
 trees / networks that never saw a window's block. Contiguous blocks, not leave-one-out or plain
 out-of-bag: on MEU-Mobile KSD thresholds from those rejected 15% (manhattan_log) and 22% (background) of
-later genuine windows at a 5% target, against 10% and 14% with blocks, because a window's neighbours in
+later genuine windows at a 5% target, against 10% and 13% with blocks, because a window's neighbours in
 time resemble it.
 """
 
@@ -75,10 +75,10 @@ class IForestDetector(BaseDetector):
     them at no extra fit. `oob_folds=1` lets every tree see every window (then calibration refits).
     1000 trees by default, so each block's 200 trees score its windows about as steadily as the forest
     scores new ones: with 200 trees in all (40 per block) the noisier calibration scores put thresholds
-    too high (5% target: 3.0% of later genuine windows rejected on MEU-Mobile KSD, 3.8% on simulated
-    users; with 1000 trees 4.8% and 5.1%). MEU-Mobile KSD mean EER over 6 seeds: 0.097 (PyOD's 200-tree
+    too high (5% target: 3.0% of later genuine windows rejected on MEU-Mobile KSD, 3.2% on simulated
+    users; with 1000 trees 5.5% and 4.7%). MEU-Mobile KSD mean EER over 6 seeds: 0.093 (PyOD's 200-tree
     IForest: 0.105). Grown by `detectors.forests` (compiled): PyOD's IForest spent about 1 s per 200-tree
-    fit on scikit-learn's per-tree bookkeeping; 1000 trees here take about 0.06 s for 200 windows.
+    fit on scikit-learn's per-tree bookkeeping; 1000 trees here take about 0.05 s for 200 windows.
     """
 
     def __init__(self, n_estimators: int = 1000, max_samples: int | float | str = "auto", oob_folds: int = 5,

@@ -108,6 +108,21 @@ def test_fitting_users_together_gives_each_the_model_it_gets_alone(name: str) ->
                                    rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_retrain_gives_the_same_models(name: str) -> None:
+    own, backgrounds = population()
+    needs = requires_background(make_detector(name))
+    names = [f"f{i}" for i in range(N_FEATURES)]
+
+    def retrain() -> list:
+        return fit_user_models(name, own[:2], schema_id="s", feature_names=names, params=_small(name),
+                               X_backgrounds=backgrounds[:2] if needs else None)
+
+    for first, again in zip(retrain(), retrain(), strict=True):
+        assert (first.threshold, first.normaliser) == (again.threshold, again.normaliser)
+        np.testing.assert_array_equal(first.score(own[3][:20], "s"), again.score(own[3][:20], "s"))
+
+
 def test_user_models_do_not_depend_on_worker_processes() -> None:
     own, _ = population()
     names = [f"f{i}" for i in range(N_FEATURES)]
