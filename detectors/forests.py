@@ -10,9 +10,9 @@ scikit-learn's conventions: a threshold uniform in [min, max) of a random non-co
 
 Deterministic for a given `seed`: tree t draws from numba's own generator seeded with seed + t (NumPy's
 global one is left alone), so a tree depends only on its seed and the rows it may draw from. Fitted
-forests are plain NumPy arrays (`Forest`), so they pickle without numba. Compilation (a few seconds)
-happens once per process on first use; `cache=True` keeps the machine code in `__pycache__` when the
-directory is writable.
+forests are plain NumPy arrays (`Forest`), so they pickle without numba. The first fit in a process
+compiles (about 12 s here) unless `cache=True` finds the machine code in `__pycache__` from an earlier
+run (then under 2 s, most of it importing numba); the cache is written when the directory is writable.
 """
 
 from __future__ import annotations
