@@ -50,7 +50,8 @@ def featurize_sessions(store: Store, session_ids: list[str], *, final: bool,
         for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
             if windows.height:
                 report = ingest_feature_windows(store, windows, feature_names(kind, ws), kind=kind,
-                                                source="pipeline", source_name="featurize", actor=None)
+                                                source="pipeline", source_name="featurize", actor=None,
+                                                users_stored=True)
                 added += report.windows_added
     return added
 
@@ -227,11 +228,15 @@ def process_pending(store: Store) -> int:
 
 def score_session(store: Store, session_id: str) -> WindowVerdict | None:
     """Build a finished session's windows now and score them (the capture page's immediate verdict);
-    returns the most severe verdict of the session's windows, fixed-text first."""
-    featurize_sessions(store, [session_id], final=True)
+    returns the most severe verdict of the session's windows, fixed-text first.
+
+    Windows, scores and decisions are written in one transaction (one commit per login).
+    """
     from store.windows import unscored_windows
 
-    fresh = score_windows(store, unscored_windows(store, sessions=[session_id]))
+    with store.transaction():
+        featurize_sessions(store, [session_id], final=True)
+        fresh = score_windows(store, unscored_windows(store, sessions=[session_id]))
     if not fresh:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}

@@ -12,7 +12,7 @@ import atexit
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,24 @@ from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
 #: Where the database lives when neither --db nor TELLTALE_DB says otherwise (git-ignored folder).
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[1] / "var" / "telltale.duckdb"
 MEMORY = ":memory:"
+
+
+class _ReadCache:
+    """Small read results of one database (the active models, the latest policy), kept between calls.
+
+    One process owns a DuckDB file, so every write to these tables goes through this process's
+    store functions, which call `Store.invalidate`. A value is kept only when no invalidation of
+    its key happened while it was being read (a generation count per key), so a reader racing a
+    writer never caches what the writer replaced.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[tuple[str, str], Any] = {}
+        self.generations: dict[tuple[str, str], int] = {}
+
+
+_READ_CACHE = _ReadCache()
 
 
 def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
@@ -53,6 +71,9 @@ class Store:
         self._cursors_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
+        # an in-memory database is private to its connection; a file is shared by every Store on it
+        self._cache_scope = f"{MEMORY}{id(self)}" if self.path == MEMORY else str(Path(self.path).resolve())
+        self._forget_cached()  # the file may have been replaced since another Store read it
         if not read_only:
             try:
                 self._migrate()
@@ -88,6 +109,9 @@ class Store:
                 return
             cursor.execute("BEGIN TRANSACTION")
             self._local.depth = 1
+            self._local.invalidated = set()
+            with _READ_CACHE.lock:  # what the transaction's snapshot already includes
+                self._local.begun_at = dict(_READ_CACHE.generations)
             try:
                 yield cursor
             except BaseException:
@@ -97,12 +121,54 @@ class Store:
                 cursor.execute("COMMIT")
             finally:
                 self._local.depth = 0
+                for key in self._local.invalidated:  # once the outcome is visible to every reader
+                    self._invalidate_now(key)
+                self._local.invalidated = set()
+
+    # -- read cache ----------------------------------------------------------------------------
+    def cached(self, key: str, load: Callable[[], Any]) -> Any:
+        """`load()`'s result, kept until `invalidate(key)`; for small, often read, rarely written tables."""
+        slot = (self._cache_scope, key)
+        with _READ_CACHE.lock:
+            if slot in _READ_CACHE.values:
+                return _READ_CACHE.values[slot]
+            generation = _READ_CACHE.generations.get(slot, 0)
+        if getattr(self._local, "depth", 0):
+            # inside a transaction the read sees its snapshot: keep it only when nothing was
+            # invalidated since the snapshot began and this transaction has not written the key
+            if key in self._local.invalidated:
+                return load()
+            generation = self._local.begun_at.get(slot, 0)
+        value = load()
+        with _READ_CACHE.lock:
+            if _READ_CACHE.generations.get(slot, 0) == generation:
+                _READ_CACHE.values[slot] = value
+        return value
+
+    def invalidate(self, key: str) -> None:
+        """Forget `key`'s cached value; inside a transaction also once it has committed or rolled back."""
+        self._invalidate_now(key)
+        if getattr(self._local, "depth", 0):
+            self._local.invalidated.add(key)
+
+    def _invalidate_now(self, key: str) -> None:
+        slot = (self._cache_scope, key)
+        with _READ_CACHE.lock:
+            _READ_CACHE.values.pop(slot, None)
+            _READ_CACHE.generations[slot] = _READ_CACHE.generations.get(slot, 0) + 1
+
+    def _forget_cached(self) -> None:
+        with _READ_CACHE.lock:
+            for slot in [slot for slot in _READ_CACHE.values if slot[0] == self._cache_scope]:
+                _READ_CACHE.values.pop(slot)
+                _READ_CACHE.generations[slot] = _READ_CACHE.generations.get(slot, 0) + 1
 
     def close(self) -> None:
         """Close every cursor and the connection; safe to call twice (also runs at exit)."""
         if self._closed:
             return
         self._closed = True
+        self._forget_cached()
         with self._cursors_lock:
             for cursor in self._cursors:
                 cursor.close()

@@ -20,7 +20,7 @@ import polars as pl
 from app.policy import Action, Decision, Verdict
 from store.audit import append_audit
 from store.db import Store
-from store.policies import UnknownPolicyError
+from store.policies import UnknownPolicyError, is_stored
 
 #: Buckets `decision_counts_over_time` accepts (DuckDB `date_trunc` parts).
 BUCKETS = ("minute", "hour", "day", "week", "month")
@@ -94,11 +94,8 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
             "reasons": list(decision.reasons), "decided_at": when.isoformat()}, default=str, sort_keys=True)})
     revisions = sorted({(r.decision.policy_id, r.decision.policy_revision) for r in records})
     with store.transaction() as cursor:
-        stored = set(cursor.execute(
-            "SELECT policy_id, revision FROM policies WHERE list_contains(?, struct_pack(policy_id, revision))",
-            [[{"policy_id": p, "revision": r} for p, r in revisions]]).fetchall())
         for policy_id, revision in revisions:
-            if (policy_id, revision) not in stored:
+            if not is_stored(store, policy_id, revision):
                 raise UnknownPolicyError(
                     f"the decision was made under policy {policy_id!r} revision {revision}, which is not stored: "
                     "save the policy (store.policies.save_policy) and decide with the saved one")

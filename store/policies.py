@@ -31,6 +31,8 @@ def save_policy(store: Store, policy: Policy, actor: str) -> Policy:
         saved = policy.with_revision(int(previous) + 1)
         cursor.execute("INSERT INTO policies (policy_id, revision, body) VALUES (?, ?, ?)",
                        [saved.policy_id, saved.revision, saved.to_json()])
+        store.invalidate(f"{LATEST_POLICY}:{saved.policy_id}")
+        store.invalidate(STORED_REVISIONS)
         append_audit(cursor, actor=actor, action="policy_change", subject=saved.policy_id,
                      details={"policy_id": saved.policy_id, "revision": saved.revision,
                               "previous_revision": int(previous) or None, "policy": saved.as_dict()})
@@ -42,8 +44,28 @@ def ensure_default_policy(store: Store) -> Policy:
     return latest_policy(store, DEFAULT_POLICY.policy_id)
 
 
+#: Read-cache keys: the newest revision of a policy (prefix), every stored (policy, revision); read
+#: by every decision, written only by `save_policy`.
+LATEST_POLICY = "latest_policy"
+STORED_REVISIONS = "policy_revisions"
+
+
+def is_stored(store: Store, policy_id: str, revision: int) -> bool:
+    """Whether that revision is stored (revisions are never deleted, so a positive answer stays true)."""
+    def read() -> frozenset[tuple[str, int]]:
+        return frozenset((p, int(r)) for p, r in store.rows("SELECT policy_id, revision FROM policies"))
+
+    if (policy_id, revision) in store.cached(STORED_REVISIONS, read):
+        return True
+    return (policy_id, revision) in read()  # saved since the cache was filled, or not at all
+
+
 def latest_policy(store: Store, policy_id: str = DEFAULT_POLICY.policy_id) -> Policy:
     """The newest revision of `policy_id` (the default policy is installed when first asked for)."""
+    return store.cached(f"{LATEST_POLICY}:{policy_id}", lambda: _read_latest_policy(store, policy_id))
+
+
+def _read_latest_policy(store: Store, policy_id: str) -> Policy:
     query = "SELECT body FROM policies WHERE policy_id = ? ORDER BY revision DESC LIMIT 1"
     body = store.scalar(query, [policy_id])
     if body is None and policy_id == DEFAULT_POLICY.policy_id:

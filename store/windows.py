@@ -47,12 +47,14 @@ def ingest_feature_windows(
     source_name: str,
     actor: str | None = "cli",
     dry_run: bool = False,
+    users_stored: bool = False,
 ) -> WindowReport:
     """Store precomputed feature vectors (e.g. CMU layout) in one transaction, idempotently by window_id.
 
     `windows` has window_id, user_id, session_id, optionally start_ms, end_ms, n_events, and one
     Float64 column per feature name. `actor=None` skips the audit row (the scoring job's many small
-    writes are recorded in job_runs instead).
+    writes are recorded in job_runs instead). `users_stored=True` says every user already has a row
+    (windows built from stored events), which saves the users upsert.
     """
     bad = windows.select(pl.any_horizontal(~pl.col(feature_names).is_finite()).fill_null(True).arg_true())
     if bad.height:
@@ -69,24 +71,38 @@ def ingest_feature_windows(
         pl.lit(source).alias("source"),
     )
     try:
-        return _write_windows(store, frame, feature_names, windows.height, sid,
-                              kind=kind, source_name=source_name, actor=actor, dry_run=dry_run)
+        return _write_windows(store, frame, feature_names, windows.height, sid, kind=kind,
+                              source_name=source_name, actor=actor, dry_run=dry_run, users_stored=users_stored)
     except _DryRun as dry:
         return dry.report
 
 
+#: Read-cache key of the stored feature schema ids (a live login's windows almost never bring a new one).
+SCHEMA_IDS = "schema_ids"
+
+
+def _stored_schema_ids(store: Store) -> frozenset[str]:
+    def read() -> frozenset[str]:
+        return frozenset(sid for (sid,) in store.rows("SELECT schema_id FROM feature_schemas"))
+
+    return store.cached(SCHEMA_IDS, read)
+
+
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
-                   kind: str, source_name: str, actor: str | None, dry_run: bool) -> WindowReport:
+                   kind: str, source_name: str, actor: str | None, dry_run: bool,
+                   users_stored: bool) -> WindowReport:
     with store.transaction() as cursor:
-        cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
-                       [sid, kind, feature_names])
+        if sid not in _stored_schema_ids(store):
+            cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
+                           [sid, kind, feature_names])
+            store.invalidate(SCHEMA_IDS)
         cursor.register("window_batch", frame.to_arrow())
         added = inserted(cursor.execute("""
             INSERT OR IGNORE INTO feature_windows
                 (window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source)
             SELECT window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source
             FROM window_batch"""))
-        users_added = inserted(cursor.execute(
+        users_added = 0 if users_stored else inserted(cursor.execute(
             "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM window_batch"))
         cursor.unregister("window_batch")
         report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
@@ -128,11 +144,15 @@ def schema_names(store: Store) -> dict[str, list[str]]:
 
 def unscored_windows(store: Store, limit: int = 10_000, *, sessions: list[str] | None = None) -> pl.DataFrame:
     """Windows with no score yet, oldest first (the scoring job's queue), or only those of `sessions`."""
-    of_sessions = "AND list_contains(?, w.session_id)" if sessions is not None else ""
+    if sessions is None:
+        of_sessions, params = "", []
+    elif len(sessions) == 1:  # a login (measured on 15k windows: 5 ms, where list_contains took 17 ms)
+        of_sessions, params = "WHERE w.session_id = ?", sessions
+    else:
+        of_sessions, params = "WHERE list_contains(?, w.session_id)", [sessions]
     return store.frame(f"""
-        SELECT w.* FROM feature_windows w
-        WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.window_id = w.window_id) {of_sessions}
-        ORDER BY w.created_at, w.window_id LIMIT ?""", [*([sessions] if sessions is not None else []), limit])
+        SELECT w.* FROM feature_windows w ANTI JOIN scores s USING (window_id) {of_sessions}
+        ORDER BY w.created_at, w.window_id LIMIT ?""", [*params, limit])
 
 
 def window_counts(store: Store) -> pl.DataFrame:

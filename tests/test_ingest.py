@@ -392,3 +392,49 @@ def test_cli_ingest_into_a_locked_database_exits_2_without_traceback(locked_db: 
     assert f"error: the database {locked_db} is in use" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+ACROSS_ROWS = [key for key in REFUSED if key.startswith(("duplicate_", "t_ms_", "session_"))]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 1_000_000], ids=["streamed-batches", "one-batch"])
+@pytest.mark.parametrize("case", ACROSS_ROWS)
+def test_rules_across_rows_give_the_same_problem_whether_streamed_or_in_one_batch(
+    loaded_store: Store, write_csv, snapshot, case: str, chunk_rows: int,
+) -> None:
+    # One batch is checked in Polars, a streamed file in DuckDB over its staging table.
+    content, row, column, reason = REFUSED[case]
+    before = snapshot(loaded_store)
+
+    with pytest.raises(ValidationError) as refused:
+        ingest_events_csv(loaded_store, write_csv(content, "bad.csv"), chunk_rows=chunk_rows)
+
+    first = refused.value.problems[0]
+    assert (first.row, first.column) == (row, column)
+    assert reason in str(refused.value)
+    assert snapshot(loaded_store) == before
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1_000_000], ids=["streamed-batches", "one-batch"])
+def test_many_problems_across_rows_are_counted_alike_in_both_checks(store: Store, write_csv, chunk_rows: int) -> None:
+    rows = "".join(f"s3,u1,{i // 2},{i},focus\n" for i in range(30))  # every seq twice: 15 duplicates
+
+    with pytest.raises(ValidationError) as refused:
+        ingest_events_csv(store, write_csv(f"{SHORT_HEADER}\n{rows}"), chunk_rows=chunk_rows)
+
+    assert [p.row for p in refused.value.problems] == list(range(2, 21, 2))
+    assert refused.value.total == 15
+    assert store.table_counts()["events"] == 0
+
+
+def test_a_live_batch_of_a_new_user_adds_the_user_and_the_session_once(store: Store) -> None:
+    batch = pl.DataFrame({"session_id": ["live-1"] * 2, "user_id": ["newcomer"] * 2, "seq": [0, 1],
+                          "t_ms": [0.0, 5.0], "type": ["focus", "blur"], "source": ["browser"] * 2})
+
+    first = ingest_events(store, batch)
+    again = ingest_events(store, batch.with_columns(seq=pl.col("seq") + 2, t_ms=pl.col("t_ms") + 10))
+
+    assert (first.users_added, first.sessions_added, first.events_added) == (1, 1, 2)
+    assert (again.users_added, again.sessions_added, again.events_added) == (0, 0, 2)
+    assert store.rows("SELECT user_id FROM users") == [("newcomer",)]
+    assert store.rows("SELECT session_id, user_id, source FROM sessions") == [("live-1", "newcomer", "browser")]

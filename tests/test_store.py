@@ -148,3 +148,74 @@ def test_store_creates_the_folder_of_a_new_file(tmp_path: Path) -> None:
     with Store(path) as s:
         assert s.path == str(path)
     assert path.is_file()
+
+
+# -- the read cache (active models, latest policy, schema ids) --------------------------------------
+def test_a_cached_read_runs_once_until_invalidated(store: Store) -> None:
+    calls = []
+
+    def load() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert [store.cached("k", load), store.cached("k", load)] == [1, 1]
+    store.invalidate("k")
+    assert store.cached("k", load) == 2
+
+
+def test_an_invalidation_inside_a_transaction_holds_until_it_ends(store: Store) -> None:
+    store.cached("k", lambda: "before")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.invalidate("k")
+        assert store.cached("k", lambda: "inside") == "inside"  # read, not kept: it may roll back
+        assert store.cached("k", lambda: "again") == "again"
+        # another thread reads the committed state meanwhile and keeps it ...
+        reader = threading.Thread(target=lambda: store.cached("k", lambda: "other thread"))
+        reader.start()
+        reader.join()
+        raise RuntimeError("roll back")
+    # ... which the end of the transaction forgets again
+    assert store.cached("k", lambda: "after") == "after"
+
+
+def test_a_read_racing_an_invalidation_is_not_kept(store: Store) -> None:
+    def load_while_a_writer_invalidates() -> str:
+        store.invalidate("k")  # as another thread's commit would, between our read and our keeping it
+        return "stale"
+
+    assert store.cached("k", load_while_a_writer_invalidates) == "stale"
+    assert store.cached("k", lambda: "fresh") == "fresh"
+
+
+def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from app.policy import DEFAULT_POLICY
+    from store.models import active_models, save_model
+    from store.policies import latest_policy, save_policy
+
+    path = tmp_path / "shared.duckdb"
+    with Store(path) as writer, Store(path) as reader:
+        assert active_models(reader).height == 0
+        first = latest_policy(reader).revision
+        save_model(writer, model_id="m1", user_id="alice", kind="fixed_text", detector="lof", schema_id="s",
+                   trained_at=datetime(2026, 1, 1), n_samples=5, seed=0, metadata={}, blob=b"x", actor="test")
+        save_policy(writer, DEFAULT_POLICY, actor="test")
+
+        assert active_models(reader)["model_id"].to_list() == ["m1"]
+        assert latest_policy(reader).revision == first + 1
+
+
+def test_a_replaced_file_is_read_afresh(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from store.models import active_models, save_model
+
+    path = tmp_path / "replaced.duckdb"
+    with Store(path) as store:
+        save_model(store, model_id="old", user_id="alice", kind="fixed_text", detector="lof", schema_id="s",
+                   trained_at=datetime(2026, 1, 1), n_samples=5, seed=0, metadata={}, blob=b"x", actor="test")
+        assert active_models(store).height == 1
+    path.unlink()
+    with Store(path) as store:
+        assert active_models(store).height == 0
