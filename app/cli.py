@@ -102,12 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
                     db=False)
-    bench.add_argument("what", choices=["ingest", "import", "features", "detectors", "latency", "pages"],
+    bench.add_argument("what", choices=["ingest", "import", "features", "detectors", "evaluate", "latency", "pages"],
                        help="ingest: 1M-event CSV; import: Balabit folder; features: window pipeline; "
-                            "detectors: fit and scoring times; latency: batch to stored decision; pages: first "
+                            "detectors: fit and scoring times; evaluate: `evaluate --format balabit` on a "
+                            "full-challenge-size layout; latency: batch to stored decision; pages: first "
                             "render of every page on ~1M events and the app's memory with the Live monitor open")
     bench.add_argument("--rows", type=int, default=1_000_000, help="events in the generated CSV (ingest)")
-    bench.add_argument("--path", type=Path, help="Balabit folder (import; default ../shared/datasets/balabit-mouse); "
+    bench.add_argument("--path", type=Path, help="Balabit folder (import, evaluate; default "
+                                                 "../shared/datasets/balabit-mouse); "
                                                  "pages: an already prepared store to copy instead of building one")
     bench.add_argument("--minutes", type=float, default=60.0,
                        help="pages: minutes of memory sampling with the Live monitor open (default 60)")

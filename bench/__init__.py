@@ -33,6 +33,10 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None,
         from bench.pages import bench_pages
 
         return bench_pages(minutes, path=path)
+    if what == "evaluate":
+        from bench.evaluate import bench_evaluate_balabit
+
+        return bench_evaluate_balabit(path or SHARED / "balabit-mouse")
     if what == "latency":
         from bench.latency import bench_latency
 
