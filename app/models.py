@@ -20,6 +20,7 @@ import polars as pl
 
 from app import settings
 from detectors.base import make_detector, requires_background
+from detectors.features import model_columns
 from detectors.persistence import UserModel, fit_user_model, fit_user_models
 from store import Store
 from store.models import active_models, last_trained, model_blobs, save_model
@@ -95,6 +96,7 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
     trained_users: set[str] = set()
     for kind, schema_id, of_schema in plans:
         features = names[schema_id]
+        columns = model_columns(kind, features)
         X_all = window_matrix(of_schema)
         user_of_row = of_schema["user_id"].to_numpy()
         in_plan = of_schema["user_id"].unique(maintain_order=True).to_list()
@@ -120,7 +122,7 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
             if batch:
                 models = fit_user_models(name, [X for _, X, _ in batch], schema_id=schema_id, feature_names=features,
                                          X_backgrounds=[b for _, _, b in batch], target_frr=settings.get("target_frr"),
-                                         user_ids=[u for u, _, _ in batch], n_jobs=n_jobs)
+                                         user_ids=[u for u, _, _ in batch], n_jobs=n_jobs, columns=columns)
                 for (user_id, X, _), model in zip(batch, models, strict=True):
                     model.metadata["baseline"] = _baseline(X)
                     _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
@@ -130,7 +132,7 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
         trained_users.update(u for u, _, _ in eligible)
         done += len(in_plan) + 1
         if users is None and X_all.shape[0] >= minimum:
-            report.models += _train_global(store, kind, schema_id, features, X_all, detectors, actor)
+            report.models += _train_global(store, kind, schema_id, features, X_all, detectors, actor, columns)
         if progress:
             progress(done, steps)
     report.users = len(trained_users)
@@ -139,13 +141,13 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
 
 
 def _train_global(store: Store, kind: str, schema_id: str, features: list[str], X: np.ndarray,
-                  detectors: list[str], actor: str) -> int:
+                  detectors: list[str], actor: str, columns: list[int] | None = None) -> int:
     """One pooled model per kind and schema for users below the enrolment minimum."""
     if X.shape[0] > GLOBAL_LIMIT:
         X = X[np.random.default_rng(SEED).choice(X.shape[0], GLOBAL_LIMIT, replace=False)]
     name = next((d for d in detectors if not requires_background(make_detector(d))), "iforest")
     model = fit_user_model(name, X, schema_id=schema_id, feature_names=features,
-                           target_frr=settings.get("target_frr"), user_id=None)
+                           target_frr=settings.get("target_frr"), user_id=None, columns=columns)
     model.metadata["baseline"] = _baseline(X)
     _save(store, model, user_id=None, kind=kind, detector=name, actor=actor)
     return 1

@@ -102,12 +102,15 @@ def align_to_policy(risk: np.ndarray, threshold: float, edge: float) -> np.ndarr
 
 
 def _top_features(model: UserModel, x: np.ndarray, count: int = 3) -> list[dict[str, object]]:
-    """The features furthest from the user's enrolled baseline, in standard deviations."""
+    """The features the model learns from that are furthest from the user's enrolled baseline, in
+    standard deviations."""
     baseline = model.metadata.get("baseline") or {}
     mean, std = np.asarray(baseline.get("mean", [])), np.asarray(baseline.get("std", []))
     if mean.size != x.size:
         return []
     z = (x - mean) / np.where(std > 1e-9, std, np.nan)
+    unused = np.setdiff1d(np.arange(z.size), model.used_features)
+    z[unused] = np.nan  # a feature the model does not learn from cannot have driven its score
     order = np.argsort(-np.nan_to_num(np.abs(z), nan=-1.0))[:count]
     return [{"feature": model.feature_names[i], "value": round(float(x[i]), 3),
              "baseline": round(float(mean[i]), 3), "z": round(float(z[i]), 2)}

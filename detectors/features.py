@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -167,6 +168,22 @@ def fixed_text_feature_names(n_keys: int) -> list[str]:
             names.append(_d(f"UD.p{i:02d}.p{i + 1:02d}", "fixed_text", "ms",
                             f"keyup-to-keydown time from keystroke {i + 1} to {i + 2} (negative: overlap)"))
     return names + CONTEXT_FEATURES
+
+
+def model_columns(kind: str, names: Sequence[str]) -> list[int] | None:
+    """Positions of the features that a model of `kind` learns from (None: all of them).
+
+    A fixed-text model learns how the phrase is typed (H, DD, UD), not the form around it: an
+    enrolment repetition (the phrase alone) and a login (user name, password, submit) differ in the
+    context features by construction, so a model that learned them rejected every genuine login
+    (time_to_submit 0 at enrolment, seconds at login). The context stays in the window, for the
+    Investigation page and the drift check.
+    """
+    if kind != "fixed_text":
+        return None
+    context = set(CONTEXT_FEATURES)
+    keep = [i for i, name in enumerate(names) if name not in context]
+    return keep if len(keep) < len(names) else None
 
 
 def feature_names(kind: str, settings: WindowSettings | None = None) -> list[str]:
@@ -601,7 +618,24 @@ def build_windows(events: pl.LazyFrame | pl.DataFrame, kinds: tuple[str, ...] = 
     possible = [kind for kind in kinds if _may_have_windows(parts, kind, settings)]
     plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in possible]
     built = dict(zip(possible, collect_all(plans, parts.event_count), strict=True))
+    if "time" in built and built.get("fixed_text") is not None and built["fixed_text"].height:
+        built["time"] = outside_fixed_text(built["time"], built["fixed_text"])
     return {kind: built[kind] if kind in built else _empty_windows(kind, settings) for kind in kinds}
+
+
+def outside_fixed_text(time: pl.DataFrame, fixed_text: pl.DataFrame) -> pl.DataFrame:
+    """The time windows that overlap no fixed-text repetition of their session.
+
+    Keystrokes of a typed phrase are judged once, by the fixed-text models: a login's 10-second slice
+    holds little but the login, and scoring it as free activity against slices of other activity
+    double-counted the login (and flagged every genuine login of a user enrolled by typing the phrase,
+    whose enrolment has no such slices to learn from).
+    """
+    spans = fixed_text.select("session_id", phrase_start=pl.col("start_ms"), phrase_end=pl.col("end_ms"))
+    overlapping = (time.select("window_id", "session_id", "start_ms", "end_ms").join(spans, on="session_id")
+                   .filter((pl.col("start_ms") <= pl.col("phrase_end")) & (pl.col("end_ms") >= pl.col("phrase_start")))
+                   .select("window_id"))
+    return time.join(overlapping, on="window_id", how="anti")
 
 
 def _may_have_windows(parts: SessionParts, kind: str, settings: WindowSettings) -> bool:

@@ -160,6 +160,8 @@ class UserModel:
     normaliser: ScoreNormaliser
     threshold: float  # on the risk scale [0, 1]; flagged when risk > threshold
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: positions in the schema of the features the detector learned from (None: all of them)
+    columns: list[int] | None = None
 
     def check_schema(self, X: np.ndarray, schema_id: str) -> np.ndarray:
         """X as a 2-D array, or SchemaMismatch when the vectors are of another schema than the model's."""
@@ -178,7 +180,15 @@ class UserModel:
 
     def score(self, X: np.ndarray, schema_id: str) -> np.ndarray:
         """Raw scores (detector units, higher = less like the user): what the store keeps."""
-        return np.asarray(self.detector.decision_function(self.check_schema(X, schema_id)), dtype=float)
+        array = self.check_schema(X, schema_id)
+        if self.columns is not None:
+            array = array[:, self.columns]
+        return np.asarray(self.detector.decision_function(array), dtype=float)
+
+    @property
+    def used_features(self) -> list[int]:
+        """Positions of the features that can move this model's score."""
+        return list(range(len(self.feature_names))) if self.columns is None else list(self.columns)
 
     def risk(self, X: np.ndarray, schema_id: str) -> np.ndarray:
         """Risks in [0, 1] against this user's genuine training scores."""
@@ -193,6 +203,7 @@ class UserModel:
             **self.metadata,
             "schema_id": self.schema_id,
             "feature_names": list(self.feature_names),
+            "columns": self.columns,
             "normaliser": self.normaliser.to_dict(),
             "threshold": {**self.metadata.get("threshold", {}), "risk": self.threshold},
         })
@@ -205,13 +216,15 @@ class UserModel:
                 raise ModelFormatError(f"saved model has no {key!r}: it was saved with save_model, not as a UserModel")
         return cls(detector=detector, schema_id=metadata["schema_id"], feature_names=list(metadata["feature_names"]),
                    normaliser=ScoreNormaliser.from_dict(metadata["normaliser"]),
-                   threshold=float(metadata["threshold"]["risk"]), metadata=metadata)
+                   threshold=float(metadata["threshold"]["risk"]), metadata=metadata,
+                   columns=metadata.get("columns"))
 
 
 def fit_user_model(name: str, X: np.ndarray, *, schema_id: str, feature_names: list[str],
                    params: dict[str, Any] | None = None, X_background: np.ndarray | None = None,
                    target_frr: float = 0.05, normaliser_method: str = "robust_logistic",
-                   calibration: str = "cross_fitted", user_id: str | None = None, folds: int = 5) -> UserModel:
+                   calibration: str = "cross_fitted", user_id: str | None = None, folds: int = 5,
+                   columns: Sequence[int] | None = None) -> UserModel:
     """Fit a registered detector on one user's windows and calibrate their normaliser and risk threshold.
 
     `calibration` "cross_fitted" (default) normalises and calibrates on out-of-fold scores of the training
@@ -224,7 +237,7 @@ def fit_user_model(name: str, X: np.ndarray, *, schema_id: str, feature_names: l
     [model] = fit_user_models(name, [X], schema_id=schema_id, feature_names=feature_names, params=params,
                               X_backgrounds=[X_background], target_frr=target_frr,
                               normaliser_method=normaliser_method, calibration=calibration, user_ids=[user_id],
-                              folds=folds)
+                              folds=folds, columns=columns)
     return model
 
 
@@ -233,8 +246,11 @@ def fit_user_models(name: str, Xs: Sequence[np.ndarray], *, schema_id: str, feat
                     X_backgrounds: Sequence[np.ndarray | None] | None = None, target_frr: float = 0.05,
                     normaliser_method: str = "robust_logistic", calibration: str = "cross_fitted",
                     user_ids: Sequence[str | None] | None = None, folds: int = 5,
-                    n_jobs: int = 1) -> list[UserModel]:
+                    n_jobs: int = 1, columns: Sequence[int] | None = None) -> list[UserModel]:
     """`fit_user_model` for many users at once (one detector kind), models in the order of `Xs`.
+
+    `Xs` hold every feature of the schema; with `columns` the detectors learn from those positions only
+    (the models still take and check whole vectors of the schema).
 
     Fitting them together lets a detector share work across users (`detectors.base.fit_calibrated`: the
     autoencoder trains all users' networks in one batched loop). With `n_jobs` > 1 the users are split
@@ -250,7 +266,8 @@ def fit_user_models(name: str, Xs: Sequence[np.ndarray], *, schema_id: str, feat
     if calibration not in ("cross_fitted", "training"):
         raise ValueError(f"calibration must be 'cross_fitted' or 'training'; got {calibration!r}")
     settings = {"schema_id": schema_id, "feature_names": feature_names, "params": params, "target_frr": target_frr,
-                "normaliser_method": normaliser_method, "calibration": calibration, "folds": folds}
+                "normaliser_method": normaliser_method, "calibration": calibration, "folds": folds,
+                "columns": None if columns is None else [int(c) for c in columns]}
     if n_jobs > 1 and count > 1:
         from joblib import Parallel, delayed
 
@@ -279,13 +296,15 @@ def _native_threads() -> Any:
 def _fit_user_models(name: str, Xs: Sequence[np.ndarray], backgrounds: list[np.ndarray | None],
                      owners: list[str | None], *, schema_id: str, feature_names: list[str],
                      params: dict[str, Any] | None, target_frr: float, normaliser_method: str, calibration: str,
-                     folds: int) -> list[UserModel]:
+                     folds: int, columns: list[int] | None) -> list[UserModel]:
     arrays = []
     for X in Xs:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != len(feature_names):
             raise SchemaMismatch(f"X has shape {X.shape} but feature_names lists {len(feature_names)} features")
-        arrays.append(X)
+        arrays.append(X if columns is None else X[:, columns])
+    if columns is not None:
+        backgrounds = [None if b is None else np.asarray(b, dtype=float)[:, columns] for b in backgrounds]
     detectors = [make_detector(name, **(params or {})) for _ in arrays]
     if calibration == "cross_fitted":
         enrolments = fit_calibrated(detectors, arrays, backgrounds, folds=folds)
@@ -293,14 +312,15 @@ def _fit_user_models(name: str, Xs: Sequence[np.ndarray], backgrounds: list[np.n
         enrolments = [training_scores(fit_detector(d, X, b), X)
                       for d, X, b in zip(detectors, arrays, backgrounds, strict=True)]
     return [_calibrated(detector, enrolment, X, background, owner, schema_id=schema_id, feature_names=feature_names,
-                        target_frr=target_frr, normaliser_method=normaliser_method, calibration=calibration)
+                        target_frr=target_frr, normaliser_method=normaliser_method, calibration=calibration,
+                        columns=columns)
             for detector, enrolment, X, background, owner in zip(detectors, enrolments, arrays, backgrounds, owners,
                                                                    strict=True)]
 
 
 def _calibrated(detector: Any, enrolment: np.ndarray, X: np.ndarray, X_background: np.ndarray | None,
                 user_id: str | None, *, schema_id: str, feature_names: list[str], target_frr: float,
-                normaliser_method: str, calibration: str) -> UserModel:
+                normaliser_method: str, calibration: str, columns: list[int] | None = None) -> UserModel:
     """A fitted detector plus the normaliser and risk threshold learned from its enrolment scores."""
     normaliser = fit_normaliser(enrolment, method=normaliser_method)
     threshold = calibrate_threshold(normalise(enrolment, normaliser), target_frr)
@@ -311,4 +331,4 @@ def _calibrated(detector: Any, enrolment: np.ndarray, X: np.ndarray, X_backgroun
         "n_background": None if X_background is None else len(X_background),
         "threshold": {"target_frr": target_frr, "calibration": calibration, "normaliser": normaliser_method},
     }
-    return UserModel(detector, schema_id, list(feature_names), normaliser, threshold, metadata)
+    return UserModel(detector, schema_id, list(feature_names), normaliser, threshold, metadata, columns)

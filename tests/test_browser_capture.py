@@ -70,7 +70,7 @@ def type_phrase(page, rhythm: list[tuple[int, int]]) -> None:
     cdp.detach()
 
 
-def test_enrol_log_in_and_flag_a_bot(browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enrol_log_in_as_yourself_and_flag_a_bot(browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "capture.duckdb"
     ARTIFACTS.mkdir(exist_ok=True)
     monkeypatch.setenv("TELLTALE_ENROLMENT_REPETITIONS", str(REPETITIONS))
@@ -149,8 +149,13 @@ def check_the_store(db: Path) -> None:
             for fragment in (".tie5Roanl", "tie5", "Roanl", "5Ro"):
                 assert fragment not in text, f"typed text {fragment!r} found in table {table}"
 
-        bot = store.frame("""
-            SELECT d.action, d.verdict FROM decisions d JOIN feature_windows w USING (window_id)
+        logins = store.frame("""
+            SELECT d.session_id, d.action, d.verdict FROM decisions d JOIN feature_windows w USING (window_id)
             WHERE w.kind = 'fixed_text' AND starts_with(d.session_id, 'login-') ORDER BY d.decided_at""")
-        assert bot.height >= 2
-        assert bot["verdict"][-1] == "UNSAFE"
+        assert logins.height >= 2
+        assert logins["verdict"][0] == "SAFE", logins.rows()  # alice herself, typing a little differently
+        assert logins["verdict"][-1] == "UNSAFE", logins.rows()  # the 10 ms bot
+        # a login is judged by its phrase once: no time-slice decision of the same keystrokes
+        judged = store.rows("SELECT DISTINCT w.kind FROM decisions d JOIN feature_windows w USING (window_id) "
+                            "WHERE starts_with(d.session_id, 'login-')")
+        assert judged == [("fixed_text",)]

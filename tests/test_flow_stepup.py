@@ -32,8 +32,8 @@ def scored_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 def test_a_window_that_needs_a_code_is_stepped_up_and_verified(scored_store: Store) -> None:
     store = scored_store
-    # a policy under which every risk above zero asks for a code, so the flow does not hang on chance
-    save_policy(store, Policy("default", bands=(Band(0.0, 1e-9, Action.ALLOW), Band(1e-9, 1.0, Action.REQUIRE_OTP)),
+    # a policy under which every risk asks for a code, so the flow does not hang on chance
+    save_policy(store, Policy("default", bands=(Band(0.0, 1.0, Action.REQUIRE_OTP),),
                               min_enrolment_windows=DEFAULT_POLICY.min_enrolment_windows), actor="test")
     secret = stepup.enrol(store, "u001", actor="test").secret
 
