@@ -111,3 +111,81 @@ def test_the_app_warms_its_detectors_up_in_the_background(monkeypatch, caplog) -
     failing.join(timeout=120)
     assert "warm-up stopped" in caplog.text  # logged, not raised into the app
     warm_up_detectors.clear()
+
+
+# -- enrolled on the Capture page, then logging in through the form ---------------------------------
+PHRASE_CLASSES = ["punct", "letter", "letter", "letter", "digit", "letter", "letter", "letter", "letter", "letter",
+                  "enter"]  # . t i e 5 R o a n l Enter (Shift is held around R)
+
+
+def phrase_rhythm(repetition: int) -> list[tuple[float, float]]:
+    """(hold, gap) ms per key of one person, a little different each repetition (the browser test's typist)."""
+    wobble = [((7 * repetition + 3 * i) % 11) - 5 for i in range(len(PHRASE_CLASSES))]
+    return [(95 + 7 * (i % 4) + w, 140 + 23 * (i % 5) + 3 * w) for i, w in enumerate(wobble)]
+
+
+def capture_session(session_id: str, rhythm: list[tuple[float, float]], *, form: bool) -> pl.DataFrame:
+    """Events as the capture component sends them: the phrase in the password field (positions 0-11,
+    Shift at 5), after a user name typed in its own field when `form` (a login), then submit."""
+    rows: list[dict[str, object]] = []
+    t, press = 1_000.0, 0
+
+    def add(kind: str, **values: object) -> None:
+        rows.append({"type": kind, "t_ms": t, **values})
+
+    if form:
+        add("field_enter", field="username")
+        for _ in range(5):
+            press += 1
+            add("key_down", key_class="letter", press_id=press, field="username")
+            t += 80
+            add("key_up", key_class="letter", press_id=press, field="username")
+            t += 20
+        t += 400
+        add("field_leave", field="username")
+        add("field_enter", field="password")
+        t += 90
+    for pos, (key_class, (hold, gap)) in enumerate(zip(PHRASE_CLASSES, rhythm, strict=True)):
+        at = pos if pos < 5 else pos + 1
+        if key_class == "letter" and pos == 5:  # Shift down, R, R up, Shift up
+            press += 1
+            shift = press
+            add("key_down", key_class="shift", press_id=shift, pos=5, field="password")
+            t += 30
+        press += 1
+        add("key_down", key_class=key_class, press_id=press, pos=at, field="password")
+        t += hold
+        add("key_up", key_class=key_class, press_id=press, pos=at, field="password")
+        if key_class == "letter" and pos == 5:
+            t += 5
+            add("key_up", key_class="shift", press_id=shift, pos=5, field="password")
+        if pos < len(PHRASE_CLASSES) - 1:
+            t += gap
+    add("submit")
+    return pl.DataFrame(rows).with_columns(
+        session_id=pl.lit(session_id), user_id=pl.lit("alice"), seq=pl.int_range(pl.len()), source=pl.lit("browser"))
+
+
+def test_a_user_enrolled_on_the_phrase_alone_is_allowed_through_the_login_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log,lof")
+    store = Store(tmp_path / "capture.duckdb")
+    for repetition in range(1, 7):
+        session = f"enrol-alice-rep{repetition}"
+        ingest_events(store, capture_session(session, phrase_rhythm(repetition), form=False))
+        pipeline.featurize_sessions(store, [session], final=True)
+    pipeline.train_user(store, "alice")
+
+    ingest_events(store, capture_session("login-alice-1", phrase_rhythm(7), form=True))
+    genuine = pipeline.score_session(store, "login-alice-1")
+    ingest_events(store, capture_session("login-alice-2", [(10.0, 10.0)] * len(PHRASE_CLASSES), form=True))
+    bot = pipeline.score_session(store, "login-alice-2")
+
+    assert genuine is not None and bot is not None
+    assert (genuine.kind, genuine.verdict) == ("fixed_text", "SAFE"), genuine
+    assert all(f["feature"] not in ("time_to_submit", "time_per_field_mean") for f in genuine.top_features)
+    assert (bot.verdict, bot.action) == ("UNSAFE", "DENY")
+    kinds = store.rows("SELECT DISTINCT w.kind FROM decisions d JOIN feature_windows w USING (window_id)")
+    assert kinds == [("fixed_text",)]  # the logins' time slices hold nothing but the phrase: not scored again
+    store.close()
