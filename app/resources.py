@@ -24,9 +24,20 @@ def get_store() -> Store:
     return Store(settings.get("db"))
 
 
+def import_before_threads() -> None:
+    """Finish importing what background threads would otherwise import while a page draws.
+
+    Plotly looks pandas up in `sys.modules` without waiting for an import in progress, so a chart built
+    while the scheduler's first job (or the detector warm-up) was still importing pandas failed with
+    "partially initialized module 'pandas' has no attribute 'Series'" (seen in a memory soak here).
+    """
+    import pandas  # noqa: F401
+
+
 @st.cache_resource(show_spinner=False)
 def get_worker() -> Worker | None:
     """The scheduler, started once; None when TELLTALE_SCHEDULER=off."""
+    import_before_threads()
     if settings.get("scheduler") == "off":
         return None
     worker = Worker(get_store()).start()
@@ -55,6 +66,7 @@ def warm_up_detectors() -> threading.Thread:
         except (Exception, SystemExit) as error:  # never fatal: a real training run reports what is wrong
             logging.getLogger(__name__).warning("detector warm-up stopped: %s", error)
 
+    import_before_threads()
     thread = threading.Thread(target=fit_each, name="detector-warm-up", daemon=True)
     thread.start()
     return thread
