@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:  # Streamlit puts only this file's folder on sys.p
 
 import streamlit as st  # noqa: E402
 
-from app.resources import get_store, get_worker, warm_up_detectors  # noqa: E402
+from app.resources import get_store, get_worker  # noqa: E402
 from store import StoreError  # noqa: E402
 
 PAGES = ROOT / "pages"
@@ -23,7 +23,6 @@ st.set_page_config(page_title="Telltale", page_icon="🫆", layout="wide")
 try:
     get_store()
     get_worker()  # start the scheduled jobs once per process (TELLTALE_SCHEDULER=off skips them)
-    warm_up_detectors()
 except StoreError as error:
     st.error(f"Telltale cannot open its store. {error}")
     st.caption("Reload this page once the other process has finished.")

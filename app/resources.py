@@ -7,7 +7,6 @@ scheduler that works on it, and the live stream the Data page controls.
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 
 import streamlit as st
@@ -28,7 +27,7 @@ def import_before_threads() -> None:
     """Finish importing what background threads would otherwise import while a page draws.
 
     Plotly looks pandas up in `sys.modules` without waiting for an import in progress, so a chart built
-    while the scheduler's first job (or the detector warm-up) was still importing pandas failed with
+    while the scheduler's first job was still importing pandas failed with
     "partially initialized module 'pandas' has no attribute 'Series'" (seen in a memory soak here).
     """
     import pandas  # noqa: F401
@@ -43,33 +42,6 @@ def get_worker() -> Worker | None:
     worker = Worker(get_store()).start()
     atexit.register(worker.shutdown)
     return worker
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up_detectors() -> threading.Thread:
-    """Fit each configured detector once on a tiny matrix, in the background, at the app's start.
-
-    Detectors import their libraries when first fitted: on a cold start here scikit-learn alone took
-    5.8 s, which a person who just finished enrolling would otherwise wait on top of training.
-    """
-    def fit_each() -> None:
-        import numpy as np
-
-        from app.models import detector_names
-        from detectors.base import fit_detector, make_detector, requires_background
-
-        X = np.random.default_rng(0).normal(size=(12, 4))
-        try:
-            for name in detector_names():
-                detector = make_detector(name)
-                fit_detector(detector, X, X + 3 if requires_background(detector) else None).decision_function(X)
-        except (Exception, SystemExit) as error:  # never fatal: a real training run reports what is wrong
-            logging.getLogger(__name__).warning("detector warm-up stopped: %s", error)
-
-    import_before_threads()
-    thread = threading.Thread(target=fit_each, name="detector-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 class LiveControl:

@@ -102,9 +102,9 @@ def drive_the_capture_page(page, url: str) -> None:
         enrol.click()
         for repetition in range(1, REPETITIONS + 1):
             type_phrase(page, human(repetition))
-            page.locator(".tt-progress").filter(has_text=f"{repetition} / {REPETITIONS}").wait_for(timeout=20_000)
+            page.locator(".tt-progress").filter(has_text=f"{repetition} / {REPETITIONS}").wait_for(timeout=60_000)
             # the server stored it (its progress bar moved) before the next repetition starts
-            page.get_by_text(f"{repetition} / {REPETITIONS} repetitions this visit").wait_for(timeout=20_000)
+            page.get_by_text(f"{repetition} / {REPETITIONS} repetitions this visit").wait_for(timeout=60_000)
         page.get_by_text("trained").first.wait_for(timeout=120_000)
 
         page.get_by_role("tab", name="Log in").click()

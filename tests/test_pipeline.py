@@ -95,24 +95,6 @@ def test_models_are_unpickled_once_per_id_and_a_retrain_is_picked_up(trained_sto
     assert all(by_id[m] is not old.get(m) for m in retrained)
 
 
-def test_the_app_warms_its_detectors_up_in_the_background(monkeypatch, caplog) -> None:
-    from app.resources import warm_up_detectors
-
-    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log,lof,background")
-    warm_up_detectors.clear()
-    thread = warm_up_detectors()
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    assert "warm-up stopped" not in caplog.text
-
-    monkeypatch.setenv("TELLTALE_DETECTORS", "no_such_detector")
-    warm_up_detectors.clear()
-    failing = warm_up_detectors()
-    failing.join(timeout=120)
-    assert "warm-up stopped" in caplog.text  # logged, not raised into the app
-    warm_up_detectors.clear()
-
-
 # -- enrolled on the Capture page, then logging in through the form ---------------------------------
 PHRASE_CLASSES = ["punct", "letter", "letter", "letter", "digit", "letter", "letter", "letter", "letter", "letter",
                   "enter"]  # . t i e 5 R o a n l Enter (Shift is held around R)
