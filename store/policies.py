@@ -51,13 +51,11 @@ STORED_REVISIONS = "policy_revisions"
 
 
 def is_stored(store: Store, policy_id: str, revision: int) -> bool:
-    """Whether that revision is stored (revisions are never deleted, so a positive answer stays true)."""
+    """Whether that revision is stored (read once until `save_policy` writes another)."""
     def read() -> frozenset[tuple[str, int]]:
         return frozenset((p, int(r)) for p, r in store.rows("SELECT policy_id, revision FROM policies"))
 
-    if (policy_id, revision) in store.cached(STORED_REVISIONS, read):
-        return True
-    return (policy_id, revision) in read()  # saved since the cache was filled, or not at all
+    return (policy_id, revision) in store.cached(STORED_REVISIONS, read)
 
 
 def latest_policy(store: Store, policy_id: str = DEFAULT_POLICY.policy_id) -> Policy:
