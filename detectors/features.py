@@ -26,6 +26,10 @@ from functools import lru_cache
 
 import polars as pl
 
+#: Expressions are built once per shape and reused by every plan (Polars expressions are immutable): a
+#: login's windows need about 700 of them, and constructing them took longer than running the plans.
+built_once = lru_cache(maxsize=None)
+
 WINDOW_KINDS = ("fixed_text", "free_text", "mouse", "time")
 WINDOW_COLUMNS = ("window_id", "session_id", "user_id", "kind", "start_ms", "end_ms", "n_events")
 #: Types of WINDOW_COLUMNS in built windows (start and end in ms since the session start); features are Float64.
@@ -214,24 +218,30 @@ def key_presses(events: pl.LazyFrame) -> pl.LazyFrame:
     Presses without a keyup, or with a keyup earlier than the keydown, are dropped.
     Columns: session_id, user_id, press_id, key_class, pos, field, t_down, t_up, dwell (ms).
     """
-    kind = pl.col("type")
-    keys = events.filter(kind.is_in(("key_down", "key_up")) & pl.col("press_id").is_not_null())
-    down = kind == "key_down"
+    is_key, aggregations = _press_expressions()
     return (
-        keys.group_by("session_id", "press_id", maintain_order=True).agg(
-            pl.col("user_id").first(),
-            pl.col("key_class").filter(down).first(),
-            pl.col("pos").filter(down).first(),
-            pl.col("field").filter(down).first(),
-            t_down=pl.col("t_ms").filter(down).min(),
-            t_up=pl.col("t_ms").filter(~down).max(),
-        )
+        events.filter(is_key).group_by("session_id", "press_id", maintain_order=True).agg(aggregations)
         .with_columns(dwell=pl.col("t_up") - pl.col("t_down"))
         .filter(pl.col("dwell") >= 0)
     )
 
 
-def _same_group(keys: list[str]) -> pl.Expr:
+@built_once
+def _press_expressions() -> tuple[pl.Expr, list[pl.Expr]]:
+    kind = pl.col("type")
+    down = kind == "key_down"
+    return kind.is_in(("key_down", "key_up")) & pl.col("press_id").is_not_null(), [
+        pl.col("user_id").first(),
+        pl.col("key_class").filter(down).first(),
+        pl.col("pos").filter(down).first(),
+        pl.col("field").filter(down).first(),
+        pl.col("t_ms").filter(down).min().alias("t_down"),
+        pl.col("t_ms").filter(~down).max().alias("t_up"),
+    ]
+
+
+@built_once
+def _same_group(keys: tuple[str, ...]) -> pl.Expr:
     """True where the row belongs to the same group as the row before it (rows sorted by group).
 
     Cheaper than `.over(...)`: the frames here are sorted by their groups, so a shift and a
@@ -245,24 +255,34 @@ def _same_group(keys: list[str]) -> pl.Expr:
 
 def with_flights(presses: pl.LazyFrame, over: list[str]) -> pl.LazyFrame:
     """Flights from the previous press of the same group (`over`, rows sorted by it): DD, UD, UU in ms."""
+    return presses.with_columns(**_flight_columns(tuple(over)))
+
+
+@built_once
+def _flight_columns(over: tuple[str, ...]) -> dict[str, pl.Expr]:
     same = _same_group(over)
-    return presses.with_columns(
-        flight_dd=pl.when(same).then(pl.col("t_down") - pl.col("t_down").shift(1)),
-        flight_ud=pl.when(same).then(pl.col("t_down") - pl.col("t_up").shift(1)),
-        flight_uu=pl.when(same).then(pl.col("t_up") - pl.col("t_up").shift(1)),
-        previous_class=pl.when(same).then(pl.col("key_class").shift(1)),
-    )
+    return {
+        "flight_dd": pl.when(same).then(pl.col("t_down") - pl.col("t_down").shift(1)),
+        "flight_ud": pl.when(same).then(pl.col("t_down") - pl.col("t_up").shift(1)),
+        "flight_uu": pl.when(same).then(pl.col("t_up") - pl.col("t_up").shift(1)),
+        "previous_class": pl.when(same).then(pl.col("key_class").shift(1)),
+    }
 
 
 def keystroke_features(presses: pl.LazyFrame, by: list[str]) -> pl.LazyFrame:
     """Keystroke family per group `by`, from presses that carry flights (see `with_flights`)."""
+    return presses.group_by(by).agg(**_keystroke_aggregations())
+
+
+@built_once
+def _keystroke_aggregations() -> dict[str, pl.Expr]:
     dd, ud = pl.col("flight_dd"), pl.col("flight_ud")
 
     def pair(flight: str, a: str, b: str) -> pl.Expr:
         return pl.col(flight).filter((pl.col("previous_class") == a) & (pl.col("key_class") == b)).mean()
 
     span_ms = pl.col("t_down").max() - pl.col("t_down").min()
-    return presses.group_by(by).agg(
+    return dict(
         key_count=pl.len().cast(pl.Float64),
         typing_speed=pl.when(span_ms > 0).then((pl.len() - 1) * 1000 / span_ms),
         dwell_mean=pl.col("dwell").mean(),
@@ -299,13 +319,23 @@ def mouse_actions(samples: pl.LazyFrame) -> pl.LazyFrame:
     (no press). Kinematics use only the action's own samples; positions enter only as
     differences, so the absolute screen position (and its size) never becomes a feature.
     """
+    stages, aggregations, described = _action_expressions()
+    for stage in stages:
+        samples = samples.with_columns(**stage)
+    return (samples.group_by("action", maintain_order=True).agg(**aggregations).with_columns(**described)
+            .drop("action", "has_press", "moved_while_held", "turn_total"))
+
+
+@built_once
+def _action_expressions() -> tuple[list[dict[str, pl.Expr]], dict[str, pl.Expr], dict[str, pl.Expr]]:
+    """(the per-sample stages in order, the per-action aggregations, the per-action descriptions)."""
     t, kind = pl.col("t_ms"), pl.col("type")
-    starts = (~_same_group(["session_id"]) | (t - t.shift(1) > ACTION_GAP_MS)
+    starts = (~_same_group(("session_id",)) | (t - t.shift(1) > ACTION_GAP_MS)
               | (kind.shift(1) == "mouse_up")).fill_null(True)
     is_down = (kind == "mouse_down").cast(pl.Int32)
     downs_so_far = is_down.cum_sum()
     within = ~pl.col("starts")
-    samples = samples.with_columns(starts=starts).with_columns(
+    segmented = dict(
         action=pl.col("starts").cast(pl.UInt32).cum_sum(),
         dt=pl.when(within).then(t - t.shift(1)),
         dx=pl.when(within).then(pl.col("x") - pl.col("x").shift(1)),
@@ -316,24 +346,24 @@ def mouse_actions(samples: pl.LazyFrame) -> pl.LazyFrame:
     )
     # Kinematics only where time advanced (real data repeats timestamps within a 15.6 ms clock tick).
     timed = pl.col("dt") > 0
-    moving = samples.with_columns(step=(pl.col("dx") ** 2 + pl.col("dy") ** 2).sqrt()).with_columns(
+    stages = [{"starts": starts}, segmented, {"step": (pl.col("dx") ** 2 + pl.col("dy") ** 2).sqrt()}, dict(
         speed=pl.when(timed).then(pl.col("step") / pl.col("dt") * 1000),
         heading=pl.when(pl.col("step") > 0).then(pl.arctan2(pl.col("dy"), pl.col("dx"))),
-    ).with_columns(
+    ), dict(
         acceleration=pl.when(timed & within).then((pl.col("speed") - pl.col("speed").shift(1)) / pl.col("dt") * 1000),
         turn=pl.when(within).then(_wrapped(pl.col("heading") - pl.col("heading").shift(1)).abs()),
-    ).with_columns(
+    ), dict(
         jerk=pl.when(timed & within).then(
             (pl.col("acceleration") - pl.col("acceleration").shift(1)) / pl.col("dt") * 1000),
-    )
+    )]
 
     down_t = t.filter(kind == "mouse_down").first()
     up_t = t.filter(kind == "mouse_up").last()
     displacement_x = pl.col("x").last() - pl.col("x").first()
     displacement_y = pl.col("y").last() - pl.col("y").first()
-    return moving.group_by("action", maintain_order=True).agg(
-        pl.col("session_id").first(),
-        pl.col("user_id").first(),
+    aggregations = dict(
+        session_id=pl.col("session_id").first(),
+        user_id=pl.col("user_id").first(),
         start_ms=t.min(),
         end_ms=t.max(),
         n_events=pl.len(),
@@ -350,7 +380,8 @@ def mouse_actions(samples: pl.LazyFrame) -> pl.LazyFrame:
         angle_change=pl.col("turn").mean(),
         pause_ms=pl.col("dt").filter(pl.col("dt") > POINTER_PAUSE_MS).sum(),
         click_dwell=up_t - down_t,
-    ).with_columns(
+    )
+    described = dict(
         action_kind=pl.when(~pl.col("has_press")).then(pl.lit("move"))
         .when(pl.col("moved_while_held")).then(pl.lit("drag")).otherwise(pl.lit("click")),
         duration=pl.col("end_ms") - pl.col("start_ms"),
@@ -358,7 +389,8 @@ def mouse_actions(samples: pl.LazyFrame) -> pl.LazyFrame:
         curvature=pl.when(pl.col("distance") > 0).then(pl.col("turn_total") / pl.col("distance")),
         direction=((pl.col("heading") + math.pi / DIRECTION_BINS) % (2 * math.pi) // (2 * math.pi / DIRECTION_BINS))
         .cast(pl.Int32),
-    ).drop("action", "has_press", "moved_while_held", "turn_total")
+    )
+    return stages, aggregations, described
 
 
 def _wrapped(angle: pl.Expr) -> pl.Expr:
@@ -368,9 +400,16 @@ def _wrapped(angle: pl.Expr) -> pl.Expr:
 
 def mouse_features(actions: pl.LazyFrame, wheel_counts: pl.LazyFrame, by: list[str]) -> pl.LazyFrame:
     """Mouse family per group `by`, from `mouse_actions` rows and wheel-event counts per group."""
+    aggregations, scroll_rate = _mouse_expressions()
+    return actions.group_by(by).agg(**aggregations).join(wheel_counts, on=by, how="left").with_columns(
+        scroll_rate=scroll_rate).drop("span_s", "wheel_events")
+
+
+@built_once
+def _mouse_expressions() -> tuple[dict[str, pl.Expr], pl.Expr]:
     kind = pl.col("action_kind")
     span_s = (pl.col("end_ms").max() - pl.col("start_ms").min()) / 1000
-    per_window = actions.group_by(by).agg(
+    aggregations = dict(
         action_count=pl.len().cast(pl.Float64),
         share_move=(kind == "move").mean(),
         share_click=(kind == "click").mean(),
@@ -389,9 +428,7 @@ def mouse_features(actions: pl.LazyFrame, wheel_counts: pl.LazyFrame, by: list[s
         span_s=span_s,
         **{f"direction_{i}": (pl.col("direction") == i).mean() for i in range(DIRECTION_BINS)},
     )
-    return per_window.join(wheel_counts, on=by, how="left").with_columns(
-        scroll_rate=pl.when(pl.col("span_s") > 0).then(pl.col("wheel_events").fill_null(0) / pl.col("span_s"))
-    ).drop("span_s", "wheel_events")
+    return aggregations, pl.when(pl.col("span_s") > 0).then(pl.col("wheel_events").fill_null(0) / pl.col("span_s"))
 
 
 # =====================================================================================================
@@ -399,22 +436,31 @@ def mouse_features(actions: pl.LazyFrame, wheel_counts: pl.LazyFrame, by: list[s
 # =====================================================================================================
 def context_features(events: pl.LazyFrame, by: list[str]) -> pl.LazyFrame:
     """Navigation and timing of a form per group `by` (e.g. per session)."""
+    e = _context_expressions(tuple(by))
+    fields = events.filter(e["is_field"]).sort(*by, "t_ms", "seq")
+    stays = fields.with_columns(**e["stay"]).filter(e["is_stay"])
+    per_field = stays.group_by(by).agg(**e["per_field"])
+    summary = events.group_by(by).agg(**e["summary"]).with_columns(**e["navigation"]).drop("tabs", "field_changes")
+    return summary.join(per_field, on=by, how="left")
+
+
+@built_once
+def _context_expressions(by: tuple[str, ...]) -> dict:
     t, kind = pl.col("t_ms"), pl.col("type")
-    fields = events.filter(kind.is_in(("field_enter", "field_leave"))).sort(*by, "t_ms", "seq")
-    stays = fields.with_columns(
-        entered_at=t.shift(1).over(by), after_enter=kind.shift(1).over(by) == "field_enter",
-    ).filter((kind == "field_leave") & pl.col("after_enter"))
-    per_field = stays.group_by(by).agg(time_per_field_mean=(t - pl.col("entered_at")).mean())
-    summary = events.group_by(by).agg(
+    return {
+        "is_field": kind.is_in(("field_enter", "field_leave")),
+        "stay": dict(entered_at=t.shift(1).over(list(by)), after_enter=kind.shift(1).over(list(by)) == "field_enter"),
+        "is_stay": (kind == "field_leave") & pl.col("after_enter"),
+        "per_field": dict(time_per_field_mean=(t - pl.col("entered_at")).mean()),
+        "summary": dict(
         tabs=((kind == "key_down") & (pl.col("key_class") == "tab")).sum(),
         field_changes=(kind == "field_enter").sum() - 1,
         time_to_submit=t.filter(kind == "submit").first() - t.filter(kind == "field_enter").first(),
         focus_switches=kind.is_in(("focus", "blur")).sum().cast(pl.Float64),
-    ).with_columns(
-        tab_navigation_share=pl.when(pl.col("field_changes") > 0)
-        .then((pl.col("tabs") / pl.col("field_changes")).clip(0, 1)),
-    ).drop("tabs", "field_changes")
-    return summary.join(per_field, on=by, how="left")
+        ),
+        "navigation": dict(tab_navigation_share=pl.when(pl.col("field_changes") > 0)
+                           .then((pl.col("tabs") / pl.col("field_changes")).clip(0, 1))),
+    }
 
 
 # =====================================================================================================
@@ -423,6 +469,7 @@ def context_features(events: pl.LazyFrame, by: list[str]) -> pl.LazyFrame:
 WINDOW_KEY = ["session_id", "index"]
 
 
+@built_once
 def _window_id(kind: str) -> pl.Expr:
     """`<session>:<kind>:<index>`, formatted once per window (not per event)."""
     return pl.format("{}:{}:{}", pl.col("session_id"), pl.lit(kind), pl.col("index"))
@@ -430,19 +477,33 @@ def _window_id(kind: str) -> pl.Expr:
 
 def _runs(rows: pl.LazyFrame, size: int) -> pl.LazyFrame:
     """Number rows (sorted by session) into consecutive runs of `size` per session; drop short runs."""
-    numbered = rows.with_columns(index=(pl.int_range(pl.len()).over("session_id") // size).cast(pl.Int64))
-    return numbered.filter(pl.len().over(WINDOW_KEY) == size)
+    index, complete = _run_expressions(size)
+    return rows.with_columns(index=index).filter(complete)
+
+
+@built_once
+def _run_expressions(size: int) -> tuple[pl.Expr, pl.Expr]:
+    return (pl.int_range(pl.len()).over("session_id") // size).cast(pl.Int64), pl.len().over(WINDOW_KEY) == size
 
 
 def fixed_text_windows(parts: SessionParts, settings: WindowSettings) -> pl.LazyFrame:
     """One window per clean repetition of the fixed phrase (exactly `fixed_text_keys` presses at
     positions 0..n-1, no correction) in `fixed_text_field`; context from the whole session."""
-    n = settings.fixed_text_keys
-    presses = parts.presses.filter(
-        (pl.col("field") == settings.fixed_text_field) & pl.col("pos").is_not_null())
-    presses = with_flights(presses.sort("session_id", "pos"), over=["session_id"])
-    reps = presses.group_by("session_id").agg(
-        pl.col("user_id").first(),
+    in_phrase, aggregations, columns = _fixed_text_expressions(settings.fixed_text_field, settings.fixed_text_keys)
+    presses = with_flights(parts.presses.filter(in_phrase).sort("session_id", "pos"), over=["session_id"])
+    reps = presses.group_by("session_id").agg(**aggregations).filter(pl.col("clean"))
+    wide = reps.select("session_id", "user_id", "start_ms", "end_ms", "n_events", *columns)
+    context = context_features(parts.events, by=["session_id"])
+    return wide.join(context, on="session_id", how="left").with_columns(
+        index=pl.lit(0, pl.Int64), kind=pl.lit("fixed_text"))
+
+
+@built_once
+def _fixed_text_expressions(field_name: str, n: int) -> tuple[pl.Expr, dict[str, pl.Expr], list[pl.Expr]]:
+    """(in the phrase's field, per-repetition aggregations, the H/DD/UD columns by position)."""
+    in_phrase = (pl.col("field") == field_name) & pl.col("pos").is_not_null()
+    aggregations = dict(
+        user_id=pl.col("user_id").first(),
         start_ms=pl.col("t_down").min(),
         end_ms=pl.col("t_up").max(),
         n_events=(pl.len() * 2).cast(pl.Int64),
@@ -451,17 +512,14 @@ def fixed_text_windows(parts: SessionParts, settings: WindowSettings) -> pl.Lazy
         H=pl.col("dwell").sort_by("pos"),
         DD=pl.col("flight_dd").sort_by("pos"),
         UD=pl.col("flight_ud").sort_by("pos"),
-    ).filter(pl.col("clean"))
+    )
     columns = []
     for i in range(n):
         columns.append(pl.col("H").list.get(i).alias(f"H.p{i:02d}"))
         if i + 1 < n:
             columns.append(pl.col("DD").list.get(i + 1).alias(f"DD.p{i:02d}.p{i + 1:02d}"))
             columns.append(pl.col("UD").list.get(i + 1).alias(f"UD.p{i:02d}.p{i + 1:02d}"))
-    wide = reps.select("session_id", "user_id", "start_ms", "end_ms", "n_events", *columns)
-    context = context_features(parts.events, by=["session_id"])
-    return wide.join(context, on="session_id", how="left").with_columns(
-        index=pl.lit(0, pl.Int64), kind=pl.lit("fixed_text"))
+    return in_phrase, aggregations, columns
 
 
 def free_text_windows(parts: SessionParts, settings: WindowSettings) -> pl.LazyFrame:
@@ -495,24 +553,28 @@ def mouse_windows(parts: SessionParts, settings: WindowSettings) -> pl.LazyFrame
 
 def time_windows(parts: SessionParts, settings: WindowSettings) -> pl.LazyFrame:
     """T-second slices of each session: keystroke and mouse features of what happened in them."""
-    width = settings.time_seconds * 1000
-
-    def slot(column: str) -> pl.Expr:
-        return (pl.col(column) // width).cast(pl.Int64).alias("index")
-
+    slot, span_aggregations = _time_expressions(settings.time_seconds * 1000)
     events = parts.events
-    spans = events.with_columns(slot("t_ms")).group_by(WINDOW_KEY).agg(
-        pl.col("user_id").first(), start_ms=pl.col("t_ms").min(), end_ms=pl.col("t_ms").max(),
-        n_events=pl.len().cast(pl.Int64),
-        focus_switches=pl.col("type").is_in(("focus", "blur")).sum().cast(pl.Float64))
-    presses = parts.presses.with_columns(slot("t_down"))
+    spans = events.with_columns(slot["t_ms"]).group_by(WINDOW_KEY).agg(**span_aggregations)
+    presses = parts.presses.with_columns(slot["t_down"])
     keys = keystroke_features(with_flights(presses, over=WINDOW_KEY), WINDOW_KEY)
-    actions = parts.actions.with_columns(slot("start_ms"))
-    wheels = (events.filter(pl.col("type") == "wheel").with_columns(slot("t_ms"))
+    actions = parts.actions.with_columns(slot["start_ms"])
+    wheels = (events.filter(pl.col("type") == "wheel").with_columns(slot["t_ms"])
               .group_by(WINDOW_KEY).agg(wheel_events=pl.len()))
     mouse = mouse_features(actions, wheels, WINDOW_KEY)
     return (spans.join(keys, on=WINDOW_KEY, how="left").join(mouse, on=WINDOW_KEY, how="left")
             .with_columns(kind=pl.lit("time")))
+
+
+@built_once
+def _time_expressions(width_ms: float) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr]]:
+    """(the slot index of each time column, the aggregations of a slot's span)."""
+    slot = {column: (pl.col(column) // width_ms).cast(pl.Int64).alias("index")
+            for column in ("t_ms", "t_down", "start_ms")}
+    return slot, dict(
+        user_id=pl.col("user_id").first(), start_ms=pl.col("t_ms").min(), end_ms=pl.col("t_ms").max(),
+        n_events=pl.len().cast(pl.Int64),
+        focus_switches=pl.col("type").is_in(("focus", "blur")).sum().cast(pl.Float64))
 
 
 _BUILDERS = {
@@ -540,11 +602,14 @@ def sorted_events(events: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     """Events ordered by (session_id, seq), sorting only when they are not already (the store,
     simulators and importers hand them over sorted, so the common case costs one cheap check)."""
     frame = events.collect() if isinstance(events, pl.LazyFrame) else events
-    session, seq = pl.col("session_id"), pl.col("seq")
-    in_order = frame.select(
-        ((session > session.shift(1)) | ((session == session.shift(1)) & (seq > seq.shift(1))))
-        .fill_null(True).all()).item()
+    in_order = frame.select(_in_session_order()).item()
     return frame if in_order else frame.sort("session_id", "seq")
+
+
+@built_once
+def _in_session_order() -> pl.Expr:
+    session, seq = pl.col("session_id"), pl.col("seq")
+    return ((session > session.shift(1)) | ((session == session.shift(1)) & (seq > seq.shift(1)))).fill_null(True).all()
 
 
 @dataclass(frozen=True)
@@ -646,6 +711,7 @@ def _may_have_windows(parts: SessionParts, kind: str, settings: WindowSettings) 
     return True
 
 
+@built_once
 def _empty_windows(kind: str, settings: WindowSettings) -> pl.DataFrame:
     """No windows, with the columns and types `window_features` gives (tests compare the two)."""
     return pl.DataFrame(schema={**WINDOW_SCHEMA, **dict.fromkeys(feature_names(kind, settings), pl.Float64)})

@@ -19,7 +19,7 @@ import polars as pl
 
 from app.policy import Action, Decision, Verdict
 from store.audit import append_audit
-from store.db import Store
+from store.db import Store, insert_frame
 from store.policies import UnknownPolicyError, is_stored
 
 #: Buckets `decision_counts_over_time` accepts (DuckDB `date_trunc` parts).
@@ -99,14 +99,8 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
                 raise UnknownPolicyError(
                     f"the decision was made under policy {policy_id!r} revision {revision}, which is not stored: "
                     "save the policy (store.policies.save_policy) and decide with the saved one")
-        cursor.register("decision_batch", pl.DataFrame(rows, schema=_DECISION_SCHEMA).to_arrow())
-        cursor.execute(f"INSERT INTO decisions ({', '.join(_DECISION_SCHEMA)}) "
-                       f"SELECT {', '.join(_DECISION_SCHEMA)} FROM decision_batch")
-        cursor.unregister("decision_batch")
-        cursor.register("decision_audit", pl.DataFrame(audits, schema=_AUDIT_SCHEMA).to_arrow())
-        cursor.execute("INSERT INTO audit_log (actor, action, subject, details) "
-                       "SELECT actor, action, subject, details FROM decision_audit")
-        cursor.unregister("decision_audit")
+        insert_frame(cursor, "decisions", pl.DataFrame(rows, schema=_DECISION_SCHEMA))
+        insert_frame(cursor, "audit_log", pl.DataFrame(audits, schema=_AUDIT_SCHEMA))
     return ids
 
 

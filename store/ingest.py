@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from store.audit import append_audit
-from store.db import Store, inserted
+from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
 from store.schema import (
     CATEGORICAL_VALUES,
@@ -508,11 +508,7 @@ def _write(cursor, staging: str, source_name: str, rows_read: int, sessions: pl.
         rows = (in_memory.group_by("session_id").agg(pl.col("user_id", "source").first())
                 .join(starts.select("session_id", "started_at"), on="session_id", how="left")
                 .select("session_id", "user_id", pl.col("started_at").fill_null(now), "source"))
-        cursor.register("ingest_new_sessions", rows.to_arrow())
-        sessions_added = inserted(cursor.execute(
-            f"INSERT {'OR IGNORE ' if stored_sessions else ''}INTO sessions (session_id, user_id, started_at, source) "
-            "SELECT * FROM ingest_new_sessions"))
-        cursor.unregister("ingest_new_sessions")
+        sessions_added = insert_frame(cursor, "sessions", rows, or_ignore=bool(stored_sessions))
     else:
         cursor.register("ingest_session_starts", starts.select("session_id", "started_at").to_arrow())
         sessions_added = inserted(cursor.execute(f"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from store.db import Store
+from store.db import Store, insert_frame
 
 METRIC_COLUMNS = ("sampled_at", "cpu_percent", "mem_percent", "rss_mb", "source")
 
@@ -16,10 +16,7 @@ def insert_system_metrics(store: Store, samples: pl.DataFrame, source: str) -> i
         source=pl.lit(source),
     ).select(METRIC_COLUMNS)
     with store.transaction() as cursor:
-        cursor.register("metric_batch", frame.to_arrow())
-        cursor.execute(f"INSERT INTO system_metrics SELECT {', '.join(METRIC_COLUMNS)} FROM metric_batch")
-        cursor.unregister("metric_batch")
-    return frame.height
+        return insert_frame(cursor, "system_metrics", frame)
 
 
 def system_metrics(store: Store, limit: int = 3600) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from store.audit import append_audit
-from store.db import Store
+from store.db import Store, insert_frame
 
 GLOBAL_USER = None  # models.user_id is NULL for the global model (users without enough enrolment)
 
@@ -57,10 +57,7 @@ def record_scores(store: Store, scores: pl.DataFrame) -> int:
     if scores.height == 0:
         return 0
     with store.transaction() as cursor:
-        cursor.register("score_batch", scores.select("window_id", "model_id", "raw_score", "risk").to_arrow())
-        cursor.execute("INSERT INTO scores (window_id, model_id, raw_score, risk) "
-                       "SELECT window_id, model_id, raw_score, risk FROM score_batch")
-        cursor.unregister("score_batch")
+        insert_frame(cursor, "scores", scores.select("window_id", "model_id", "raw_score", "risk"))
     return scores.height
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from store.audit import append_audit
-from store.db import Store, inserted
+from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
@@ -96,15 +96,9 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
             cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
                            [sid, kind, feature_names])
             store.invalidate(SCHEMA_IDS)
-        cursor.register("window_batch", frame.to_arrow())
-        added = inserted(cursor.execute("""
-            INSERT OR IGNORE INTO feature_windows
-                (window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source)
-            SELECT window_id, user_id, session_id, kind, schema_id, start_ms, end_ms, n_events, features, source
-            FROM window_batch"""))
+        added = insert_frame(cursor, "feature_windows", frame, or_ignore=True)
         users_added = 0 if users_stored else inserted(cursor.execute(
-            "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM window_batch"))
-        cursor.unregister("window_batch")
+            "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT unnest(?)", [frame["user_id"].unique().to_list()]))
         report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
         if actor is not None:
             append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import store.db as db_module
@@ -219,3 +221,31 @@ def test_a_replaced_file_is_read_afresh(tmp_path: Path) -> None:
     path.unlink()
     with Store(path) as store:
         assert active_models(store).height == 0
+
+
+@pytest.mark.parametrize("rows", [1, db_module.SMALL_INSERT_ROWS, db_module.SMALL_INSERT_ROWS + 1, 50])
+def test_insert_frame_stores_the_same_values_as_parameters_or_from_arrow(store: Store, rows: int) -> None:
+    """Both ways of `insert_frame` (VALUES parameters for a few rows, Arrow beyond) keep every type:
+    text, nulls, lists of floats, timestamps; OR IGNORE counts only new rows."""
+    store.execute("INSERT INTO users (user_id) VALUES ('u')")
+    store.execute("INSERT INTO sessions (session_id, user_id, started_at, source) VALUES ('s', 'u', now(), 'x')")
+    windows = pl.DataFrame({
+        "window_id": [f"w{i}" for i in range(rows)], "user_id": "u", "session_id": "s", "kind": "fixed_text",
+        "schema_id": "sid", "start_ms": [float(i) for i in range(rows)], "end_ms": [None] * rows,
+        "n_events": list(range(rows)), "features": [[i + 0.5, float("nan")] for i in range(rows)],
+        "source": "test"}, schema_overrides={"end_ms": pl.Float64})
+    store.execute("INSERT INTO feature_schemas (schema_id, kind, names) VALUES ('sid', 'fixed_text', ['a', 'b'])")
+    with store.transaction() as cursor:
+        assert db_module.insert_frame(cursor, "feature_windows", windows) == rows
+        assert db_module.insert_frame(cursor, "feature_windows", windows.head(1), or_ignore=True) == 0
+    stored = store.frame(f"SELECT {', '.join(windows.columns)} FROM feature_windows ORDER BY n_events")
+    assert stored.select(pl.exclude("features")).equals(windows.select(pl.exclude("features")))
+    assert stored["features"].to_list()[-1][0] == rows - 0.5
+    assert all(v[1] != v[1] for v in stored["features"].to_list())  # NaN kept
+
+    metrics = pl.DataFrame({"sampled_at": [datetime(2026, 1, 1, 12, 0, i % 60) for i in range(rows)],
+                            "cpu_percent": 1.0, "mem_percent": 2.0, "rss_mb": None, "source": "test"},
+                           schema_overrides={"rss_mb": pl.Float64})
+    with store.transaction() as cursor:
+        assert db_module.insert_frame(cursor, "system_metrics", metrics) == rows
+    assert store.frame("SELECT * FROM system_metrics ORDER BY sampled_at").equals(metrics.sort("sampled_at"))
