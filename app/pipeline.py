@@ -19,7 +19,7 @@ from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import Store
 from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
-from store.windows import enrolment_repetitions, ingest_feature_windows
+from store.windows import enrolment_repetitions, store_window_rows, window_rows
 
 
 def window_settings() -> WindowSettings:
@@ -38,22 +38,42 @@ class FeaturizeReport:
     windows_added: int
 
 
+@dataclass(frozen=True)
+class Featurized:
+    """What `build_and_store_windows` did: windows added, and every window built, in the stored layout."""
+
+    added: int
+    windows: pl.DataFrame
+
+    @property
+    def all_new(self) -> bool:
+        """No built window was stored before (then they are all unscored)."""
+        return self.added == self.windows.height
+
+
+def build_and_store_windows(store: Store, session_ids: list[str], *, final: bool,
+                            window_settings_: WindowSettings | None = None) -> Featurized:
+    """Build the windows of these sessions and store the new ones (idempotent by id), in one commit."""
+    ws = window_settings_ or window_settings()
+    events = events_for_sessions(store, session_ids)
+    added, built = 0, []
+    with store.transaction():
+        for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
+            if windows.height:
+                names = feature_names(kind, ws)
+                rows = window_rows(windows, names, kind=kind, source="pipeline")  # finite: build_windows fills
+                added += store_window_rows(store, rows, names, kind=kind, source_name="featurize",
+                                           users_stored=True).windows_added
+                built.append(rows)
+    return Featurized(added, pl.concat(built) if built else pl.DataFrame())
+
+
 def featurize_sessions(store: Store, session_ids: list[str], *, final: bool,
                        window_settings_: WindowSettings | None = None) -> int:
     """Build and store the windows of these sessions; returns windows added (idempotent by id)."""
     if not session_ids:
         return 0
-    ws = window_settings_ or window_settings()
-    events = events_for_sessions(store, session_ids)
-    added = 0
-    with store.transaction():  # every kind's windows in one commit
-        for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
-            if windows.height:
-                report = ingest_feature_windows(store, windows, feature_names(kind, ws), kind=kind,
-                                                source="pipeline", source_name="featurize", actor=None,
-                                                users_stored=True)
-                added += report.windows_added
-    return added
+    return build_and_store_windows(store, session_ids, final=final, window_settings_=window_settings_).added
 
 
 def featurize_pending(store: Store) -> FeaturizeReport:
@@ -238,8 +258,10 @@ def score_session(store: Store, session_id: str) -> WindowVerdict | None:
     from store.windows import unscored_windows
 
     with store.transaction():
-        featurize_sessions(store, [session_id], final=True)
-        fresh = score_windows(store, unscored_windows(store, sessions=[session_id]))
+        built = build_and_store_windows(store, [session_id], final=True)
+        # every window new: they are the session's unscored ones, no need to read them back
+        windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
+        fresh = score_windows(store, windows)
     if not fresh:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}

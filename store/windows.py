@@ -60,18 +60,30 @@ def ingest_feature_windows(
     if bad.height:
         row = int(bad.item(0, 0))
         raise ValidationError([Problem("feature values must be finite numbers", row=row + 1)], source_name)
-    sid = schema_id(feature_names)
+    return store_window_rows(store, window_rows(windows, feature_names, kind=kind, source=source), feature_names,
+                             kind=kind, source_name=source_name, actor=actor, dry_run=dry_run,
+                             users_stored=users_stored)
+
+
+def window_rows(windows: pl.DataFrame, feature_names: list[str], *, kind: str, source: str) -> pl.DataFrame:
+    """Windows in the stored layout: key columns, kind, schema id, span, the features as one list."""
     optional = {"start_ms": pl.Float64, "end_ms": pl.Float64, "n_events": pl.Int64}
-    frame = windows.select(
+    return windows.select(
         *WINDOW_KEY_COLUMNS,
         pl.lit(kind).alias("kind"),
-        pl.lit(sid).alias("schema_id"),
+        pl.lit(schema_id(feature_names)).alias("schema_id"),
         *[(pl.col(c) if c in windows.columns else pl.lit(None)).cast(t).alias(c) for c, t in optional.items()],
         pl.concat_list(pl.col(feature_names).cast(pl.Float64)).alias("features"),
         pl.lit(source).alias("source"),
     )
+
+
+def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str], *, kind: str, source_name: str,
+                      actor: str | None = None, dry_run: bool = False, users_stored: bool = False) -> WindowReport:
+    """Store `window_rows` output whose values are known to be finite (`ingest_feature_windows` checks
+    them; `build_windows` fills every undefined value), idempotently by window id."""
     try:
-        return _write_windows(store, frame, feature_names, windows.height, sid, kind=kind,
+        return _write_windows(store, rows, feature_names, rows.height, schema_id(feature_names), kind=kind,
                               source_name=source_name, actor=actor, dry_run=dry_run, users_stored=users_stored)
     except _DryRun as dry:
         return dry.report

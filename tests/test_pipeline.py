@@ -56,6 +56,23 @@ def test_a_finished_session_is_decided_window_by_window_and_only_once(trained_st
     assert store.scalar("SELECT count(*) FROM decisions WHERE session_id = ?", [session]) == windows
 
 
+def test_windows_built_while_the_session_was_open_are_decided_with_the_rest(trained_store: Store) -> None:
+    """The scheduler may store a session's first windows before the login's own scoring call: those
+    are not new to that call, and must be read back and decided like the ones it adds."""
+    store = trained_store
+    session = a_new_login(store, "login-open")
+    assert pipeline.featurize_sessions(store, [session], final=False) > 0  # e.g. the fixed-text window
+    earlier = {w for (w,) in store.rows("SELECT window_id FROM feature_windows WHERE session_id = ?", [session])}
+
+    verdict = pipeline.score_session(store, session)
+
+    decided = {w for (w,) in store.rows("SELECT window_id FROM decisions WHERE session_id = ?", [session])}
+    windows = {w for (w,) in store.rows("SELECT window_id FROM feature_windows WHERE session_id = ?", [session])}
+    assert verdict is not None
+    assert earlier < windows  # the final build added windows ...
+    assert decided == windows  # ... and every window, earlier or new, got its one decision
+
+
 def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     import store.models
