@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "pages: an already prepared store to copy instead of building one")
     bench.add_argument("--minutes", type=float, default=60.0,
                        help="pages: minutes of memory sampling with the Live monitor open (default 60)")
+    bench.add_argument("--stream", choices=["data-page", "heavy"], default="data-page",
+                       help="pages: the live stream during the memory soak: data-page (the Data page's default, "
+                            "8 people at once, ~100 events/s) or heavy (60 sessions at once, ~1,000 events/s)")
     return parser
 
 
@@ -326,7 +329,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench import run_benchmark
 
-    result = run_benchmark(args.what, rows=args.rows, path=args.path, minutes=args.minutes)
+    result = run_benchmark(args.what, rows=args.rows, path=args.path, minutes=args.minutes, stream=args.stream)
     _emit(args, result, "\n".join(f"{k}: {v:,.2f}" if isinstance(v, float) else f"{k}: {v}"
                                   for k, v in result.items()))
     return EXIT_OK

@@ -12,7 +12,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None,
-                  minutes: float = 60.0) -> dict[str, Any]:
+                  minutes: float = 60.0, stream: str = "data-page") -> dict[str, Any]:
     if what == "ingest":
         from bench.ingest import bench_ingest
 
@@ -32,7 +32,7 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None,
     if what == "pages":
         from bench.pages import bench_pages
 
-        return bench_pages(minutes, path=path)
+        return bench_pages(minutes, path=path, stream=stream)
     if what == "evaluate":
         from bench.evaluate import bench_evaluate_balabit
 

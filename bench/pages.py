@@ -31,6 +31,10 @@ TARGET_S = 1.0
 SAMPLE_EVERY_S = 10.0
 WARMUP_S = 60.0
 IDLE_S = 60.0
+#: The live stream during the soak (users, sessions each), restarted whenever it ends. `data-page`: what
+#: the Data page starts by default (8 people typing at once, about 100 events/s); `heavy`: 3 users x 20
+#: sessions at once, about 1,000 events/s (about 3M events an hour: the store grows about 4x).
+STREAMS = {"data-page": (8, 1), "heavy": (3, 20)}
 
 
 def build_store(path: Path, *, users: int = 50, sessions: int = 29, seed: int = 7) -> dict[str, Any]:
@@ -148,7 +152,14 @@ def _wait_for_text(page, text: str, artifacts: Path, timeout_s: float = 180.0) -
                            f"the page showed: {shown}") from error
 
 
-def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True,
+def _event_count(db: Path) -> int:
+    from store import Store
+
+    with Store(db, read_only=True) as store:
+        return int(store.scalar("SELECT count(*) FROM events"))
+
+
+def soak_live_monitor(db: Path, minutes: float, *, stream: str | None = "data-page",
                       artifacts: Path | None = None) -> dict[str, Any]:
     """RSS of the real app over `minutes` with the Live monitor open in headless chromium.
 
@@ -162,6 +173,7 @@ def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True,
 
     from tests.browser import CHROMIUM, CHROMIUM_ARGS, app_process
 
+    events_before = _event_count(db)
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "app.log"
         env = {"TELLTALE_DETECTORS": DETECTORS, "TELLTALE_SCHEDULER": "on"}
@@ -183,9 +195,10 @@ def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True,
                     page.get_by_role("option", name="1 s").click()  # the panel refreshes every second
                     page.get_by_text("refreshing every 1 s").first.wait_for(timeout=60_000)
                     def feed(seed: int) -> subprocess.Popen:  # only once the app holds the store: via its inbox
+                        users, sessions = STREAMS[stream]
                         return subprocess.Popen(
-                            [sys.executable, "-m", "app", "simulate", "--live", "--users", "3", "--sessions",
-                             "20", "--seed", str(seed), "--db", str(db)],
+                            [sys.executable, "-m", "app", "simulate", "--live", "--users", str(users), "--sessions",
+                             str(sessions), "--seed", str(seed), "--db", str(db)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -223,12 +236,14 @@ def soak_live_monitor(db: Path, minutes: float, *, stream: bool = True,
             "idle": _rss_summary(idle),
             "panel_text_changed_between_samples": f"{refreshes['changed']} of {max(refreshes['seen'] - 1, 0)}",
             "page_exceptions": exceptions, "app_log_error_lines": app_errors[:5], "app_cpu_s": round(cpu_s, 1),
-            "live_streams": "`simulate --live --users 3 --sessions 20` through the inbox, restarted when done: "
-                            f"{refreshes['streams']} run(s)" if stream else None}
+            "live_streams": (f"{stream}: `simulate --live --users {STREAMS[stream][0]} --sessions "
+                             f"{STREAMS[stream][1]}` through the inbox, restarted when done: {refreshes['streams']} "
+                             "run(s)") if stream else None,
+            "store_events": {"before": events_before, "after": _event_count(db)}}
 
 
 def bench_pages(minutes: float = 60.0, *, path: Path | None = None, soak: bool = True,
-                users: int = 50, sessions: int = 29) -> dict[str, Any]:
+                users: int = 50, sessions: int = 29, stream: str = "data-page") -> dict[str, Any]:
     """Build (or copy `path`, an already prepared store) then time the pages and soak the Live monitor."""
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "pages.duckdb"
@@ -247,7 +262,7 @@ def bench_pages(minutes: float = 60.0, *, path: Path | None = None, soak: bool =
         result: dict[str, Any] = {"store": built, "render": page_render_times(db)}
         if soak:
             try:
-                result["memory"] = soak_live_monitor(soak_db, minutes, artifacts=ROOT / "test-artifacts")
+                result["memory"] = soak_live_monitor(soak_db, minutes, stream=stream, artifacts=ROOT / "test-artifacts")
             except Exception as error:  # keep the render figures when the soak fails
                 result["memory"] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
     return result
