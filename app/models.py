@@ -181,8 +181,22 @@ class _ModelCache:
 _MODEL_CACHE = _ModelCache()
 
 
-def load_active(store: Store, kind: str | None = None, users: list[str] | None = None) -> pl.DataFrame:
-    """Active model rows plus a `model` object column (unpickled once per model id and process).
+@dataclass(frozen=True)
+class ActiveModels:
+    """Active model rows and their unpickled models, kept apart on purpose.
+
+    The models are not a Polars Object column: a Polars worker thread that copies a Python object
+    needs the GIL, and while the scoring job filtered such a frame, a page thread converting a frame
+    for `st.dataframe` held the GIL waiting on the same worker pool. Both hung for good (seen in a
+    memory soak: the scheduler and the Live monitor stopped after 6 minutes).
+    """
+
+    rows: pl.DataFrame  # model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed, metadata
+    by_id: dict[str, UserModel]
+
+
+def load_active(store: Store, kind: str | None = None, users: list[str] | None = None) -> ActiveModels:
+    """Active models, each unpickled once per model id and process.
 
     With `users`, only those users' models and the global ones are read (a login needs two or three
     blobs, not every user's).
@@ -190,10 +204,8 @@ def load_active(store: Store, kind: str | None = None, users: list[str] | None =
     rows = active_models(store, kind)
     if users is not None:
         rows = rows.filter(pl.col("user_id").is_null() | pl.col("user_id").is_in(users))
-    if rows.height == 0:
-        return rows.with_columns(model=pl.lit(None, dtype=pl.Object))
-    loaded = _MODEL_CACHE.get_many(store, rows["model_id"].to_list())
-    return rows.with_columns(model=pl.Series("model", loaded, dtype=pl.Object))
+    ids = rows["model_id"].to_list()
+    return ActiveModels(rows, dict(zip(ids, _MODEL_CACHE.get_many(store, ids), strict=True)) if ids else {})
 
 
 def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:

@@ -175,37 +175,40 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
 
     if windows.height == 0:
         return []
-    models = load_active(store, users=windows["user_id"].unique().to_list())
-    if models.height == 0:
+    active = load_active(store, users=windows["user_id"].unique().to_list())
+    if not active.by_id:
         return []
+    # (user or None for the global models, kind, schema) -> [(detector, model id)], in the store's order
+    covering: dict[tuple[str | None, str, str], list[tuple[str, str]]] = {}
+    for model_id, user, kind, detector, sid in active.rows.select(
+            "model_id", "user_id", "kind", "detector", "schema_id").iter_rows():
+        covering.setdefault((user, kind, sid), []).append((detector, model_id))
     policy = latest_policy(store)
     edge = policy.bands[0].upper
     sensitivity = settings.get("sensitivity")
     pending: list[tuple[DecisionRecord, str, list[dict[str, object]]]] = []  # (record, kind, top features)
     score_rows: list[dict[str, object]] = []
     for (user_id, kind, schema_id), group in windows.group_by("user_id", "kind", "schema_id", maintain_order=True):
-        own = models.filter((pl.col("user_id") == user_id) & (pl.col("kind") == kind)
-                            & (pl.col("schema_id") == schema_id))
-        personal = own.height > 0
-        chosen = own if personal else models.filter(
-            pl.col("user_id").is_null() & (pl.col("kind") == kind) & (pl.col("schema_id") == schema_id))
-        if chosen.height == 0:
+        own = covering.get((user_id, kind, schema_id), [])
+        personal = bool(own)
+        chosen = own or covering.get((None, kind, schema_id), [])
+        if not chosen:
             continue
         X = window_matrix(group)
         replays = replayed_windows(store, group["window_id"].to_list(), _compare_first(kind, X.shape[1]))
         aligned = []
-        for row in chosen.iter_rows(named=True):
-            model: UserModel = row["model"]
+        for _, model_id in chosen:
+            model = active.by_id[model_id]
             with _native_threads().limit(limits=1):
                 raw = model.score(X, schema_id)
             risk = normalise(raw, model.normaliser)
             aligned.append(align_to_policy(risk, apply_sensitivity(model.threshold, sensitivity), edge))
-            score_rows += [{"window_id": w, "model_id": row["model_id"], "raw_score": float(r), "risk": float(k)}
+            score_rows += [{"window_id": w, "model_id": model_id, "raw_score": float(r), "risk": float(k)}
                            for w, r, k in zip(group["window_id"], raw, risk, strict=True)]
         combined = np.mean(aligned, axis=0)
-        first: UserModel = chosen["model"][0]
+        first = active.by_id[chosen[0][1]]
         enrolled = int(first.metadata.get("n_samples", 0)) if personal else 0
-        detectors = {d: m for d, m in zip(chosen["detector"], chosen["model_id"], strict=True)}
+        detectors = dict(chosen)
         for i, (window_id, session_id) in enumerate(group.select("window_id", "session_id").iter_rows()):
             decision = decide(float(combined[i]), policy,
                               DecisionContext(enrolment_windows=enrolled, replayed=window_id in replays))

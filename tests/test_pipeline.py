@@ -98,18 +98,17 @@ def test_models_are_unpickled_once_per_id_and_a_retrain_is_picked_up(trained_sto
     store = trained_store
     first = load_active(store)
     again = load_active(store)
-    assert first["model_id"].to_list() == again["model_id"].to_list()
-    assert all(a is b for a, b in zip(first["model"], again["model"], strict=True))  # cached, not re-read
+    assert first.rows["model_id"].to_list() == again.rows["model_id"].to_list() == list(first.by_id)
+    assert all(first.by_id[m] is again.by_id[m] for m in first.by_id)  # cached, not re-read
+    assert pl.Object not in first.rows.dtypes  # no Python objects inside a Polars frame (see ActiveModels)
 
     train(store, users=["u001"])
 
     after = load_active(store)
-    retrained = set(after["model_id"]) - set(first["model_id"])
+    retrained = set(after.by_id) - set(first.by_id)
     assert retrained and all("u001" in model_id for model_id in retrained)
-    by_id = dict(zip(after["model_id"], after["model"], strict=True))
-    old = dict(zip(first["model_id"], first["model"], strict=True))
-    assert all(by_id[m] is old[m] for m in set(after["model_id"]) & set(old))
-    assert all(by_id[m] is not old.get(m) for m in retrained)
+    assert all(after.by_id[m] is first.by_id[m] for m in set(after.by_id) & set(first.by_id))
+    assert all(after.by_id[m] is not first.by_id.get(m) for m in retrained)
 
 
 # -- enrolled on the Capture page, then logging in through the form ---------------------------------
