@@ -98,7 +98,7 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, read_only=read_only)
         self._local = threading.local()
-        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors: dict[threading.Thread, duckdb.DuckDBPyConnection] = {}
         self._cursors_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
@@ -115,7 +115,12 @@ class Store:
 
     # -- connection handling -------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor (DuckDB cursors are not to be shared between threads)."""
+        """This thread's cursor (DuckDB cursors are not to be shared between threads).
+
+        Cursors of threads that have ended are closed here: Streamlit runs every script run, and so
+        every fragment refresh, on a new thread, and each cursor kept its DuckDB client context
+        (the Live monitor refreshing every second grew the app by about 180 MB an hour).
+        """
         if self._closed:
             raise StoreError(f"the store {self.path} is closed")
         cursor = getattr(self._local, "cursor", None)
@@ -123,8 +128,16 @@ class Store:
             cursor = self._connection.cursor()
             self._local.cursor = cursor
             with self._cursors_lock:
-                self._cursors.append(cursor)
+                for ended in [thread for thread in self._cursors if not thread.is_alive()]:
+                    self._cursors.pop(ended).close()
+                self._cursors[threading.current_thread()] = cursor
         return cursor
+
+    def open_cursors(self) -> int:
+        """Cursors held for threads (at most one per thread that used the store and is still alive,
+        plus any that ended since the last new cursor)."""
+        with self._cursors_lock:
+            return len(self._cursors)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -201,7 +214,7 @@ class Store:
         self._closed = True
         self._forget_cached()
         with self._cursors_lock:
-            for cursor in self._cursors:
+            for cursor in self._cursors.values():
                 cursor.close()
             self._cursors.clear()
         self._connection.close()

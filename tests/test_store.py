@@ -249,3 +249,24 @@ def test_insert_frame_stores_the_same_values_as_parameters_or_from_arrow(store: 
     with store.transaction() as cursor:
         assert db_module.insert_frame(cursor, "system_metrics", metrics) == rows
     assert store.frame("SELECT * FROM system_metrics ORDER BY sampled_at").equals(metrics.sort("sampled_at"))
+
+
+def test_cursors_of_ended_threads_are_closed(store: Store) -> None:
+    """Streamlit runs each script run (each fragment refresh) on a new thread: a cursor kept per ended
+    thread grew the app without bound, so a new cursor closes those of threads that have ended."""
+    store.execute("INSERT INTO users (user_id) VALUES ('u1')")
+    seen: list = []
+
+    def read() -> None:
+        assert store.rows("SELECT user_id FROM users") == [("u1",)]
+        seen.append(store.cursor())
+
+    for _ in range(50):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+
+    assert store.open_cursors() <= 2  # the last thread's (ended, closed at the next new cursor), maybe ours
+    with pytest.raises(Exception, match=r"(?i)closed"):
+        seen[0].execute("SELECT 1")
+    assert store.rows("SELECT count(*) FROM users") == [(1,)]  # this thread's cursor still works
