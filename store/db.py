@@ -118,8 +118,8 @@ class Store:
         """This thread's cursor (DuckDB cursors are not to be shared between threads).
 
         Cursors of threads that have ended are closed here: Streamlit runs every script run, and so
-        every fragment refresh, on a new thread, and each cursor kept its DuckDB client context
-        (the Live monitor refreshing every second grew the app by about 180 MB an hour).
+        every fragment refresh, on a new thread, and each kept cursor held its DuckDB client context
+        (6,000 short-lived threads: 206 MiB and 6,001 cursors kept, 144 MiB and 2 when closed).
         """
         if self._closed:
             raise StoreError(f"the store {self.path} is closed")
