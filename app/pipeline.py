@@ -7,6 +7,7 @@ have no score yet against the user's models, and turns each risk into a decision
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -17,9 +18,11 @@ import polars as pl
 from app import settings
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
-from store import Store
+from store import IngestReport, Store, ingest_events
 from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
 from store.windows import enrolment_repetitions, store_window_rows, window_rows
+
+logger = logging.getLogger(__name__)
 
 
 def window_settings() -> WindowSettings:
@@ -52,10 +55,18 @@ class Featurized:
 
 
 def build_and_store_windows(store: Store, session_ids: list[str], *, final: bool,
-                            window_settings_: WindowSettings | None = None) -> Featurized:
-    """Build the windows of these sessions and store the new ones (idempotent by id), in one commit."""
+                            window_settings_: WindowSettings | None = None,
+                            events: pl.DataFrame | None = None) -> Featurized:
+    """Build the windows of these sessions and store the new ones (idempotent by id), in one commit.
+
+    `events`: every event of these sessions when the caller holds them (a login's batch that created
+    its session, in this transaction: none of its windows can be stored yet); otherwise they are read
+    from the store.
+    """
     ws = window_settings_ or window_settings()
-    events = events_for_sessions(store, session_ids)
+    none_stored = events is not None
+    if events is None:
+        events = events_for_sessions(store, session_ids)
     added, built = 0, []
     with store.transaction():
         for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
@@ -63,7 +74,7 @@ def build_and_store_windows(store: Store, session_ids: list[str], *, final: bool
                 names = feature_names(kind, ws)
                 rows = window_rows(windows, names, kind=kind, source="pipeline")  # finite: build_windows fills
                 added += store_window_rows(store, rows, names, kind=kind, source_name="featurize",
-                                           users_stored=True).windows_added
+                                           users_stored=True, none_stored=none_stored).windows_added
                 built.append(rows)
     return Featurized(added, pl.concat(built) if built else pl.DataFrame())
 
@@ -195,7 +206,7 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
         if not chosen:
             continue
         X = window_matrix(group)
-        replays = replayed_windows(store, group["window_id"].to_list(), _compare_first(kind, X.shape[1]))
+        replays = replayed_windows(store, group, _compare_first(kind, X.shape[1]))
         aligned = []
         for _, model_id in chosen:
             model = active.by_id[model_id]
@@ -252,16 +263,17 @@ def process_pending(store: Store) -> int:
     return len(score_pending(store))
 
 
-def score_session(store: Store, session_id: str) -> WindowVerdict | None:
+def score_session(store: Store, session_id: str, *, events: pl.DataFrame | None = None) -> WindowVerdict | None:
     """Build a finished session's windows now and score them (the capture page's immediate verdict);
     returns the most severe verdict of the session's windows, fixed-text first.
 
+    `events`: every event of the session, when the caller holds them (see `ingest_and_score`).
     Windows, scores and decisions are written in one transaction (one commit per login).
     """
     from store.windows import unscored_windows
 
     with store.transaction():
-        built = build_and_store_windows(store, [session_id], final=True)
+        built = build_and_store_windows(store, [session_id], final=True, events=events)
         # every window new: they are the session's unscored ones, no need to read them back
         windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
         fresh = score_windows(store, windows)
@@ -269,6 +281,46 @@ def score_session(store: Store, session_id: str) -> WindowVerdict | None:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}
     return max(fresh, key=lambda v: (v.kind == "fixed_text", severity[v.action], v.risk))
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What `ingest_and_score` did: the import, and the verdict of each finished session (None: no
+    model covers it yet, or the verdict could not be made and is left to the scheduler)."""
+
+    report: IngestReport
+    verdicts: dict[str, WindowVerdict | None]
+
+
+def ingest_and_score(store: Store, events: pl.DataFrame, finished: list[str], *, source_name: str,
+                     actor: str) -> ScoredBatch:
+    """Store a capture batch and score the sessions it finished, in one transaction (one commit).
+
+    A batch that starts and finishes its session (a login sent at once) is featurized from memory,
+    not read back. A refused batch stores nothing (ValidationError, as `ingest_events`). When scoring
+    fails for any other reason, the batch is stored on its own and the failure logged: events are
+    never lost to a scoring problem, and the scheduler scores the session's windows later.
+    """
+    try:
+        with store.transaction():
+            report = ingest_events(store, events, source_name=source_name, actor=actor, audit=False)
+            held = report.new_session_events  # every event of the sessions this batch created
+            created = set() if held is None else set(held["session_id"].unique().to_list())
+            try:
+                verdicts = {session_id: score_session(store, session_id, events=held.filter(
+                                pl.col("session_id") == session_id) if session_id in created else None)
+                            for session_id in finished}
+            except Exception as error:
+                raise _ScoringFailed from error  # rolls the batch back with what scoring wrote
+        return ScoredBatch(report, verdicts)
+    except _ScoringFailed as failed:
+        logger.error("scoring a finished session failed; storing its batch alone", exc_info=failed.__cause__)
+    report = ingest_events(store, events, source_name=source_name, actor=actor, audit=False)
+    return ScoredBatch(report, dict.fromkeys(finished))
+
+
+class _ScoringFailed(Exception):
+    """Scoring inside `ingest_and_score` raised (the cause is chained)."""
 
 
 # -- for the capture page ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ seed); they load into an empty store on first start and never into one that alre
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -29,7 +29,7 @@ class SimulationReport:
     system_metrics: int
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self.events), "labels": self.labels, "system_metrics": self.system_metrics}
+        return {**self.events.as_dict(), "labels": self.labels, "system_metrics": self.system_metrics}
 
     def summary(self) -> str:
         return f"{self.events.summary()}; {self.labels:,} labelled sessions, {self.system_metrics:,} CPU samples"

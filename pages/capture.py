@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from app import pipeline, settings
-from app.capture.component import PHRASE, mount_capture
+from app.capture.component import PHRASE, mount_capture, page_capture
 from app.resources import get_store
 from app.ui import verdict_badge
 
@@ -56,11 +56,11 @@ with login_tab:
     st.markdown(f"Log in as **{user_id}** with the password **`{PHRASE}`** (everyone shares it, as in the CMU "
                 "benchmark: what differs is how you type it). Press Enter or click *Log in*.")
 
-    def after_login(session_id: str) -> None:
-        if pipeline.score_session(store, session_id) is None:
+    def after_login(session_id: str) -> None:  # the batch that finished it was stored and scored at once
+        if not page_capture("login", user_id).scored.get(session_id):
             st.session_state["login_unscored"] = session_id
 
-    login = mount_capture(store, "login", user_id, on_completed=after_login)
+    login = mount_capture(store, "login", user_id, on_completed=after_login, score_finished=True)
 
     @st.fragment(run_every=1.0)
     def login_verdict() -> None:

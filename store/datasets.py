@@ -7,7 +7,7 @@ the CMU layout is already a set of feature vectors and goes straight into featur
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +30,7 @@ class DatasetReport:
     dropped: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self.stored), "source_rows": self.source_rows, "dropped": self.dropped}
+        return {**self.stored.as_dict(), "source_rows": self.source_rows, "dropped": self.dropped}
 
     def summary(self) -> str:
         dropped = ", ".join(f"{n:,} {reason}" for reason, n in self.dropped.items() if n)

@@ -74,19 +74,28 @@ def insert_frame(cursor: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFr
     """
     if frame.height == 0:
         return 0
+    if frame.height <= SMALL_INSERT_ROWS:
+        return insert_rows(cursor, table, frame.columns, frame.rows(), or_ignore=or_ignore)
     columns = ", ".join(frame.columns)
     verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
-    if frame.height <= SMALL_INSERT_ROWS:
-        row = f"({', '.join('?' * frame.width)})"
-        values = [value for record in frame.rows() for value in record]
-        return inserted(cursor.execute(f"{verb} INTO {table} ({columns}) VALUES {', '.join([row] * frame.height)}",
-                                       values))
     view = f"insert_{table}"
     cursor.register(view, frame.to_arrow())
     try:
         return inserted(cursor.execute(f"{verb} INTO {table} ({columns}) SELECT {columns} FROM {view}"))
     finally:
         cursor.unregister(view)
+
+
+def insert_rows(cursor: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str],
+                rows: Sequence[Sequence[Any]], *, or_ignore: bool = False) -> int:
+    """Insert a few rows given as tuples, as one parameterised VALUES statement; returns rows written."""
+    if not rows:
+        return 0
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+    row = f"({', '.join('?' * len(columns))})"
+    values = [value for record in rows for value in record]
+    return inserted(cursor.execute(f"{verb} INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(rows))}",
+                                   values))
 
 
 class Store:
@@ -154,6 +163,8 @@ class Store:
             cursor.execute("BEGIN TRANSACTION")
             self._local.depth = 1
             self._local.invalidated = set()
+            self._local.after_commit = []
+            self._local.written = {}
             with _READ_CACHE.lock:  # what the transaction's snapshot already includes
                 self._local.begun_at = dict(_READ_CACHE.generations)
             try:
@@ -163,11 +174,30 @@ class Store:
                 raise
             else:
                 cursor.execute("COMMIT")
+                for callback in self._local.after_commit:
+                    callback()
             finally:
                 self._local.depth = 0
                 for key in self._local.invalidated:  # once the outcome is visible to every reader
                     self._invalidate_now(key)
                 self._local.invalidated = set()
+                self._local.after_commit = []
+                self._local.written = {}
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current transaction has committed (never if it rolls back);
+        at once outside a transaction. Callbacks run in order, before other writers may commit."""
+        if getattr(self._local, "depth", 0):
+            self._local.after_commit.append(callback)
+        else:
+            callback()
+
+    def written_in_transaction(self, key: str) -> list[Any]:
+        """A list kept for the current transaction under `key` (empty outside one): what it wrote
+        that committed-only reads (`committed_frame`) cannot see yet."""
+        if not getattr(self._local, "depth", 0):
+            return []
+        return self._local.written.setdefault(key, [])
 
     # -- read cache ----------------------------------------------------------------------------
     def cached(self, key: str, load: Callable[[], Any]) -> Any:
@@ -188,6 +218,11 @@ class Store:
             if _READ_CACHE.generations.get(slot, 0) == generation:
                 _READ_CACHE.values[slot] = value
         return value
+
+    def cached_value(self, key: str) -> Any | None:
+        """`key`'s kept value, or None when nothing is kept (never loads)."""
+        with _READ_CACHE.lock:
+            return _READ_CACHE.values.get((self._cache_scope, key))
 
     def invalidate(self, key: str) -> None:
         """Forget `key`'s cached value; inside a transaction also once it has committed or rolled back."""
@@ -231,6 +266,15 @@ class Store:
         """Run a read query and return the whole result as a Polars frame."""
         table = self.cursor().sql(sql, params=params or None).to_arrow_table()
         return pl.from_arrow(table)  # type: ignore[return-value]
+
+    def committed_frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """A read that sees only committed data, even inside a transaction (on a cursor of its own):
+        for values kept across transactions, which must not hold what a rollback may undo."""
+        cursor = self._connection.cursor()
+        try:
+            return pl.from_arrow(cursor.sql(sql, params=params or None).to_arrow_table())  # type: ignore[return-value]
+        finally:
+            cursor.close()
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
         return self.cursor().execute(sql, params or []).fetchall()

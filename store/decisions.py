@@ -19,7 +19,7 @@ import polars as pl
 
 from app.policy import Action, Decision, Verdict
 from store.audit import append_audit
-from store.db import Store, insert_frame
+from store.db import SMALL_INSERT_ROWS, Store, insert_frame, insert_rows
 from store.policies import UnknownPolicyError, is_stored
 
 #: Buckets `decision_counts_over_time` accepts (DuckDB `date_trunc` parts).
@@ -99,8 +99,12 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
                 raise UnknownPolicyError(
                     f"the decision was made under policy {policy_id!r} revision {revision}, which is not stored: "
                     "save the policy (store.policies.save_policy) and decide with the saved one")
-        insert_frame(cursor, "decisions", pl.DataFrame(rows, schema=_DECISION_SCHEMA))
-        insert_frame(cursor, "audit_log", pl.DataFrame(audits, schema=_AUDIT_SCHEMA))
+        if len(rows) <= SMALL_INSERT_ROWS:  # a login's few decisions: no frame to build
+            insert_rows(cursor, "decisions", list(_DECISION_SCHEMA), [[r[c] for c in _DECISION_SCHEMA] for r in rows])
+            insert_rows(cursor, "audit_log", list(_AUDIT_SCHEMA), [[a[c] for c in _AUDIT_SCHEMA] for a in audits])
+        else:
+            insert_frame(cursor, "decisions", pl.DataFrame(rows, schema=_DECISION_SCHEMA))
+            insert_frame(cursor, "audit_log", pl.DataFrame(audits, schema=_AUDIT_SCHEMA))
     return ids
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import polars as pl
 
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
+from store.ingest import KNOWN_USERS
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
 
@@ -79,12 +82,19 @@ def window_rows(windows: pl.DataFrame, feature_names: list[str], *, kind: str, s
 
 
 def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str], *, kind: str, source_name: str,
-                      actor: str | None = None, dry_run: bool = False, users_stored: bool = False) -> WindowReport:
+                      actor: str | None = None, dry_run: bool = False, users_stored: bool = False,
+                      none_stored: bool = False) -> WindowReport:
     """Store `window_rows` output whose values are known to be finite (`ingest_feature_windows` checks
-    them; `build_windows` fills every undefined value), idempotently by window id."""
+    them; `build_windows` fills every undefined value), idempotently by window id.
+
+    `none_stored=True` says no window of these sessions can be stored yet (their events arrived in
+    the calling transaction): a plain insert then, about a millisecond less than INSERT OR IGNORE on
+    a login's one window (an id stored after all is refused by the primary key, and nothing written).
+    """
     try:
         return _write_windows(store, rows, feature_names, rows.height, schema_id(feature_names), kind=kind,
-                              source_name=source_name, actor=actor, dry_run=dry_run, users_stored=users_stored)
+                              source_name=source_name, actor=actor, dry_run=dry_run, users_stored=users_stored,
+                              or_ignore=not none_stored)
     except _DryRun as dry:
         return dry.report
 
@@ -102,15 +112,19 @@ def _stored_schema_ids(store: Store) -> frozenset[str]:
 
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
                    kind: str, source_name: str, actor: str | None, dry_run: bool,
-                   users_stored: bool) -> WindowReport:
+                   users_stored: bool, or_ignore: bool = True) -> WindowReport:
     with store.transaction() as cursor:
         if sid not in _stored_schema_ids(store):
             cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
                            [sid, kind, feature_names])
             store.invalidate(SCHEMA_IDS)
-        added = insert_frame(cursor, "feature_windows", frame, or_ignore=True)
+        added = insert_frame(cursor, "feature_windows", frame, or_ignore=or_ignore)
+        if added:
+            _track_for_replay_checks(store, frame)
         users_added = 0 if users_stored else inserted(cursor.execute(
             "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT unnest(?)", [frame["user_id"].unique().to_list()]))
+        if users_added:
+            store.invalidate(KNOWN_USERS)
         report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
         if actor is not None:
             append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
@@ -191,22 +205,110 @@ def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.Dat
 #: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
 #: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
 REPLAY_TOLERANCE_MS = 0.05
+#: Read-cache key prefix of `_StoredVectors`; per-transaction key of the windows written in it.
+STORED_VECTORS = "stored_vectors"
+WRITTEN_WINDOWS = "written_windows"
 
 
-def replayed_windows(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
-    """Windows whose first `compare_first` features match an earlier window's of the same user and
-    kind within REPLAY_TOLERANCE_MS: a replayed pattern (for fixed text: the timings, not the
-    context around them)."""
-    rows = store.rows("""
-        SELECT DISTINCT w.window_id FROM feature_windows w
-        JOIN feature_windows earlier
-          ON earlier.user_id = w.user_id AND earlier.kind = w.kind AND earlier.schema_id = w.schema_id
-         AND list_distance(list_slice(earlier.features, 1, ?), list_slice(w.features, 1, ?)) < ?
-         AND earlier.window_id <> w.window_id
-         AND (earlier.created_at < w.created_at
-              OR (earlier.created_at = w.created_at AND earlier.window_id < w.window_id))
-        WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, REPLAY_TOLERANCE_MS, window_ids])
-    return {r[0] for r in rows}
+class _StoredVectors:
+    """The feature vectors of a user's committed windows of one kind and schema, in commit order
+    (created_at, then window id): loaded once, extended as windows commit.
+
+    A replay check compares a login's windows with these in memory; joining the windows table for
+    it took about 4 ms a login here, growing with the user's windows.
+    """
+
+    def __init__(self, ids: list[str], vectors: np.ndarray):
+        self._lock = threading.Lock()
+        self.position = {window_id: i for i, window_id in enumerate(ids)}
+        self.vectors = vectors
+
+    def extend(self, ids: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            new = [i for i, window_id in enumerate(ids) if window_id not in self.position]
+            position = dict(self.position)
+            for i in new:
+                position[ids[i]] = len(position)
+            self.position, self.vectors = position, np.vstack([self.vectors, vectors[new]])
+
+    def snapshot(self) -> tuple[dict[str, int], np.ndarray]:
+        with self._lock:
+            return self.position, self.vectors
+
+
+def _vectors_key(user_id: str, kind: str, schema: str) -> str:
+    return "\x1f".join((STORED_VECTORS, user_id, kind, schema))
+
+
+def _as_matrix(features: pl.Series) -> np.ndarray:
+    if features.len() == 0:
+        return np.empty((0, 0))
+    return features.list.to_array(features.list.len().max()).to_numpy()
+
+
+def _stored_vectors(store: Store, user_id: str, kind: str, schema: str) -> _StoredVectors:
+    def load() -> _StoredVectors:  # committed windows only: a rollback must not leave its windows here
+        frame = store.committed_frame("""
+            SELECT window_id, features FROM feature_windows WHERE user_id = ? AND kind = ? AND schema_id = ?
+            ORDER BY created_at, window_id""", [user_id, kind, schema])
+        return _StoredVectors(frame["window_id"].to_list(), _as_matrix(frame["features"]))
+
+    return store.cached(_vectors_key(user_id, kind, schema), load)
+
+
+def _track_for_replay_checks(store: Store, written: pl.DataFrame) -> None:
+    """Windows just written: visible to this transaction's replay checks now, to every later one once
+    committed (kept vectors are extended; a load racing this commit is not kept, see `Store.cached`)."""
+    store.written_in_transaction(WRITTEN_WINDOWS).append(written)
+
+    def committed() -> None:
+        for (user_id, kind, schema), part in written.sort("window_id").partition_by(
+                "user_id", "kind", "schema_id", as_dict=True).items():
+            key = _vectors_key(user_id, kind, schema)
+            kept = store.cached_value(key)
+            if kept is None:
+                store.invalidate(key)
+            else:
+                kept.extend(part["window_id"].to_list(), _as_matrix(part["features"]))
+
+    store.after_commit(committed)
+
+
+def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) -> set[str]:
+    """Windows (stored, of one user, kind and schema: window_id, user_id, kind, schema_id, features)
+    whose first `compare_first` features match an earlier window's of the same user, kind and schema
+    within REPLAY_TOLERANCE_MS: a replayed pattern (for fixed text: the timings, not the context
+    around them). Earlier: committed before, or written in the same transaction with a smaller id."""
+    if windows.height == 0:
+        return set()
+    user_id, kind, schema = windows.select("user_id", "kind", "schema_id").row(0)
+    position, committed = _stored_vectors(store, user_id, kind, schema).snapshot()
+    same = (pl.col("user_id") == user_id) & (pl.col("kind") == kind) & (pl.col("schema_id") == schema)
+    written = [frame.filter(same) for frame in store.written_in_transaction(WRITTEN_WINDOWS)]
+    pending = pl.concat(written).unique("window_id").sort("window_id") if written else None
+    if pending is not None:
+        pending = pending.filter(pl.Series([w not in position for w in pending["window_id"]], dtype=pl.Boolean))
+    pending_ids: dict[str, int] = {}
+    candidates = committed
+    if pending is not None and pending.height:
+        pending_ids = {window_id: i for i, window_id in enumerate(pending["window_id"])}
+        written_vectors = _as_matrix(pending["features"])
+        candidates = np.vstack([committed, written_vectors]) if committed.size else written_vectors
+    if candidates.size == 0:
+        return set()
+    k = min(compare_first, candidates.shape[1])
+    replayed = set()
+    for window_id, vector in zip(windows["window_id"], _as_matrix(windows["features"]), strict=True):
+        if window_id in position:
+            earlier = position[window_id]
+        elif window_id in pending_ids:
+            earlier = len(position) + pending_ids[window_id]
+        else:
+            earlier = len(candidates)
+        distances = np.sqrt(((candidates[:earlier, :k] - vector[:k]) ** 2).sum(axis=1))
+        if (distances < REPLAY_TOLERANCE_MS).any():
+            replayed.add(window_id)
+    return replayed
 
 
 def window_kinds(store: Store) -> list[str]:

@@ -11,8 +11,11 @@ import pytest
 from app import pipeline
 from app.models import load_active, train
 from app.samples import simulate_into
+from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
+from store.progress import events_for_sessions
+from store.windows import REPLAY_TOLERANCE_MS, replayed_windows, window_rows
 
 
 @pytest.fixture
@@ -92,6 +95,132 @@ def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
     assert store_.table_counts() == before
     monkeypatch.undo()
     assert pipeline.score_session(store_, session) is not None  # the windows are still there to score
+
+
+def a_login_batch(name: str) -> pl.DataFrame:
+    """The events of a genuine simulated session of a trained user under a new id (not stored)."""
+    sim = simulate(3, 6, seed=99, enrolment_days=4)
+    source = sim.events["session_id"][0]
+    return sim.events.filter(pl.col("session_id") == source).with_columns(session_id=pl.lit(name))
+
+
+def test_a_login_batch_is_stored_and_decided_in_one_go_from_memory(trained_store: Store) -> None:
+    """`ingest_and_score` builds a new session's windows from the batch it holds: the same windows
+    (ids and feature values) as building them from the stored rows."""
+    store = trained_store
+    batch = a_login_batch("login-at-once")
+
+    scored = pipeline.ingest_and_score(store, batch, ["login-at-once"], source_name="test", actor="test")
+
+    assert scored.report.events_added == batch.height
+    assert scored.report.new_session_events is not None and scored.report.new_session_events.height == batch.height
+    verdict = scored.verdicts["login-at-once"]
+    assert verdict is not None
+    stored = store.frame("SELECT window_id, features FROM feature_windows WHERE session_id = ? ORDER BY window_id",
+                         ["login-at-once"])
+    decided = {w for (w,) in store.rows("SELECT window_id FROM decisions WHERE session_id = ?", ["login-at-once"])}
+    assert set(stored["window_id"]) == decided and verdict.window_id in decided
+    settings = pipeline.window_settings()
+    from_store = build_windows(events_for_sessions(store, ["login-at-once"]), settings=settings)
+    rebuilt = pl.concat([window_rows(w, feature_names(kind, settings), kind=kind, source="pipeline")
+                         .select("window_id", "features") for kind, w in from_store.items() if w.height])
+    rebuilt = rebuilt.sort("window_id")
+    assert rebuilt.equals(stored)
+
+
+def test_a_batch_adding_to_a_stored_session_is_featurized_from_the_store(trained_store: Store) -> None:
+    store = trained_store
+    batch = a_login_batch("login-in-two")
+    half = batch.height // 2
+    first = pipeline.ingest_and_score(store, batch.head(half), [], source_name="test", actor="test")
+    assert first.report.new_session_events is not None and first.verdicts == {}
+
+    second = pipeline.ingest_and_score(store, batch.tail(batch.height - half), ["login-in-two"],
+                                       source_name="test", actor="test")
+
+    assert second.report.new_session_events is None  # the batch is not the whole session
+    assert second.verdicts["login-in-two"] is not None
+    windows = store.scalar("SELECT count(*) FROM feature_windows WHERE session_id = ?", ["login-in-two"])
+    whole = pipeline.ingest_and_score(store, a_login_batch("login-whole"), ["login-whole"], source_name="test",
+                                      actor="test")
+    assert whole.verdicts["login-whole"] is not None
+    assert windows == store.scalar("SELECT count(*) FROM feature_windows WHERE session_id = ?", ["login-whole"])
+
+
+def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
+        trained_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import store.models
+    from store import ValidationError
+
+    store_ = trained_store
+    before = store_.table_counts()
+    broken = a_login_batch("login-broken").with_columns(t_ms=pl.when(pl.col("seq") == 3).then(float("nan"))
+                                                        .otherwise(pl.col("t_ms")))
+    with pytest.raises(ValidationError, match="t_ms"):
+        pipeline.ingest_and_score(store_, broken, ["login-broken"], source_name="test", actor="test")
+    assert store_.table_counts() == before
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.models, "record_scores", disk_full)
+    batch = a_login_batch("login-kept")
+    scored = pipeline.ingest_and_score(store_, batch, ["login-kept"], source_name="test", actor="test")
+
+    assert scored.verdicts == {"login-kept": None}
+    assert "scoring a finished session failed" in caplog.text and "disk full" in caplog.text
+    after = store_.table_counts()
+    assert after["events"] == before["events"] + batch.height  # the batch is kept ...
+    assert after["decisions"] == before["decisions"] and after["scores"] == before["scores"]  # ... nothing half-scored
+    assert after["feature_windows"] == before["feature_windows"]
+    monkeypatch.undo()
+    assert pipeline.score_session(store_, "login-kept") is not None  # the scheduler's later pass can decide it
+
+
+def _replays_by_sql(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
+    """The replay rule as one SQL join (what `replayed_windows` computes in memory)."""
+    rows = store.rows("""
+        SELECT DISTINCT w.window_id FROM feature_windows w
+        JOIN feature_windows earlier
+          ON earlier.user_id = w.user_id AND earlier.kind = w.kind AND earlier.schema_id = w.schema_id
+         AND list_distance(list_slice(earlier.features, 1, ?), list_slice(w.features, 1, ?)) < ?
+         AND earlier.window_id <> w.window_id
+         AND (earlier.created_at < w.created_at
+              OR (earlier.created_at = w.created_at AND earlier.window_id < w.window_id))
+        WHERE list_contains(?, w.window_id)""", [compare_first, compare_first, REPLAY_TOLERANCE_MS, window_ids])
+    return {w for (w,) in rows}
+
+
+def test_a_replayed_login_is_denied_whether_replayed_later_or_in_the_same_batch(trained_store: Store) -> None:
+    store = trained_store
+    first = pipeline.ingest_and_score(store, a_login_batch("login-r1"), ["login-r1"], source_name="t", actor="t")
+    assert first.verdicts["login-r1"] is not None
+    assert not any("replayed" in r for r in first.verdicts["login-r1"].reasons)
+
+    again = pipeline.ingest_and_score(store, a_login_batch("login-r2"), ["login-r2"], source_name="t", actor="t")
+    assert again.verdicts["login-r2"].action == "DENY"
+    assert any("replayed pattern" in r for r in again.verdicts["login-r2"].reasons)
+
+    # two copies finishing in one batch: the second (larger id) replays the first, which replays login-r1
+    both = pl.concat([a_login_batch("login-r3"), a_login_batch("login-r4")])
+    together = pipeline.ingest_and_score(store, both, ["login-r3", "login-r4"], source_name="t", actor="t")
+    assert {s: v.action for s, v in together.verdicts.items()} == {"login-r3": "DENY", "login-r4": "DENY"}
+
+
+def test_the_replay_check_in_memory_agrees_with_the_sql_rule_on_every_stored_window(trained_store: Store) -> None:
+    store = trained_store
+    for name in ("login-s1", "login-s2"):  # a genuine login and its exact replay
+        pipeline.ingest_and_score(store, a_login_batch(name), [name], source_name="t", actor="t")
+    windows = store.frame("SELECT * FROM feature_windows ORDER BY window_id")
+    compared, found = 0, set()
+    for (_user, kind, _schema), group in windows.group_by("user_id", "kind", "schema_id"):
+        compare_first = pipeline._compare_first(kind, len(group["features"][0]))
+        expected = _replays_by_sql(store, group["window_id"].to_list(), compare_first)
+        assert replayed_windows(store, group, compare_first) == expected
+        compared, found = compared + group.height, found | expected
+    assert compared == windows.height
+    assert any(w.startswith("login-s2") for w in found)  # the replay (and the simulator's replay attacks) ...
+    assert not any(w.startswith("login-s1") for w in found)  # ... but not the login it replays
 
 
 def test_models_are_unpickled_once_per_id_and_a_retrain_is_picked_up(trained_store: Store) -> None:

@@ -27,6 +27,7 @@ class PageCapture:
     stored_events: int = 0
     notices: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)  # sessions that ended (submit), oldest first
+    scored: dict[str, bool] = field(default_factory=dict)  # finished session -> a model gave it a verdict
 
 
 def page_capture(mode: str, user_id: str) -> PageCapture:
@@ -39,8 +40,12 @@ def page_capture(mode: str, user_id: str) -> PageCapture:
 
 
 def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callable[[str], None] | None = None,
-                  **data: Any) -> PageCapture:
-    """Show the component; each batch it sends is validated and stored before the rerun."""
+                  score_finished: bool = False, **data: Any) -> PageCapture:
+    """Show the component; each batch it sends is validated and stored before the rerun.
+
+    `score_finished`: a batch that finishes a session (a login's submit) is stored and the session
+    scored in one transaction (`app.pipeline.ingest_and_score`); `PageCapture.scored` tells the outcome.
+    """
     capture = page_capture(mode, user_id)
     key = f"telltale-capture-{mode}-{capture.mount_key}"
 
@@ -51,7 +56,7 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
             payload = result.get("batch")
         if payload is None:
             return
-        store_batch(store, capture, payload, on_completed)
+        store_batch(store, capture, payload, on_completed, score_finished=score_finished)
 
     _component(key=key, data={"mode": mode, "user_id": user_id, "session_prefix": capture.state.session_prefix,
                               "mount_key": capture.mount_key, **data}, on_batch_change=on_batch)
@@ -60,18 +65,27 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
     return capture
 
 
-def store_batch(store: Store, capture: PageCapture, payload: Any,
-                on_completed: Callable[[str], None] | None) -> AcceptedBatch | None:
+def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: Callable[[str], None] | None, *,
+                score_finished: bool = False) -> AcceptedBatch | None:
     """Validate and store one batch; a refused one leaves a notice and stores nothing."""
+    from app.pipeline import ingest_and_score, score_session
+
     try:
         accepted = accept_batch(payload, capture.state)
     except BatchRejected as error:
         capture.notices.append(f"A batch from the browser was refused and nothing of it stored: {error}")
         return None
+    finished = [s for s in accepted.completed if s not in capture.completed] if score_finished else []
     if accepted.events.height:
         try:
-            report = ingest_events(store, accepted.events, source_name="browser capture", actor="capture",
-                                   audit=False)
+            if finished:
+                scored = ingest_and_score(store, accepted.events, finished, source_name="browser capture",
+                                          actor="capture")
+                report = scored.report
+                capture.scored.update({s: verdict is not None for s, verdict in scored.verdicts.items()})
+            else:
+                report = ingest_events(store, accepted.events, source_name="browser capture", actor="capture",
+                                       audit=False)
             capture.stored_events += report.events_added
         except StoreError as error:
             capture.notices.append(f"The store refused a batch: {error}")
@@ -79,6 +93,8 @@ def store_batch(store: Store, capture: PageCapture, payload: Any,
     for session_id in accepted.completed:
         if session_id in capture.completed:
             continue
+        if score_finished and session_id not in capture.scored:  # its batch held no events of its own
+            capture.scored[session_id] = score_session(store, session_id) is not None
         capture.completed.append(session_id)
         if on_completed is not None:
             on_completed(session_id)
