@@ -13,7 +13,8 @@ def test_bench_latency_reports_percentiles_beside_the_baseline() -> None:
     assert {"sessions", "windows", "ours_ms", "baseline_ms", "target_p99_ms", "within_target",
             "stages_ms"} <= set(result)
     assert result["sessions"] == 5
-    assert result["windows"] >= 5  # every login is decided (at least its fixed-text window)
+    assert result["decided_windows_by_kind"].get("fixed_text") == 5  # every login is decided by its phrase
+    assert result["windows"] == sum(result["decided_windows_by_kind"].values())
     assert set(result["ours_ms"]) == set(result["baseline_ms"]) == PERCENTILES
     assert all(v >= 0 for v in [*result["ours_ms"].values(), *result["baseline_ms"].values()])
     assert result["target_p99_ms"] == TARGET_P99_MS
