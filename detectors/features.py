@@ -623,6 +623,8 @@ class SessionParts:
     press_count: int = -1  # rows of `presses` and `actions` and `events` (-1: not counted)
     action_count: int = -1
     event_count: int = -1
+    #: (first, last) event time in ms when every event is of one session (a live login), else None
+    one_session_span: tuple[float, float] | None = None
 
 
 #: Below this many events a query runs without optimisation passes: on a live login (tens of events)
@@ -645,7 +647,11 @@ def session_parts(events: pl.LazyFrame | pl.DataFrame) -> SessionParts:
     frame = sorted_events(events)
     ordered = frame.lazy()
     presses, actions = collect_all([key_presses(ordered), mouse_actions(pointer_samples(ordered))], frame.height)
-    return SessionParts(ordered, presses.lazy(), actions.lazy(), presses.height, actions.height, frame.height)
+    sessions = frame["session_id"]
+    span = None
+    if frame.height and sessions[0] == sessions[-1]:  # sorted by session: one session
+        span = (float(frame["t_ms"].min()), float(frame["t_ms"].max()))
+    return SessionParts(ordered, presses.lazy(), actions.lazy(), presses.height, actions.height, frame.height, span)
 
 
 def window_features(parts: SessionParts, kind: str, settings: WindowSettings | None = None, *,
@@ -681,8 +687,15 @@ def build_windows(events: pl.LazyFrame | pl.DataFrame, kinds: tuple[str, ...] = 
     settings = settings or WindowSettings()
     parts = session_parts(events)
     possible = [kind for kind in kinds if _may_have_windows(parts, kind, settings)]
-    plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in possible]
-    built = dict(zip(possible, collect_all(plans, parts.event_count), strict=True))
+    # A login shorter than a time slot: its one slice overlaps its phrase and is dropped (see
+    # `outside_fixed_text`) whenever the phrase makes a window, so the slice is planned only if not.
+    later = ["time"] if "time" in possible and "fixed_text" in possible and _within_one_slot(parts, settings) else []
+    first = [kind for kind in possible if kind not in later]
+    plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in first]
+    built = dict(zip(first, collect_all(plans, parts.event_count), strict=True))
+    if later and built["fixed_text"].height == 0:
+        built["time"] = collect_all([window_features(parts, "time", settings, open_sessions=open_sessions)],
+                                    parts.event_count)[0]
     if "time" in built and built.get("fixed_text") is not None and built["fixed_text"].height:
         built["time"] = outside_fixed_text(built["time"], built["fixed_text"])
     return {kind: built[kind] if kind in built else _empty_windows(kind, settings) for kind in kinds}
@@ -701,6 +714,15 @@ def outside_fixed_text(time: pl.DataFrame, fixed_text: pl.DataFrame) -> pl.DataF
                    .filter((pl.col("start_ms") <= pl.col("phrase_end")) & (pl.col("end_ms") >= pl.col("phrase_start")))
                    .select("window_id"))
     return time.join(overlapping, on="window_id", how="anti")
+
+
+def _within_one_slot(parts: SessionParts, settings: WindowSettings) -> bool:
+    """Every event is of one session and in one time slot."""
+    if parts.one_session_span is None:
+        return False
+    width_ms = settings.time_seconds * 1000
+    first, last = parts.one_session_span
+    return first // width_ms == last // width_ms
 
 
 def _may_have_windows(parts: SessionParts, kind: str, settings: WindowSettings) -> bool:

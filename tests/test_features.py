@@ -223,6 +223,22 @@ def test_fixed_text_repetition_that_is_not_clean_is_no_window(keys: list) -> Non
     assert windows["fixed_text"]["session_id"].to_list() == ["ok"]
 
 
+@pytest.mark.parametrize("keys", [
+    pytest.param([(1, 100, 180, "letter", 0), (2, 250, 300, "letter", 1), (3, 320, 350, "letter", 2)], id="clean"),
+    pytest.param([(1, 100, 180, "letter", 0), (2, 250, 300, "backspace", 1), (3, 320, 350, "letter", 2)],
+                 id="typo"),
+])
+def test_a_login_alone_gets_the_windows_it_gets_beside_other_sessions(keys: list) -> None:
+    """A lone session inside one time slot skips planning its time slice when the phrase makes a
+    window (the slice overlaps it and is dropped): the windows are those built with company."""
+    alone = build_windows(login(*keys, session="s1"), settings=THREE_KEYS)
+    beside = build_windows(pl.concat([login(*keys, session="s1"), login(*keys, session="s2")]), settings=THREE_KEYS)
+    for kind in WINDOW_KINDS:
+        assert_frame_equal(alone[kind], beside[kind].filter(pl.col("session_id") == "s1"))
+    clean = keys[1][3] != "backspace"
+    assert alone["fixed_text"].height == int(clean) and alone["time"].height == int(not clean)
+
+
 # --- mouse ---------------------------------------------------------------------------------------------
 ONE_ACTION = WindowSettings(mouse_actions=1)
 
