@@ -248,7 +248,7 @@ def _ingest_batches(
                     cursor.register("ingest_batch", validate_batch(batch, source_name, default_source).to_arrow())
                     cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
                     cursor.unregister("ingest_batch")
-            stored_sessions = _check_across_rows(cursor, staging, source_name, in_memory)
+            stored_sessions = _check_across_rows(cursor, staging, source_name, in_memory, store=store)
             report = _write(store, cursor, staging, source_name, rows_read, sessions, labels, stored_sessions,
                             in_memory)
             if in_memory is not None and not stored_sessions:
@@ -400,20 +400,65 @@ def _problems_within(cursor, staging: str, in_memory: pl.DataFrame | None) -> li
         ORDER BY {ROW} LIMIT {MAX_PROBLEMS}""").fetchall()
 
 
-def _stored_sessions(cursor, staging: str, in_memory: pl.DataFrame | None) -> list[tuple[str, str]]:
+def _stored_sessions(cursor, staging: str, in_memory: pl.DataFrame | None,
+                     store: Store | None = None) -> list[tuple[str, str]]:
     """(session_id, user_id) of the input's sessions that are already stored."""
     if in_memory is None:
         return cursor.execute(f"""
             SELECT s.session_id, s.user_id FROM sessions s
             WHERE s.session_id IN (SELECT DISTINCT session_id FROM {staging})""").fetchall()
     ids = in_memory["session_id"].unique().to_list()
-    if len(ids) == 1:  # a live batch: a primary-key lookup
+    if len(ids) == 1 and store is not None:  # a live batch: looked up in memory
+        user_id = stored_session_user(store, ids[0])
+        return [] if user_id is None else [(ids[0], user_id)]
+    if len(ids) == 1:
         return cursor.execute("SELECT session_id, user_id FROM sessions WHERE session_id = ?", ids).fetchall()
     return cursor.execute("SELECT session_id, user_id FROM sessions WHERE list_contains(?, session_id)",
                           [ids]).fetchall()
 
 
-def _check_across_rows(cursor, staging: str, source_name: str, in_memory: pl.DataFrame | None = None) -> int:
+#: Read-cache key of every committed session's user; per-transaction key of the sessions it wrote.
+SESSION_USERS = "session_users"
+WRITTEN_SESSIONS = "written_sessions"
+_SOME_SESSIONS = None  # in WRITTEN_SESSIONS: a bulk insert wrote sessions this process did not list
+
+
+def stored_session_user(store: Store, session_id: str) -> str | None:
+    """The user of a stored session, None when it is not stored (this transaction's writes included).
+
+    Kept in memory, as `known_users`: a live batch's lookup otherwise cost a query (about 1 ms) on
+    every batch. Sessions are only written here, so the map is extended as they commit.
+    """
+    written = store.written_in_transaction(WRITTEN_SESSIONS)
+    if _SOME_SESSIONS in written:
+        found = store.rows("SELECT user_id FROM sessions WHERE session_id = ?", [session_id])
+        return found[0][0] if found else None
+    for stored_id, user_id in written:
+        if stored_id == session_id:
+            return user_id
+
+    def load() -> dict[str, str]:  # committed sessions only: a rollback must not leave its sessions here
+        return dict(store.committed_frame("SELECT session_id, user_id FROM sessions").rows())
+
+    return store.cached(SESSION_USERS, load).get(session_id)
+
+
+def _track_sessions(store: Store, added: tuple[str, str] | None) -> None:
+    """Sessions just written: one (session_id, user_id) of a live batch, or None for a bulk insert."""
+    store.written_in_transaction(WRITTEN_SESSIONS).append(added)
+
+    def committed() -> None:
+        kept = store.cached_value(SESSION_USERS)
+        if added is None or kept is None:
+            store.invalidate(SESSION_USERS)
+        else:
+            kept[added[0]] = added[1]
+
+    store.after_commit(committed)
+
+
+def _check_across_rows(cursor, staging: str, source_name: str, in_memory: pl.DataFrame | None = None, *,
+                       store: Store | None = None) -> int:
     """Rules that span rows: unique (session_id, seq), t_ms never going backwards in seq order,
     one user per session; both within the input and against what is already stored.
 
@@ -424,7 +469,7 @@ def _check_across_rows(cursor, staging: str, source_name: str, in_memory: pl.Dat
     if problems:
         raise ValidationError([_across_problem(*row[:9]) for row in problems], source_name, total=problems[0][9])
 
-    stored = _stored_sessions(cursor, staging, in_memory)
+    stored = _stored_sessions(cursor, staging, in_memory, store)
     if not stored:
         return 0
     cursor.register("ingest_stored_sessions", pl.DataFrame(stored, schema=["session_id", "user_id"], orient="row"))
@@ -531,11 +576,14 @@ def _write(store: Store, cursor, staging: str, source_name: str, rows_read: int,
         sessions_added = inserted(cursor.execute(
             "INSERT INTO sessions (session_id, user_id, started_at, source) VALUES (?, ?, ?, ?)",
             [session_id, user_id, now, source]))
+        _track_sessions(store, (session_id, user_id))
     elif in_memory is not None:  # the session rows made in Polars; a plain INSERT when none is stored yet
         rows = (in_memory.group_by("session_id").agg(pl.col("user_id", "source").first())
                 .join(starts.select("session_id", "started_at"), on="session_id", how="left")
                 .select("session_id", "user_id", pl.col("started_at").fill_null(now), "source"))
         sessions_added = insert_frame(cursor, "sessions", rows, or_ignore=bool(stored_sessions))
+        if sessions_added:
+            _track_sessions(store, _SOME_SESSIONS)
     else:
         cursor.register("ingest_session_starts", starts.select("session_id", "started_at").to_arrow())
         sessions_added = inserted(cursor.execute(f"""
@@ -544,6 +592,8 @@ def _write(store: Store, cursor, staging: str, source_name: str, rows_read: int,
             FROM {staging} s LEFT JOIN ingest_session_starts st USING (session_id)
             GROUP BY s.session_id""", [now]))
         cursor.unregister("ingest_session_starts")
+        if sessions_added:
+            _track_sessions(store, _SOME_SESSIONS)
     if labels is not None and labels.height:
         cursor.register("ingest_labels", labels.select(
             "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),

@@ -438,3 +438,26 @@ def test_a_live_batch_of_a_new_user_adds_the_user_and_the_session_once(store: St
     assert (again.users_added, again.sessions_added, again.events_added) == (0, 0, 2)
     assert store.rows("SELECT user_id FROM users") == [("newcomer",)]
     assert store.rows("SELECT session_id, user_id, source FROM sessions") == [("live-1", "newcomer", "browser")]
+
+
+def _one_event(session: str, user: str, seq: int) -> pl.DataFrame:
+    return conform(pl.DataFrame({"session_id": [session], "user_id": [user], "seq": [seq], "t_ms": [float(seq)],
+                                 "type": ["focus"], "source": ["browser"]}))
+
+
+def test_a_live_batch_knows_its_session_from_earlier_batches_and_forgets_a_rolled_back_one(store: Store) -> None:
+    """A one-session batch finds its stored session (and user) in memory: kept across commits, never
+    holding a session whose transaction rolled back."""
+    ingest_events(store, _one_event("live-1", "alice", 0))
+    with pytest.raises(ValidationError, match="belongs to user 'alice'"):
+        ingest_events(store, _one_event("live-1", "mallory", 1))
+    assert ingest_events(store, _one_event("live-1", "alice", 1)).sessions_added == 0
+
+    with pytest.raises(RuntimeError, match="undone"), store.transaction():
+        assert ingest_events(store, _one_event("live-2", "bob", 0)).sessions_added == 1
+        with pytest.raises(ValidationError, match="belongs to user 'bob'"):  # seen inside its transaction
+            ingest_events(store, _one_event("live-2", "eve", 1))
+        raise RuntimeError("undone")
+    report = ingest_events(store, _one_event("live-2", "eve", 0))  # the rolled-back session is not "stored"
+    assert report.sessions_added == 1
+    assert store.rows("SELECT user_id FROM sessions WHERE session_id = 'live-2'") == [("eve",)]
