@@ -56,17 +56,16 @@ class Featurized:
 
 def build_and_store_windows(store: Store, session_ids: list[str], *, final: bool,
                             window_settings_: WindowSettings | None = None,
-                            events: pl.DataFrame | None = None) -> Featurized:
+                            new_session_events: pl.DataFrame | None = None) -> Featurized:
     """Build the windows of these sessions and store the new ones (idempotent by id), in one commit.
 
-    `events`: every event of these sessions when the caller holds them (a login's batch that created
-    its session, in this transaction: none of its windows can be stored yet); otherwise they are read
-    from the store.
+    `new_session_events`: every event of these sessions when they were created in the calling
+    transaction (`IngestReport.new_session_events`: none of their windows can be stored yet);
+    otherwise the events are read from the store.
     """
     ws = window_settings_ or window_settings()
-    none_stored = events is not None
-    if events is None:
-        events = events_for_sessions(store, session_ids)
+    none_stored = new_session_events is not None
+    events = new_session_events if none_stored else events_for_sessions(store, session_ids)
     added, built = 0, []
     with store.transaction():
         for kind, windows in build_windows(events, settings=ws, open_sessions=not final).items():
@@ -263,17 +262,18 @@ def process_pending(store: Store) -> int:
     return len(score_pending(store))
 
 
-def score_session(store: Store, session_id: str, *, events: pl.DataFrame | None = None) -> WindowVerdict | None:
+def score_session(store: Store, session_id: str, *,
+                  new_session_events: pl.DataFrame | None = None) -> WindowVerdict | None:
     """Build a finished session's windows now and score them (the capture page's immediate verdict);
     returns the most severe verdict of the session's windows, fixed-text first.
 
-    `events`: every event of the session, when the caller holds them (see `ingest_and_score`).
+    `new_session_events`: see `build_and_store_windows` (`ingest_and_score` passes them).
     Windows, scores and decisions are written in one transaction (one commit per login).
     """
     from store.windows import unscored_windows
 
     with store.transaction():
-        built = build_and_store_windows(store, [session_id], final=True, events=events)
+        built = build_and_store_windows(store, [session_id], final=True, new_session_events=new_session_events)
         # every window new: they are the session's unscored ones, no need to read them back
         windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
         fresh = score_windows(store, windows)
@@ -307,7 +307,7 @@ def ingest_and_score(store: Store, events: pl.DataFrame, finished: list[str], *,
             held = report.new_session_events  # every event of the sessions this batch created
             created = set() if held is None else set(held["session_id"].unique().to_list())
             try:
-                verdicts = {session_id: score_session(store, session_id, events=held.filter(
+                verdicts = {session_id: score_session(store, session_id, new_session_events=held.filter(
                                 pl.col("session_id") == session_id) if session_id in created else None)
                             for session_id in finished}
             except Exception as error:

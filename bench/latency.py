@@ -142,7 +142,8 @@ def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, f
         with store.transaction():  # as ingest_and_score
             report = ingest_events(store, events, audit=False)
             marks.append(time.perf_counter())
-            built = build_and_store_windows(store, [session_id], final=True, events=report.new_session_events)
+            built = build_and_store_windows(store, [session_id], final=True,
+                                            new_session_events=report.new_session_events)
             marks.append(time.perf_counter())
             windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
             marks.append(time.perf_counter())

@@ -689,11 +689,11 @@ def build_windows(events: pl.LazyFrame | pl.DataFrame, kinds: tuple[str, ...] = 
     possible = [kind for kind in kinds if _may_have_windows(parts, kind, settings)]
     # A login shorter than a time slot: its one slice overlaps its phrase and is dropped (see
     # `outside_fixed_text`) whenever the phrase makes a window, so the slice is planned only if not.
-    later = ["time"] if "time" in possible and "fixed_text" in possible and _within_one_slot(parts, settings) else []
-    first = [kind for kind in possible if kind not in later]
+    time_later = "time" in possible and "fixed_text" in possible and _within_one_slot(parts, settings)
+    first = [kind for kind in possible if not (time_later and kind == "time")]
     plans = [window_features(parts, kind, settings, open_sessions=open_sessions) for kind in first]
     built = dict(zip(first, collect_all(plans, parts.event_count), strict=True))
-    if later and built["fixed_text"].height == 0:
+    if time_later and built["fixed_text"].height == 0:
         built["time"] = collect_all([window_features(parts, "time", settings, open_sessions=open_sessions)],
                                     parts.event_count)[0]
     if "time" in built and built.get("fixed_text") is not None and built["fixed_text"].height:

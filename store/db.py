@@ -9,6 +9,7 @@ DuckDB 2.0 keeps a connection busy while a result is open.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import threading
@@ -22,6 +23,8 @@ import polars as pl
 
 from store.errors import DatabaseLockedError, SchemaMismatchError, StoreError
 from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
+
+logger = logging.getLogger(__name__)
 
 #: Where the database lives when neither --db nor TELLTALE_DB says otherwise (git-ignored folder).
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[1] / "var" / "telltale.duckdb"
@@ -175,7 +178,11 @@ class Store:
             else:
                 cursor.execute("COMMIT")
                 for callback in self._local.after_commit:
-                    callback()
+                    try:
+                        callback()
+                    except Exception:  # the commit stands; kept values may now be stale: drop them all
+                        logger.exception("an after-commit update of kept values failed; forgetting them")
+                        self._forget_cached()
             finally:
                 self._local.depth = 0
                 for key in self._local.invalidated:  # once the outcome is visible to every reader
@@ -191,6 +198,18 @@ class Store:
             self._local.after_commit.append(callback)
         else:
             callback()
+
+    def keep_updated(self, key: str, update: Callable[[Any], None]) -> None:
+        """Once the current transaction commits, `update(value)` `key`'s kept value in place, or, when
+        nothing is kept, invalidate the key (so a load racing this commit is not kept, see `cached`)."""
+        def committed() -> None:
+            kept = self.cached_value(key)
+            if kept is None:
+                self.invalidate(key)
+            else:
+                update(kept)
+
+        self.after_commit(committed)
 
     def written_in_transaction(self, key: str) -> list[Any]:
         """A list kept for the current transaction under `key` (empty outside one): what it wrote

@@ -248,7 +248,7 @@ def _ingest_batches(
                     cursor.register("ingest_batch", validate_batch(batch, source_name, default_source).to_arrow())
                     cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
                     cursor.unregister("ingest_batch")
-            stored_sessions = _check_across_rows(cursor, staging, source_name, in_memory, store=store)
+            stored_sessions = _check_across_rows(store, cursor, staging, source_name, in_memory)
             report = _write(store, cursor, staging, source_name, rows_read, sessions, labels, stored_sessions,
                             in_memory)
             if in_memory is not None and not stored_sessions:
@@ -400,19 +400,16 @@ def _problems_within(cursor, staging: str, in_memory: pl.DataFrame | None) -> li
         ORDER BY {ROW} LIMIT {MAX_PROBLEMS}""").fetchall()
 
 
-def _stored_sessions(cursor, staging: str, in_memory: pl.DataFrame | None,
-                     store: Store | None = None) -> list[tuple[str, str]]:
+def _stored_sessions(store: Store, cursor, staging: str, in_memory: pl.DataFrame | None) -> list[tuple[str, str]]:
     """(session_id, user_id) of the input's sessions that are already stored."""
     if in_memory is None:
         return cursor.execute(f"""
             SELECT s.session_id, s.user_id FROM sessions s
             WHERE s.session_id IN (SELECT DISTINCT session_id FROM {staging})""").fetchall()
     ids = in_memory["session_id"].unique().to_list()
-    if len(ids) == 1 and store is not None:  # a live batch: looked up in memory
+    if len(ids) == 1:  # a live batch: looked up in memory
         user_id = stored_session_user(store, ids[0])
         return [] if user_id is None else [(ids[0], user_id)]
-    if len(ids) == 1:
-        return cursor.execute("SELECT session_id, user_id FROM sessions WHERE session_id = ?", ids).fetchall()
     return cursor.execute("SELECT session_id, user_id FROM sessions WHERE list_contains(?, session_id)",
                           [ids]).fetchall()
 
@@ -446,19 +443,14 @@ def stored_session_user(store: Store, session_id: str) -> str | None:
 def _track_sessions(store: Store, added: tuple[str, str] | None) -> None:
     """Sessions just written: one (session_id, user_id) of a live batch, or None for a bulk insert."""
     store.written_in_transaction(WRITTEN_SESSIONS).append(added)
-
-    def committed() -> None:
-        kept = store.cached_value(SESSION_USERS)
-        if added is None or kept is None:
-            store.invalidate(SESSION_USERS)
-        else:
-            kept[added[0]] = added[1]
-
-    store.after_commit(committed)
+    if added is None:  # which sessions a bulk insert added is not known here: reload when next needed
+        store.after_commit(lambda: store.invalidate(SESSION_USERS))
+    else:
+        store.keep_updated(SESSION_USERS, lambda kept: kept.update([added]))
 
 
-def _check_across_rows(cursor, staging: str, source_name: str, in_memory: pl.DataFrame | None = None, *,
-                       store: Store | None = None) -> int:
+def _check_across_rows(store: Store, cursor, staging: str, source_name: str,
+                       in_memory: pl.DataFrame | None = None) -> int:
     """Rules that span rows: unique (session_id, seq), t_ms never going backwards in seq order,
     one user per session; both within the input and against what is already stored.
 
@@ -469,7 +461,7 @@ def _check_across_rows(cursor, staging: str, source_name: str, in_memory: pl.Dat
     if problems:
         raise ValidationError([_across_problem(*row[:9]) for row in problems], source_name, total=problems[0][9])
 
-    stored = _stored_sessions(cursor, staging, in_memory, store)
+    stored = _stored_sessions(store, cursor, staging, in_memory)
     if not stored:
         return 0
     cursor.register("ingest_stored_sessions", pl.DataFrame(stored, schema=["session_id", "user_id"], orient="row"))

@@ -229,7 +229,9 @@ class _StoredVectors:
             position = dict(self.position)
             for i in new:
                 position[ids[i]] = len(position)
-            self.position, self.vectors = position, np.vstack([self.vectors, vectors[new]])
+            added = vectors[new]
+            self.position = position
+            self.vectors = np.vstack([self.vectors, added]) if self.vectors.size else added
 
     def snapshot(self) -> tuple[dict[str, int], np.ndarray]:
         with self._lock:
@@ -261,17 +263,11 @@ def _track_for_replay_checks(store: Store, written: pl.DataFrame) -> None:
     committed (kept vectors are extended; a load racing this commit is not kept, see `Store.cached`)."""
     store.written_in_transaction(WRITTEN_WINDOWS).append(written)
 
-    def committed() -> None:
-        for (user_id, kind, schema), part in written.sort("window_id").partition_by(
-                "user_id", "kind", "schema_id", as_dict=True).items():
-            key = _vectors_key(user_id, kind, schema)
-            kept = store.cached_value(key)
-            if kept is None:
-                store.invalidate(key)
-            else:
-                kept.extend(part["window_id"].to_list(), _as_matrix(part["features"]))
-
-    store.after_commit(committed)
+    for (user_id, kind, schema), part in written.sort("window_id").partition_by(
+            "user_id", "kind", "schema_id", as_dict=True).items():
+        ids, vectors = part["window_id"].to_list(), _as_matrix(part["features"])
+        store.keep_updated(_vectors_key(user_id, kind, schema),
+                           lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
 
 
 def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) -> set[str]:

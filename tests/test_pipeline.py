@@ -316,3 +316,17 @@ def test_a_user_enrolled_on_the_phrase_alone_is_allowed_through_the_login_form(
     kinds = store.rows("SELECT DISTINCT w.kind FROM decisions d JOIN feature_windows w USING (window_id)")
     assert kinds == [("fixed_text",)]  # the logins' time slices hold nothing but the phrase: not scored again
     store.close()
+
+
+def test_a_new_users_first_logins_are_decided_by_the_global_models(trained_store: Store) -> None:
+    """A user with no stored window yet: the replay check starts from nothing and keeps what commits."""
+    store = trained_store
+    first = a_login_batch("login-n1").with_columns(user_id=pl.lit("newcomer"))
+    second = a_login_batch("login-n2").with_columns(user_id=pl.lit("newcomer"))
+
+    one = pipeline.ingest_and_score(store, first, ["login-n1"], source_name="t", actor="t")
+    two = pipeline.ingest_and_score(store, second, ["login-n2"], source_name="t", actor="t")
+
+    assert one.verdicts["login-n1"] is not None and two.verdicts["login-n2"] is not None
+    assert any("replayed pattern" in r for r in two.verdicts["login-n2"].reasons)  # the same timings again
+    assert not any("replayed pattern" in r for r in one.verdicts["login-n1"].reasons)

@@ -270,3 +270,25 @@ def test_cursors_of_ended_threads_are_closed(store: Store) -> None:
     with pytest.raises(Exception, match=r"(?i)closed"):
         seen[0].execute("SELECT 1")
     assert store.rows("SELECT count(*) FROM users") == [(1,)]  # this thread's cursor still works
+
+
+def test_kept_values_follow_commits_and_a_failing_update_forgets_them(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """`keep_updated` changes a kept value only once its transaction commits; an update that raises
+    does not undo the commit (already done) but drops every kept value, which are reloaded later."""
+    assert store.cached("numbers", lambda: [1]) == [1]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.keep_updated("numbers", lambda kept: kept.append(2))
+        raise RuntimeError("rolled back")
+    assert store.cached("numbers", lambda: ["reloaded"]) == [1]  # a rollback changes nothing kept
+
+    with store.transaction():
+        store.keep_updated("numbers", lambda kept: kept.append(3))
+        assert store.cached_value("numbers") == [1]  # not before the commit
+    assert store.cached_value("numbers") == [1, 3]
+
+    with store.transaction() as cursor:
+        cursor.execute("INSERT INTO users (user_id) VALUES ('kept')")
+        store.keep_updated("numbers", lambda kept: kept.missing_method())
+    assert store.rows("SELECT user_id FROM users WHERE user_id = 'kept'") == [("kept",)]  # committed
+    assert store.cached_value("numbers") is None and "after-commit update" in caplog.text
