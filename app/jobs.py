@@ -83,12 +83,19 @@ def check_drift(store: Store) -> int:
     return record_drift(store, drift_check(store, limit=settings.get("drift_limit")))
 
 
+def release_store_memory(store: Store) -> int:
+    """Free what DuckDB keeps for the temporary blocks of past queries (see `Store.release_memory`)."""
+    return store.release_memory()
+
+
 JOBS: tuple[Job, ...] = (
     Job("sample_system", "sample_seconds", sample_system, "CPU and memory sample"),
     Job("inbox", "inbox_seconds", ingest_inbox, "ingest batches posted by other processes"),
     Job("score", "score_seconds", score_new, "build windows from new events, score and decide"),
     Job("retrain", "retrain_check_seconds", retrain_due, "retrain users with enough new genuine windows"),
     Job("drift", "drift_seconds", check_drift, "feature drift between training and recent windows"),
+    Job("release_memory", "release_memory_seconds", release_store_memory,
+        "free the memory DuckDB keeps for the temporary blocks of past queries"),
 )
 #: The nightly full retrain runs on a cron trigger (hour in UTC from TELLTALE_NIGHTLY_HOUR).
 NIGHTLY = Job("nightly_retrain", "nightly_hour", retrain_all, "nightly full retrain")

@@ -56,6 +56,9 @@ SETTINGS: tuple[Setting, ...] = (
             "New training windows of a user (of any kind) that trigger a retrain of their models.", int),
     Setting("nightly_hour", "TELLTALE_NIGHTLY_HOUR", 3, "Hour (UTC, 0-23) of the nightly full retrain.", int),
     Setting("drift_seconds", "TELLTALE_DRIFT_SECONDS", 600.0, "Interval of the drift check job, in seconds.", float),
+    Setting("release_memory_seconds", "TELLTALE_RELEASE_MEMORY_SECONDS", 60.0,
+            "Interval of the job that frees what DuckDB keeps for the temporary blocks of past queries, in "
+            "seconds (without it a long-running app grows by about 200 MB an hour).", float),
     Setting("drift_limit", "TELLTALE_DRIFT_LIMIT", 2.0,
             "A feature mean shifted by more than this many training standard deviations flags drift.", float),
     Setting("enrolment_repetitions", "TELLTALE_ENROLMENT_REPETITIONS", 10,
