@@ -39,4 +39,13 @@ def test_render_times_cover_every_page_with_a_baseline(tiny_store: Path) -> None
 
 def test_rss_summary_fits_a_slope_in_mb_per_hour() -> None:
     summary = _rss_summary([(0.0, 100.0), (1800.0, 105.0), (3600.0, 110.0)])
-    assert summary == {"samples": 3, "start_mb": 100.0, "end_mb": 110.0, "max_mb": 110.0, "slope_mb_per_hour": 10.0}
+    assert summary == {"samples": 3, "start_mb": 100.0, "end_mb": 110.0, "max_mb": 110.0, "slope_mb_per_hour": 10.0,
+                       "second_half_slope_mb_per_hour": 10.0, "mean_mb_by_10_min": [100.0, 105.0, 110.0]}
+
+
+def test_rss_summary_tells_a_plateau_from_a_climb() -> None:
+    plateau = [(t * 60.0, min(100.0 + t, 120.0)) for t in range(60)]  # +1 MB a minute for 20 min, then flat
+    summary = _rss_summary(plateau)
+    assert summary["slope_mb_per_hour"] > 0
+    assert summary["second_half_slope_mb_per_hour"] == 0.0
+    assert summary["mean_mb_by_10_min"] == [104.5, 114.5, 120.0, 120.0, 120.0, 120.0]
