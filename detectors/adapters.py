@@ -478,11 +478,19 @@ class AutoEncoderDetector(BaseDetector):
 # ------------------------------------------------------------------------------- keystroke literature
 
 
-def _positive_spread(spread: np.ndarray) -> np.ndarray:
-    """Per-feature spreads with zeros (a feature constant in training) replaced by the smallest positive one."""
-    positive = spread[spread > 0]
-    floor = positive.min() if positive.size else 1.0
-    return np.where(spread > 0, spread, floor)
+#: A spread at or below this fraction of a feature's magnitude is the rounding noise of a feature that was
+#: constant in training (the mean of identical floats can be off by an ulp), not variability: dividing by
+#: it made a later difference of one timer tick score about 1e12 (a browser login with the test's fixed
+#: Shift lead of 30 ms, once in a few runs).
+CONSTANT_SPREAD = 1e-9
+
+
+def _positive_spread(spread: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Per-feature spreads with those of constant features (zero, or rounding noise of `center`) replaced
+    by the smallest real one, so that no feature can outweigh all others by its own lack of variation."""
+    real = spread > CONSTANT_SPREAD * np.maximum(1.0, np.abs(center))
+    floor = spread[real].min() if real.any() else 1.0
+    return np.where(real, spread, floor)
 
 
 @register("manhattan_scaled")
@@ -499,7 +507,7 @@ class ManhattanScaledDetector(BaseDetector):
     def fit(self, X: np.ndarray) -> ManhattanScaledDetector:
         features = self._fit_input(X, log_transform=self.log_transform)
         self.mean_ = features.mean(axis=0)
-        self.mad_ = _positive_spread(np.abs(features - self.mean_).mean(axis=0))
+        self.mad_ = _positive_spread(np.abs(features - self.mean_).mean(axis=0), self.mean_)
         self.training_scores_ = self._distance(features)
         return self
 
@@ -517,7 +525,7 @@ class ManhattanScaledDetector(BaseDetector):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
-            spread = _positive_spread(np.abs(features[kept] - mean).mean(axis=0))
+            spread = _positive_spread(np.abs(features[kept] - mean).mean(axis=0), mean)
             scores[held_out] = (np.abs(features[held_out] - mean) / spread).sum(axis=1)
         return scores
 
@@ -544,7 +552,7 @@ class ZScoreCountDetector(BaseDetector):
     def fit(self, X: np.ndarray) -> ZScoreCountDetector:
         features = self._fit_input(X, log_transform=self.log_transform)
         self.mean_ = features.mean(axis=0)
-        self.std_ = _positive_spread(features.std(axis=0))
+        self.std_ = _positive_spread(features.std(axis=0), self.mean_)
         self.training_scores_ = self._count(features)
         return self
 
@@ -562,7 +570,7 @@ class ZScoreCountDetector(BaseDetector):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
-            spread = _positive_spread(features[kept].std(axis=0))
+            spread = _positive_spread(features[kept].std(axis=0), mean)
             scores[held_out] = (np.abs((features[held_out] - mean) / spread) > self.z_limit).sum(axis=1)
         return scores
 

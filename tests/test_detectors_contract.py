@@ -160,6 +160,25 @@ def test_separates_impostors_from_the_user(name: str) -> None:
     assert auc >= AUC_FLOOR, f"{name}: ROC AUC {auc:.3f} below {AUC_FLOOR}"
 
 
+#: A timing every window holds exactly (the browser test's Shift lead before R: 30 ms), and one timer tick.
+CONSTANT_MS, TICK_MS = 30.0, 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_timer_tick_on_a_feature_constant_in_training_does_not_make_the_user_an_impostor(name: str) -> None:
+    data = users()
+
+    def with_constant(windows: np.ndarray, value: float) -> np.ndarray:
+        return np.column_stack([windows, np.full(len(windows), value)])
+
+    detector = fit_detector(make_detector(name), with_constant(data.train, CONSTANT_MS),
+                            with_constant(data.background, CONSTANT_MS))
+    genuine = detector.decision_function(with_constant(data.genuine_test, CONSTANT_MS + TICK_MS))
+    impostors = detector.decision_function(with_constant(data.impostors, CONSTANT_MS))
+    assert np.isfinite(genuine).all()
+    assert np.median(genuine) < np.median(impostors), (name, np.median(genuine), np.median(impostors))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_vectors_with_another_feature_count_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="features"):
