@@ -6,10 +6,12 @@ Readiness is polled (the health endpoint, then page text), never waited for with
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,24 @@ def free_port() -> int:
 
 #: Streamlit prints this once its server listens.
 READY_LINE = "You can now view your Streamlit app"
+#: `python -m streamlit`, plus every thread's Python stack written to $TELLTALE_TEST_STACKS on SIGUSR1.
+STREAMLIT_WITH_STACK_DUMPS = (
+    "import faulthandler, os, signal, sys; "
+    "faulthandler.register(signal.SIGUSR1, file=open(os.environ['TELLTALE_TEST_STACKS'], 'w'), all_threads=True); "
+    "sys.argv[0] = 'streamlit'; from streamlit.web.cli import main; main()")
+
+
+def app_stacks(process: subprocess.Popen, stacks: Path, timeout_s: float = 10.0) -> str:
+    """Every thread's Python stack in the running app: what a test that timed out waiting for the
+    page prints, so that a stalled app shows where it stalls."""
+    if process.poll() is not None:
+        return f"(the app had exited with code {process.returncode})"
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stacks.stat().st_size:
+        time.sleep(0.1)  # polls for the dump, which faulthandler writes at once from its signal handler
+    time.sleep(0.5)  # a diagnosis after a failure, not a synchronisation of the test
+    return stacks.read_text() or "(no stack dump appeared)"
 
 
 def _copy_output(process: subprocess.Popen, log: Path, ready: threading.Event) -> None:
@@ -51,9 +71,10 @@ def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Itera
     Readiness is read from the app's own output (its ready line), not guessed with a timer.
     """
     port = free_port()
-    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+           "TELLTALE_TEST_STACKS": str(log.with_suffix(".stacks")), **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        [sys.executable, "-c", STREAMLIT_WITH_STACK_DUMPS, "run", str(ROOT / "app" / "main.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

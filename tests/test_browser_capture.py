@@ -15,7 +15,7 @@ import pytest
 
 from store import Store
 from store.schema import KEY_CLASSES
-from tests.browser import ARTIFACTS, running_app
+from tests.browser import ARTIFACTS, app_process, app_stacks
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement")
 
@@ -77,50 +77,60 @@ def test_enrol_log_in_as_yourself_and_flag_a_bot(browser, tmp_path: Path, monkey
     monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log,lof")
     monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # the page scores a finished login itself
     log = tmp_path / "app.log"
-    with running_app(db, log) as url:
+    with app_process(db, log) as (url, process):
         page = browser.new_page(viewport={"width": 1300, "height": 1100})
         try:
             drive_the_capture_page(page, url)
-        except Exception:
+        except Exception as error:
             page.screenshot(path=str(ARTIFACTS / "capture-failure.png"), full_page=True)
-            (ARTIFACTS / "capture-failure.log").write_text(log.read_text())
-            raise
+            diagnosis = stalled_capture_diagnosis(page, process, log)
+            (ARTIFACTS / "capture-failure.log").write_text(diagnosis)
+            raise AssertionError(f"{error}\n{diagnosis}") from error
         finally:
             page.close()
     check_the_store(db)
 
 
+def stalled_capture_diagnosis(page, process, log: Path) -> str:
+    """What the browser sent and was acknowledged, the app's log and every app thread's stack."""
+    browser_side = page.evaluate("JSON.stringify({capture: window.__telltaleCapture || null, "
+                                 "acknowledged: window.__telltaleAcks || null})")
+    stacks = app_stacks(process, log.with_suffix(".stacks"))
+    app_log = "\n".join(log.read_text().splitlines()[-60:])
+    return (f"--- the browser's capture (counts) and the server's acknowledgements:\n{browser_side}\n"
+            f"--- the app's log (last 60 lines):\n{app_log}\n--- the app's threads:\n{stacks}")
+
+
 def drive_the_capture_page(page, url: str) -> None:
-    if True:
-        page.goto(url)
-        page.get_by_role("link", name="Capture").click()
-        name = page.get_by_label("Your user name")
-        name.fill("alice")
-        name.press("Enter")
-        enrol = page.locator("input.tt-input")
-        enrol.wait_for(timeout=30_000)
-        enrol.click()
-        for repetition in range(1, REPETITIONS + 1):
-            type_phrase(page, human(repetition))
-            page.locator(".tt-progress").filter(has_text=f"{repetition} / {REPETITIONS}").wait_for(timeout=60_000)
-            # the server stored it (its progress bar moved) before the next repetition starts
-            page.get_by_text(f"{repetition} / {REPETITIONS} repetitions this visit").wait_for(timeout=60_000)
-        page.get_by_text("trained").first.wait_for(timeout=120_000)
+    page.goto(url)
+    page.get_by_role("link", name="Capture").click()
+    name = page.get_by_label("Your user name")
+    name.fill("alice")
+    name.press("Enter")
+    enrol = page.locator("input.tt-input")
+    enrol.wait_for(timeout=30_000)
+    enrol.click()
+    for repetition in range(1, REPETITIONS + 1):
+        type_phrase(page, human(repetition))
+        page.locator(".tt-progress").filter(has_text=f"{repetition} / {REPETITIONS}").wait_for(timeout=60_000)
+        # the server stored it (its progress bar moved) before the next repetition starts
+        page.get_by_text(f"{repetition} / {REPETITIONS} repetitions this visit").wait_for(timeout=60_000)
+    page.get_by_text("trained").first.wait_for(timeout=120_000)
 
-        page.get_by_role("tab", name="Log in").click()
-        page.locator("input.tt-username").click()
-        page.keyboard.type("alice", delay=60)
-        page.locator("input.tt-password").click()
-        type_phrase(page, human(REPETITIONS + 1))
-        page.get_by_text("Login #1 of this visit").wait_for(timeout=60_000)
-        page.get_by_text(re.compile(r"risk \d")).first.wait_for(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "capture-login.png"), full_page=True)
+    page.get_by_role("tab", name="Log in").click()
+    page.locator("input.tt-username").click()
+    page.keyboard.type("alice", delay=60)
+    page.locator("input.tt-password").click()
+    type_phrase(page, human(REPETITIONS + 1))
+    page.get_by_text("Login #1 of this visit").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"risk \d")).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "capture-login.png"), full_page=True)
 
-        page.locator("input.tt-password").click()
-        type_phrase(page, [(10, 10)] * len(PHRASE_KEYS))  # a bot: every hold and gap 10 ms
-        page.get_by_text(re.compile(r"Login #[2-9] of this visit")).wait_for(timeout=60_000)
-        page.get_by_text("UNSAFE").first.wait_for(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "capture-bot-flagged.png"), full_page=True)
+    page.locator("input.tt-password").click()
+    type_phrase(page, [(10, 10)] * len(PHRASE_KEYS))  # a bot: every hold and gap 10 ms
+    page.get_by_text(re.compile(r"Login #[2-9] of this visit")).wait_for(timeout=60_000)
+    page.get_by_text("UNSAFE").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "capture-bot-flagged.png"), full_page=True)
 
 
 def check_the_store(db: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import polars as pl
 import pytest
 
 from app.capture import (
     MAX_EVENTS_PER_BATCH,
+    AcceptedBatch,
     BatchRejected,
     CaptureState,
     accept_batch,
@@ -35,6 +37,13 @@ def state() -> CaptureState:
     return CaptureState(session_prefix=PREFIX, user_id="alice")
 
 
+def stored(payload: dict[str, Any], state: CaptureState) -> AcceptedBatch:
+    """Accept a batch and record it as stored (what the page does once the store has it)."""
+    accepted = accept_batch(payload, state)
+    state.record(accepted)
+    return accepted
+
+
 def test_a_good_batch_becomes_canonical_browser_events(state: CaptureState) -> None:
     submit = {"seq": 2, "t_ms": 90.0, "type": "submit"}
     accepted = accept_batch(batch([key(0, 0.0, "key_down", 1), key(1, 87.5, "key_up", 1), submit]), state)
@@ -43,12 +52,21 @@ def test_a_good_batch_becomes_canonical_browser_events(state: CaptureState) -> N
     assert events["t_ms"].to_list() == [0.0, 87.5, 90.0]
     assert events["session_id"].unique().to_list() == [SESSION]
     assert accepted.completed == (SESSION,)
+    assert acknowledgements(state) == {}  # nothing is acknowledged before it is stored
+    state.record(accepted)
     assert state.last[SESSION] == (2, 90.0)
     assert acknowledgements(state) == {SESSION: 2}
 
 
+def test_a_batch_not_recorded_as_stored_is_taken_whole_when_resent(state: CaptureState) -> None:
+    payload = batch([key(0, 0.0, "key_down", 1), key(1, 80.0, "key_up", 1)])
+    accept_batch(payload, state)  # validated, then the write failed: not recorded
+    again = accept_batch({**copy.deepcopy(payload), "batch_seq": 2}, state)
+    assert again.events["seq"].to_list() == [0, 1] and not again.duplicate
+
+
 def test_events_resent_before_their_acknowledgement_arrived_are_skipped(state: CaptureState) -> None:
-    accept_batch(batch([key(0, 0.0, "key_down", 1)]), state)
+    stored(batch([key(0, 0.0, "key_down", 1)]), state)
     # the browser did not get the ack yet: it re-sends seq 0 together with the new seq 1
     again = accept_batch(batch([key(0, 0.0, "key_down", 1), key(1, 80.0, "key_up", 1)], seq=2), state)
     assert again.events["seq"].to_list() == [1]
@@ -57,14 +75,14 @@ def test_events_resent_before_their_acknowledgement_arrived_are_skipped(state: C
 
 def test_a_resent_batch_is_a_duplicate_and_adds_nothing(state: CaptureState) -> None:
     payload = batch([key(0, 0.0, "key_down", 1)])
-    assert accept_batch(payload, state).events.height == 1
+    assert stored(payload, state).events.height == 1
     again = accept_batch(copy.deepcopy(payload), state)
     assert again.duplicate and again.events.height == 0
 
 
 def test_batches_continue_a_session_in_order(state: CaptureState) -> None:
-    accept_batch(batch([key(0, 0.0, "key_down", 1)]), state)
-    accepted = accept_batch(batch([key(1, 90.0, "key_up", 1)], seq=2), state)
+    stored(batch([key(0, 0.0, "key_down", 1)]), state)
+    accepted = stored(batch([key(1, 90.0, "key_up", 1)], seq=2), state)
     assert accepted.events["seq"].to_list() == [1]
     with pytest.raises(BatchRejected, match="seq 5 does not follow 1"):
         accept_batch(batch([key(5, 95.0, "key_down", 2)], seq=3), state)
@@ -118,3 +136,81 @@ def test_accepted_events_pass_the_store_checks_and_hold_no_text(state: CaptureSt
         text_columns = store.rows("SELECT DISTINCT key_class, field, type, button FROM events")
     allowed = {None, "letter", "password", "field_enter", "key_down", "key_up", "mouse_move"}
     assert {value for row in text_columns for value in row} <= allowed
+
+
+# -- storing: a batch is acknowledged only once the store has it -----------------------------------
+REPETITION = [key(0, 0.0, "key_down", 1), key(1, 87.5, "key_up", 1), {"seq": 2, "t_ms": 90.0, "type": "submit"}]
+
+
+def capture_page() -> Any:
+    from app.capture.component import PageCapture
+
+    return PageCapture(CaptureState(session_prefix=PREFIX, user_id="alice"), mount_key="k1")
+
+
+def stored_events(store: Store) -> list[tuple[str, int]]:
+    return store.rows("SELECT session_id, seq FROM events ORDER BY seq")
+
+
+def test_a_batch_whose_write_failed_is_not_acknowledged_and_is_stored_once_resent(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.capture import component
+    from store import StoreError
+
+    failures = iter([StoreError("the disk is busy")])
+
+    def ingest_failing_once(*args: Any, **kwargs: Any) -> Any:
+        for error in failures:
+            raise error
+        return ingest_events(*args, **kwargs)
+
+    monkeypatch.setattr(component, "ingest_events", ingest_failing_once)
+    capture, finished = capture_page(), []
+    with Store(tmp_path / "capture.duckdb") as store:
+        assert component.store_batch(store, capture, batch(REPETITION), finished.append) is None
+        assert "sends it again" in capture.notices[-1]
+        assert acknowledgements(capture.state) == {} and stored_events(store) == [] and capture.completed == []
+        # the browser's next flush re-sends the unacknowledged events in a new batch
+        component.store_batch(store, capture, batch(copy.deepcopy(REPETITION), seq=2), finished.append)
+        assert stored_events(store) == [(SESSION, 0), (SESSION, 1), (SESSION, 2)]
+        assert acknowledgements(capture.state) == {SESSION: 2}
+        assert capture.completed == [SESSION] and finished == [SESSION]
+
+
+def test_a_batch_interrupted_after_its_commit_is_not_stored_twice_when_resent(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.capture import component
+
+    interruptions = iter([RuntimeError("the script run was cut short")])
+
+    def ingest_then_interrupted_once(*args: Any, **kwargs: Any) -> Any:
+        report = ingest_events(*args, **kwargs)
+        for error in interruptions:
+            raise error
+        return report
+
+    monkeypatch.setattr(component, "ingest_events", ingest_then_interrupted_once)
+    capture, finished = capture_page(), []
+    with Store(tmp_path / "capture.duckdb") as store:
+        with pytest.raises(RuntimeError, match="cut short"):
+            component.store_batch(store, capture, batch(REPETITION), finished.append)
+        assert acknowledgements(capture.state) == {} and capture.completed == []
+        component.store_batch(store, capture, batch(copy.deepcopy(REPETITION), seq=2), finished.append)
+        assert stored_events(store) == [(SESSION, 0), (SESSION, 1), (SESSION, 2)]  # once, not twice
+        assert capture.stored_events == 0  # the second write found all three already stored
+        assert capture.completed == [SESSION] and finished == [SESSION]
+
+
+def test_a_batch_the_store_refuses_is_acknowledged_dropped_and_leaves_earlier_data(tmp_path) -> None:
+    from app.capture import component
+
+    capture = capture_page()
+    with Store(tmp_path / "capture.duckdb") as store:
+        claimed = accept_batch(batch(REPETITION), CaptureState(session_prefix=PREFIX, user_id="alice")).events
+        ingest_events(store, claimed.with_columns(user_id=pl.lit("bob")), source_name="bob's import")
+        before = store.rows("SELECT * FROM events ORDER BY seq")
+        assert component.store_batch(store, capture, batch(REPETITION), None) is None
+        assert "refused" in capture.notices[-1] and "nothing of it was stored" in capture.notices[-1]
+        assert store.rows("SELECT * FROM events ORDER BY seq") == before
+        assert acknowledgements(capture.state) == {SESSION: 2}  # re-sending it would be refused again
+        assert capture.completed == []

@@ -4,7 +4,9 @@ The component (capture.js, Streamlit components v2, no build step) sends a batch
 second as a trigger value; `accept_batch` validates it completely (schema, types, size cap,
 event-rate cap, monotonic timestamps, session ownership) and returns canonical events, or raises
 `BatchRejected` so that nothing of an invalid batch is stored. It is a pure function of the payload
-and a small per-page state, so it is unit-tested without Streamlit or a browser.
+and a small per-page state, so it is unit-tested without Streamlit or a browser; the state moves on
+(`CaptureState.record`) only once the batch is stored, so the browser is never told that events
+are safe which a failed or interrupted write did not keep.
 """
 
 from __future__ import annotations
@@ -45,12 +47,20 @@ class CaptureState:
     seen: set[tuple[str, int]] = field(default_factory=set)
     last: dict[str, tuple[int, float]] = field(default_factory=dict)  # session -> (seq, t_ms)
 
+    def record(self, accepted: AcceptedBatch) -> None:
+        """The batch is stored: acknowledge its events and skip them (or the whole batch) when re-sent."""
+        if accepted.batch is not None:
+            self.seen.add(accepted.batch)
+        self.last.update(accepted.progress)
+
 
 @dataclass(frozen=True)
 class AcceptedBatch:
     events: pl.DataFrame      # only events not stored before (a re-sent event is skipped)
     duplicate: bool = False
     completed: tuple[str, ...] = ()  # sessions that ended (a submit) in this batch
+    batch: tuple[str, int] | None = None  # (mount id, batch seq)
+    progress: dict[str, tuple[int, float]] = field(default_factory=dict)  # session -> its last (seq, t_ms)
 
 
 def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
@@ -58,8 +68,8 @@ def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
 
     Delivery is at least once: the browser re-sends events until they are acknowledged (see
     `acknowledgements`), so events at or below a session's stored seq are skipped, and a batch
-    already seen (same mount id and batch sequence) is a duplicate with no events. `state` is only
-    updated on success.
+    already seen (same mount id and batch sequence) is a duplicate with no events. `state` is not
+    changed: `state.record(accepted)` once the events are stored.
     """
     if not isinstance(payload, dict):
         raise BatchRejected(f"a batch must be an object, got {type(payload).__name__}")
@@ -114,9 +124,7 @@ def accept_batch(payload: Any, state: CaptureState) -> AcceptedBatch:
 
     events_frame = conform(pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(),
                            source="browser")
-    state.seen.add((mount_id, batch_seq))
-    state.last.update(progress)
-    return AcceptedBatch(events=events_frame, completed=completed)
+    return AcceptedBatch(events=events_frame, completed=completed, batch=(mount_id, batch_seq), progress=progress)
 
 
 def _text(value: Any, name: str) -> str:

@@ -47,7 +47,15 @@ export default function (component) {
   const root = parentElement.querySelector(".telltale-capture") || document.createElement("div");
   root.className = "telltale-capture";
   if (!root.parentElement) parentElement.appendChild(root);
-  if (root.dataset.mounted === data.mount_key) return; // already running for this mount
+  // Streamlit may call this function again for the same element (new arguments): the running
+  // instance goes on, sending with the newest setTriggerValue, and the same cleanup is handed back.
+  const link = (root.__telltale = root.__telltale || {});
+  link.setTriggerValue = setTriggerValue;
+  // Counts only, for diagnosing a stalled capture (the browser test prints them when it fails).
+  const status = ((window.__telltaleCapture = window.__telltaleCapture || {})[mode] =
+    window.__telltaleCapture[mode] || { calls: 0, flushes: 0, batches_sent: 0, events_pending: 0 });
+  status.calls += 1;
+  if (root.dataset.mounted === data.mount_key) return link.cleanup; // already running for this mount
   root.dataset.mounted = data.mount_key;
   root.innerHTML = "";
 
@@ -102,6 +110,8 @@ export default function (component) {
   }
   function flush() {
     acknowledge(((window.__telltaleAcks || {})[data.mount_key]) || {});
+    status.flushes += 1;
+    status.events_pending = Object.values(pending).reduce((sum, events) => sum + events.length, 0);
     const sessions = {};
     let count = 0;
     for (const [sessionId, events] of Object.entries(pending)) {
@@ -114,7 +124,8 @@ export default function (component) {
     }
     if (count === 0) return;
     batchSeq += 1;
-    setTriggerValue("batch", { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id,
+    status.batches_sent = batchSeq;
+    link.setTriggerValue("batch", { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id,
                                sessions: sessions });
   }
   const timer = setInterval(flush, FLUSH_MS);
@@ -255,10 +266,12 @@ export default function (component) {
   window.addEventListener("focus", onFocus);
   window.addEventListener("blur", onBlur);
 
-  return () => {
+  link.cleanup = () => {
+    delete root.dataset.mounted;  // unmounted: a later call starts afresh
     clearInterval(timer);
     window.removeEventListener("focus", onFocus);
     window.removeEventListener("blur", onBlur);
-    flush(null);
+    flush();
   };
+  return link.cleanup;
 }

@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from app.capture import ACK_JS, CSS, JS, AcceptedBatch, BatchRejected, CaptureState, accept_batch, acknowledgements
-from store import Store, StoreError, ingest_events
+from store import Store, StoreError, ValidationError, ingest_events
 
 PHRASE = ".tie5Roanl"
 
@@ -67,7 +67,13 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
 
 def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: Callable[[str], None] | None, *,
                 score_finished: bool = False) -> AcceptedBatch | None:
-    """Validate and store one batch; a refused one leaves a notice and stores nothing."""
+    """Validate and store one batch; a refused one leaves a notice and stores nothing.
+
+    The batch is acknowledged (`CaptureState.record`) only once it is stored, or once the store has
+    refused its content for good (`ValidationError`: re-sending it would be refused again). Any other
+    failure leaves it unacknowledged, so the browser sends it again with its next flush and nothing
+    is lost; storing is idempotent, so a write that committed before the failure is not doubled.
+    """
     from app.pipeline import ingest_and_score, score_session
 
     try:
@@ -87,9 +93,14 @@ def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: 
                 report = ingest_events(store, accepted.events, source_name="browser capture", actor="capture",
                                        audit=False)
             capture.stored_events += report.events_added
-        except StoreError as error:
-            capture.notices.append(f"The store refused a batch: {error}")
+        except ValidationError as error:
+            capture.state.record(accepted)
+            capture.notices.append(f"The store refused a batch and nothing of it was stored: {error}")
             return None
+        except StoreError as error:
+            capture.notices.append(f"A batch could not be stored yet; the browser sends it again: {error}")
+            return None
+    capture.state.record(accepted)
     for session_id in accepted.completed:
         if session_id in capture.completed:
             continue
