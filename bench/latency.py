@@ -68,7 +68,7 @@ def login_batches(events: pl.DataFrame, session_ids: list[str], count: int, *,
         submits = session.filter(pl.col("type") == "submit")["seq"]
         if submits.len():
             before = pl.col("seq") <= submits.min()
-            pressed = session.filter(before & (pl.col("type") == "key_down"))["press_id"]
+            pressed = session.filter(before & (pl.col("type") == "key_down"))["press_id"].implode()
             logins.append(session.filter(before | ((pl.col("type") == "key_up") & pl.col("press_id").is_in(pressed))))
     if not logins:
         raise ValueError("no simulated session has a submit")
