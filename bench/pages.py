@@ -117,18 +117,18 @@ def _slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
     return round(float(np.polyfit(t, mb, 1)[0]), 2)
 
 
-def _rss_summary(samples: list[tuple[float, float]], *, block_s: float = 600.0) -> dict[str, Any]:
-    """Start, end, max and fitted slope of RSS (MB); the mean of each `block_s` block and the slope of the
+def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
+    """Start, end, max and fitted slope of RSS (MB); the mean of each 10 minutes and the slope of the
     second half tell a plateau (early growth, then flat) from a steady climb."""
     mbs = [mb for _, mb in samples]
     blocks: dict[int, list[float]] = {}
     for t, mb in samples:
-        blocks.setdefault(int(t // block_s), []).append(mb)
+        blocks.setdefault(int(t // 600), []).append(mb)
     half = samples[len(samples) // 2:]
     return {"samples": len(samples), "start_mb": round(mbs[0], 1), "end_mb": round(mbs[-1], 1),
             "max_mb": round(max(mbs), 1), "slope_mb_per_hour": _slope_mb_per_hour(samples),
             "second_half_slope_mb_per_hour": _slope_mb_per_hour(half),
-            f"mean_mb_by_{block_s / 60:g}_min": [round(sum(v) / len(v), 1) for _, v in sorted(blocks.items())]}
+            "mean_mb_by_10_min": [round(sum(v) / len(v), 1) for _, v in sorted(blocks.items())]}
 
 
 def _sample(process, seconds: float, every: float, on_tick=None) -> list[tuple[float, float]]:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,34 +31,43 @@ def free_port() -> int:
 
 #: Streamlit prints this once its server listens.
 READY_LINE = "You can now view your Streamlit app"
-#: `python -m streamlit`, plus every thread's Python stack written to $TELLTALE_TEST_STACKS on SIGUSR1.
+#: `python -m streamlit`, plus, on SIGUSR1, every thread's Python stack on its output (faulthandler, from C,
+#: so even an app whose GIL is stuck answers) followed by STACKS_END (from Python, once the GIL is free).
+STACKS_END = "-- end of the app's stacks --"
 STREAMLIT_WITH_STACK_DUMPS = (
-    "import faulthandler, os, signal, sys; "
-    "faulthandler.register(signal.SIGUSR1, file=open(os.environ['TELLTALE_TEST_STACKS'], 'w'), all_threads=True); "
+    "import faulthandler, signal, sys; "
+    f"signal.signal(signal.SIGUSR1, lambda *_: print({STACKS_END!r}, flush=True)); "
+    "faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True); "
     "sys.argv[0] = 'streamlit'; from streamlit.web.cli import main; main()")
+#: App pid -> set when its output shows the end of a stack dump (by `_copy_output`).
+_STACKS_DUMPED: dict[int, threading.Event] = {}
 
 
-def app_stacks(process: subprocess.Popen, stacks: Path, timeout_s: float = 10.0) -> str:
+def app_stacks(process: subprocess.Popen, log: Path, timeout_s: float = 10.0) -> str:
     """Every thread's Python stack in the running app: what a test that timed out waiting for the
     page prints, so that a stalled app shows where it stalls."""
     if process.poll() is not None:
         return f"(the app had exited with code {process.returncode})"
+    dumped = _STACKS_DUMPED[process.pid]
+    dumped.clear()
+    before = len(log.read_text())
     process.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stacks.stat().st_size:
-        time.sleep(0.1)  # polls for the dump, which faulthandler writes at once from its signal handler
-    time.sleep(0.5)  # a diagnosis after a failure, not a synchronisation of the test
-    return stacks.read_text() or "(no stack dump appeared)"
+    if not dumped.wait(timeout_s):  # no end line: the Python side is stuck; faulthandler's part is there
+        return log.read_text()[before:] + f"\n(no end of the dump within {timeout_s:g} s)"
+    return log.read_text()[before:]
 
 
-def _copy_output(process: subprocess.Popen, log: Path, ready: threading.Event) -> None:
-    """Copy the app's output to `log`; set `ready` at Streamlit's ready line or when it exits."""
+def _copy_output(process: subprocess.Popen, log: Path, ready: threading.Event, dumped: threading.Event) -> None:
+    """Copy the app's output to `log`; set `ready` at Streamlit's ready line or when it exits, and
+    `dumped` at the end of a stack dump."""
     with log.open("w") as output:
         for line in process.stdout:
             output.write(line)
             output.flush()
             if READY_LINE in line:
                 ready.set()
+            if STACKS_END in line:
+                dumped.set()
     ready.set()  # the process ended: whoever waits must look at why
 
 
@@ -71,15 +79,15 @@ def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Itera
     Readiness is read from the app's own output (its ready line), not guessed with a timer.
     """
     port = free_port()
-    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-           "TELLTALE_TEST_STACKS": str(log.with_suffix(".stacks")), **(env or {})}
+    env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-c", STREAMLIT_WITH_STACK_DUMPS, "run", str(ROOT / "app" / "main.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    ready = threading.Event()
-    copier = threading.Thread(target=_copy_output, args=(process, log, ready), daemon=True)
+    ready, dumped = threading.Event(), threading.Event()
+    _STACKS_DUMPED[process.pid] = dumped
+    copier = threading.Thread(target=_copy_output, args=(process, log, ready, dumped), daemon=True)
     copier.start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -98,6 +106,7 @@ def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Itera
             process.kill()
             process.wait()
         copier.join(timeout=10)
+        _STACKS_DUMPED.pop(process.pid, None)
 
 
 @contextmanager

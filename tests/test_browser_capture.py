@@ -95,8 +95,8 @@ def stalled_capture_diagnosis(page, process, log: Path) -> str:
     """What the browser sent and was acknowledged, the app's log and every app thread's stack."""
     browser_side = page.evaluate("JSON.stringify({capture: window.__telltaleCapture || null, "
                                  "acknowledged: window.__telltaleAcks || null})")
-    stacks = app_stacks(process, log.with_suffix(".stacks"))
     app_log = "\n".join(log.read_text().splitlines()[-60:])
+    stacks = app_stacks(process, log)
     return (f"--- the browser's capture (counts) and the server's acknowledgements:\n{browser_side}\n"
             f"--- the app's log (last 60 lines):\n{app_log}\n--- the app's threads:\n{stacks}")
 
