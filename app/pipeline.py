@@ -293,7 +293,7 @@ class ScoredBatch:
 
 
 def ingest_and_score(store: Store, events: pl.DataFrame, finished: list[str], *, source_name: str,
-                     actor: str) -> ScoredBatch:
+                     actor: str, sessions: pl.DataFrame | None = None) -> ScoredBatch:
     """Store a capture batch and score the sessions it finished, in one transaction (one commit).
 
     A batch that starts and finishes its session (a login sent at once) is featurized from memory,
@@ -303,7 +303,8 @@ def ingest_and_score(store: Store, events: pl.DataFrame, finished: list[str], *,
     """
     try:
         with store.transaction():
-            report = ingest_events(store, events, source_name=source_name, actor=actor, audit=False)
+            report = ingest_events(store, events, source_name=source_name, actor=actor, sessions=sessions,
+                                   audit=False)
             held = report.new_session_events  # every event of the sessions this batch created
             created = set() if held is None else set(held["session_id"].unique().to_list())
             try:
@@ -315,7 +316,7 @@ def ingest_and_score(store: Store, events: pl.DataFrame, finished: list[str], *,
         return ScoredBatch(report, verdicts)
     except _ScoringFailed as failed:
         logger.error("scoring a finished session failed; storing its batch alone", exc_info=failed.__cause__)
-    report = ingest_events(store, events, source_name=source_name, actor=actor, audit=False)
+    report = ingest_events(store, events, source_name=source_name, actor=actor, sessions=sessions, audit=False)
     return ScoredBatch(report, dict.fromkeys(finished))
 
 

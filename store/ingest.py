@@ -25,10 +25,13 @@ from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
 from store.schema import (
     CATEGORICAL_VALUES,
+    EVENT_BOUNDS,
     EVENT_COLUMNS,
     EVENT_SCHEMA,
     KEY_EVENT_TYPES,
+    QUOTE_LENGTH,
     REQUIRED_COLUMNS,
+    number,
 )
 
 #: Rows held in memory at once while streaming a CSV (about 200 MB at most).
@@ -200,12 +203,37 @@ def _csv_batches(
     scan = pl.scan_csv(path, infer_schema=False, row_index_name=ROW, row_index_offset=1, raise_if_empty=False,
                        null_values=[""])
     done = 0
-    for batch in scan.collect_batches(chunk_size=chunk_rows):
+    batches = scan.collect_batches(chunk_size=chunk_rows)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except pl.exceptions.PolarsError as error:
+            raise _unreadable_csv(path, len(header), error) from None
         batch = batch.rename(lambda name: name.lstrip("\ufeff").strip())
         done += batch.height
         yield batch
         if progress is not None:
             progress(done, max(estimated, done))
+
+
+def _unreadable_csv(path: Path, columns: int, error: Exception) -> ValidationError:
+    """Why Polars could not parse the file, naming the first row with more fields than the header
+    (found by reading the file again with the csv module: only on this error path)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        row = 0  # records after the header: the row numbers Polars and every other message use
+        try:
+            for row, fields in enumerate(reader):
+                if row and len(fields) > columns:
+                    return ValidationError([Problem(
+                        f"{len(fields)} fields, but the header names {columns} columns (a value holding a comma "
+                        "must be quoted)", row=row)], str(path))
+        except csv.Error as unreadable:
+            return ValidationError([Problem(f"not readable as CSV: {unreadable}", row=row + 1)], str(path))
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValidationError([Problem(f"not readable as CSV: {first_line[:200]}")], str(path))
 
 
 # -- the shared pipeline --------------------------------------------------------------------------
@@ -322,26 +350,38 @@ def _cast(batch: pl.DataFrame, column: str) -> pl.Expr:
 def _row_checks(cast_columns: tuple[str, ...], *,
                 source_required: bool) -> tuple[list[tuple[str, pl.Expr, pl.Expr]], pl.Expr]:
     """(column, is-bad expression, reason expression) for every rule a single row must meet, and
-    "any row breaks any rule". Built once per shape of input: a live batch of a few dozen events
-    would otherwise spend more time constructing these expressions than evaluating them."""
+    "any row breaks any rule". The bounds are `store.schema.EVENT_BOUNDS`, the table the browser
+    capture checks too. Built once per shape of input: a live batch of a few dozen events would
+    otherwise spend more time constructing these expressions than evaluating them."""
     def shown(column: str) -> pl.Expr:
-        return pl.col(_raw(column)) if column in cast_columns else pl.col(column).cast(pl.String)
+        return _quoted(pl.col(_raw(column)) if column in cast_columns else pl.col(column).cast(pl.String))
 
     checks: list[tuple[str, pl.Expr, pl.Expr]] = []
     for column in cast_columns:
         checks.append((column, pl.col(_raw(column)).is_not_null() & pl.col(column).is_null(),
-                       pl.format("'{}' is not {}", shown(column), pl.lit(_type_name(EVENT_SCHEMA[column])))))
+                       pl.format("{} is not {}", shown(column), pl.lit(_type_name(column)))))
     for column in (*REQUIRED_COLUMNS, *(("source",) if source_required else ())):
         raw_missing = pl.col(_raw(column)).is_null() if column in cast_columns else pl.col(column).is_null()
         checks.append((column, raw_missing, pl.lit("missing value (the column is required)")))
     for column in ("t_ms", "x", "y"):
-        checks.append((column, ~pl.col(column).is_finite(),
-                       pl.format("'{}' is not a finite number", shown(column))))
+        checks.append((column, ~pl.col(column).is_finite(), pl.format("{} is not a finite number", shown(column))))
     for column, allowed in CATEGORICAL_VALUES.items():
         checks.append((column, ~pl.col(column).is_in(allowed),
-                       pl.format("unknown value '{}' (allowed: {})", pl.col(column), pl.lit(", ".join(allowed)))))
-    for column in ("seq", "t_ms", "press_id", "pos"):
-        checks.append((column, pl.col(column) < 0, pl.format("{} is negative", shown(column))))
+                       pl.format("unknown value {} (allowed: {})", shown(column), pl.lit(", ".join(allowed)))))
+    for column, bounds in EVENT_BOUNDS.items():
+        value = pl.col(column)
+        if bounds.low is not None:
+            usable = value.is_finite() if EVENT_SCHEMA[column].is_float() else pl.lit(True)
+            for bad, verb in ((value < bounds.low, "negative" if bounds.low == 0 else f"below {number(bounds.low)}"),
+                              (value > bounds.high, f"above {number(bounds.high)}")):
+                checks.append((column, usable & bad, pl.format("{} is {} ({})", shown(column), pl.lit(verb),
+                                                               pl.lit(bounds.describe()))))
+        if bounds.max_length is not None:
+            checks.append((column, value.str.len_chars() > bounds.max_length,
+                           pl.format("{} is longer than {} characters", shown(column), pl.lit(bounds.max_length))))
+        if bounds.pattern is not None:
+            checks.append((column, ~value.str.contains(bounds.pattern),
+                           pl.format("{} is not allowed here ({})", shown(column), pl.lit(bounds.why))))
     is_key = pl.col("type").is_in(KEY_EVENT_TYPES)
     is_pointer = pl.col("type").is_in(("mouse_move", "mouse_down", "mouse_up"))
     for column, applies in (("press_id", is_key), ("key_class", is_key), ("x", is_pointer), ("y", is_pointer)):
@@ -350,9 +390,17 @@ def _row_checks(cast_columns: tuple[str, ...], *,
     return checks, pl.any_horizontal([bad for _, bad, _ in checks]).fill_null(False).any()
 
 
-def _type_name(dtype: pl.DataType) -> str:
+def _quoted(text: pl.Expr) -> pl.Expr:
+    """A value in a refusal message: quoted, and cut to QUOTE_LENGTH characters (see `schema.quote`)."""
+    return (pl.when(text.str.len_chars() > QUOTE_LENGTH)
+            .then(pl.format("'{}…' ({} characters)", text.str.slice(0, QUOTE_LENGTH), text.str.len_chars()))
+            .otherwise(pl.format("'{}'", text)))
+
+
+def _type_name(column: str) -> str:
+    dtype, bounds = EVENT_SCHEMA[column], EVENT_BOUNDS.get(column)
     if dtype.is_integer():
-        return "a whole number"
+        return "a whole number" + ("" if bounds is None else f" from {number(bounds.low)} to {number(bounds.high)}")
     if dtype.is_float():
         return "a number"
     return "text"
@@ -562,12 +610,14 @@ def _write(store: Store, cursor, staging: str, source_name: str, rows_read: int,
     now = datetime.now(UTC).replace(tzinfo=None)
     starts = sessions if sessions is not None else pl.DataFrame(
         schema={"session_id": pl.String, "started_at": pl.Datetime("us")})
-    if in_memory is not None and sessions is None and not stored_sessions and in_memory["session_id"].n_unique() == 1:
+    if in_memory is not None and not stored_sessions and in_memory["session_id"].n_unique() == 1 \
+            and starts.height <= 1:
         # a live batch starting its session: its one row, straight from the first event
         session_id, user_id, source = in_memory.select("session_id", "user_id", "source").row(0)
+        given = starts.filter(pl.col("session_id") == session_id)["started_at"]
         sessions_added = inserted(cursor.execute(
             "INSERT INTO sessions (session_id, user_id, started_at, source) VALUES (?, ?, ?, ?)",
-            [session_id, user_id, now, source]))
+            [session_id, user_id, given[0] if given.len() and given[0] is not None else now, source]))
         _track_sessions(store, (session_id, user_id))
     elif in_memory is not None:  # the session rows made in Polars; a plain INSERT when none is stored yet
         rows = (in_memory.group_by("session_id").agg(pl.col("user_id", "source").first())

@@ -6,6 +6,10 @@ validates them against it. No column carries characters or key codes that reveal
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
+
 import polars as pl
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -50,6 +54,95 @@ CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {
 
 KEY_EVENT_TYPES = ("key_down", "key_up")
 MOUSE_EVENT_TYPES = ("mouse_move", "mouse_down", "mouse_up", "wheel")
+
+#: Longest session an event may belong to: t_ms is at most a day (the longest real recording seen,
+#: a Balabit remote-desktop session, spans 7.2 hours).
+MAX_SESSION_MS = 86_400_000.0
+#: Most events one session may hold (seq is below this; the largest Balabit session has 83,091).
+MAX_SESSION_EVENTS = 10_000_000
+#: Pointer coordinates are CSS pixels within this distance of the page origin (a wall of 8K screens
+#: is 23,040 px wide; a drag may leave the page, so negative values are allowed).
+MAX_COORDINATE_PX = 100_000.0
+#: Longest fixed-text field, in keystrokes (pos is an ordinal within one field).
+MAX_FIELD_KEYSTROKES = 10_000
+#: Characters of a session or user id.
+MAX_ID_LENGTH = 128
+#: Characters of a refused value quoted back in a message: a 1 MB value must not give a 1 MB notice.
+QUOTE_LENGTH = 40
+#: A field name: a letter, then letters, digits, '_', '.' or '-'; at most 32 characters.
+FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$"
+#: An id: no control characters (a newline or NUL in an id breaks logs, exports and links).
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What values a column may hold beyond its dtype and `CATEGORICAL_VALUES`: a closed numeric
+    range, or a text length and pattern. `why` ends the refusal message."""
+
+    low: float | None = None
+    high: float | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        """The allowed range and what the values are, for refusal messages."""
+        if self.low is None:
+            return self.why
+        return f"allowed: {number(self.low)} to {number(self.high)}; {self.why}"
+
+
+#: One table for every producer: `store.ingest` checks CSV files and frames against it as Polars
+#: expressions, `app.capture` checks each browser event with `value_problem`.
+EVENT_BOUNDS: dict[str, Bounds] = {
+    "session_id": Bounds(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, why="no control characters"),
+    "user_id": Bounds(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, why="no control characters"),
+    "seq": Bounds(0, MAX_SESSION_EVENTS - 1, why="the order of the event within its session"),
+    "t_ms": Bounds(0, MAX_SESSION_MS, why="milliseconds since the session started, which lasts at most a day"),
+    "press_id": Bounds(0, 2**31 - 1, why="an opaque counter of key presses"),
+    "pos": Bounds(0, MAX_FIELD_KEYSTROKES, why="the ordinal of a keystroke within its field"),
+    "field": Bounds(max_length=32, pattern=FIELD_PATTERN,
+                    why="a field name: a letter, then letters, digits, '_', '.' or '-'"),
+    "x": Bounds(-MAX_COORDINATE_PX, MAX_COORDINATE_PX, why="CSS pixels"),
+    "y": Bounds(-MAX_COORDINATE_PX, MAX_COORDINATE_PX, why="CSS pixels"),
+}
+
+
+def number(value: float) -> str:
+    """A bound as people write it: 86,400,000 rather than 8.64e+07."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,}"
+
+
+def quote(value: object) -> str:
+    """A value as a refusal message shows it: repr, cut to `QUOTE_LENGTH` characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LENGTH else text[:QUOTE_LENGTH] + f"… ({len(text):,} characters)"
+
+
+def value_problem(column: str, value: object) -> str | None:
+    """Why `value` (already of the column's Python type: str, int or float) is out of bounds, or None."""
+    bounds = EVENT_BOUNDS.get(column)
+    allowed = CATEGORICAL_VALUES.get(column)
+    if allowed is not None and value not in allowed:
+        return f"unknown value {quote(value)} (allowed: {', '.join(allowed)})"
+    if bounds is None:
+        return None
+    if isinstance(value, str):
+        if bounds.max_length is not None and len(value) > bounds.max_length:
+            return f"{quote(value)} is longer than {bounds.max_length} characters"
+        if bounds.pattern is not None and not re.fullmatch(bounds.pattern, value):
+            return f"{quote(value)} is not allowed here ({bounds.why})"
+        return None
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{quote(value)} is not a finite number"
+        if bounds.low is not None and value < bounds.low:
+            below = "negative" if bounds.low == 0 else f"below {number(bounds.low)}"
+            return f"{quote(value)} is {below} ({bounds.describe()})"
+        if bounds.high is not None and value > bounds.high:
+            return f"{quote(value)} is above {number(bounds.high)} ({bounds.describe()})"
+    return None
 
 
 def empty_events() -> pl.DataFrame:

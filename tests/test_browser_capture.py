@@ -169,3 +169,13 @@ def check_the_store(db: Path) -> None:
         judged = store.rows("SELECT DISTINCT w.kind FROM decisions d JOIN feature_windows w USING (window_id) "
                             "WHERE starts_with(d.session_id, 'login-')")
         assert judged == [("fixed_text",)]
+        # a session is dated by the browser's clock origin: its last key lies before the decision on it
+        late = store.rows("""
+            WITH logins AS (
+                SELECT s.session_id, any_value(s.started_at) AS started_at, max(e.t_ms) AS last_t_ms,
+                       (SELECT min(d.decided_at) FROM decisions d WHERE d.session_id = s.session_id) AS decided
+                FROM sessions s JOIN events e USING (session_id)
+                WHERE starts_with(s.session_id, 'login-') GROUP BY s.session_id)
+            SELECT * FROM logins
+            WHERE started_at + to_microseconds(CAST(last_t_ms * 1000 AS BIGINT)) > decided + INTERVAL 1 SECOND""")
+        assert late == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -27,9 +28,17 @@ def key(seq: int, t: float, kind: str, press: int, pos: int | None = 0, cls: str
             "field": "password", "x": None, "y": None, "button": None}
 
 
+#: The browser's wall clock when it sends the test batches (epoch ms), and the server's clock then.
+SENT_AT_MS = 1_780_000_000_000.0
+SERVER_NOW = datetime(2026, 5, 28, 12, 0, tzinfo=UTC)
+
+
 def batch(events: list[dict[str, Any]], seq: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"mount_id": "m1", "batch_seq": seq, "mode": "enrol", "user_id": "alice",
-            "sessions": {SESSION: events}, **extra}
+    """A batch as capture.js sends it; its sessions started 10 s before it was sent."""
+    payload = {"mount_id": "m1", "batch_seq": seq, "mode": "enrol", "user_id": "alice",
+               "sessions": {SESSION: events}, "sent_at_ms": SENT_AT_MS, **extra}
+    sessions = payload["sessions"] if isinstance(payload["sessions"], dict) else {}
+    return {"origins": {session_id: SENT_AT_MS - 10_000 for session_id in sessions}, **payload}
 
 
 @pytest.fixture
@@ -94,11 +103,12 @@ BAD_PAYLOADS = [
     ("not an object", [1, 2], "must be an object"),
     ("unknown batch field", {**batch([]), "password": "hunter2"}, "unknown batch field"),
     ("typed text in an event", batch([{**key(0, 0.0, "key_down", 1), "key": "a"}]), "unknown field"),
-    ("characters as key class", batch([key(0, 0.0, "key_down", 1, cls="a")]), "unknown key class"),
-    ("unknown event type", batch([{**key(0, 0.0, "key_down", 1), "type": "keypress"}]), "unknown event type"),
+    ("characters as key class", batch([key(0, 0.0, "key_down", 1, cls="a")]), "key_class: unknown value 'a'"),
+    ("unknown event type", batch([{**key(0, 0.0, "key_down", 1), "type": "keypress"}]),
+     "type: unknown value 'keypress'"),
     ("text timestamp", batch([{**key(0, 0.0, "key_down", 1), "t_ms": "12"}]), "finite number"),
     ("NaN timestamp", batch([key(0, float("nan"), "key_down", 1)]), "finite number"),
-    ("negative timestamp", batch([key(0, -1.0, "key_down", 1)]), "must not be negative"),
+    ("negative timestamp", batch([key(0, -1.0, "key_down", 1)]), "t_ms: -1.0 is negative"),
     ("bool as seq", batch([{**key(0, 0.0, "key_down", 1), "seq": True}]), "whole number"),
     ("key event without press id", batch([{**key(0, 0.0, "key_down", 1), "press_id": None}]), "needs press_id"),
     ("pointer event without x", batch([{"seq": 0, "t_ms": 0.0, "type": "mouse_move", "y": 3.0}]), "needs x and y"),
@@ -181,7 +191,10 @@ def test_a_batch_interrupted_after_its_commit_is_not_stored_twice_when_resent(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.capture import component
 
-    interruptions = iter([RuntimeError("the script run was cut short")])
+    class ScriptRunInterrupted(BaseException):
+        """As Streamlit's own script-control exceptions: not an Exception, so nothing swallows it."""
+
+    interruptions = iter([ScriptRunInterrupted("the script run was cut short")])
 
     def ingest_then_interrupted_once(*args: Any, **kwargs: Any) -> Any:
         report = ingest_events(*args, **kwargs)
@@ -192,7 +205,7 @@ def test_a_batch_interrupted_after_its_commit_is_not_stored_twice_when_resent(
     monkeypatch.setattr(component, "ingest_events", ingest_then_interrupted_once)
     capture, finished = capture_page(), []
     with Store(tmp_path / "capture.duckdb") as store:
-        with pytest.raises(RuntimeError, match="cut short"):
+        with pytest.raises(ScriptRunInterrupted, match="cut short"):
             component.store_batch(store, capture, batch(REPETITION), finished.append)
         assert acknowledgements(capture.state) == {} and capture.completed == []
         component.store_batch(store, capture, batch(copy.deepcopy(REPETITION), seq=2), finished.append)
@@ -214,3 +227,105 @@ def test_a_batch_the_store_refuses_is_acknowledged_dropped_and_leaves_earlier_da
         assert store.rows("SELECT * FROM events ORDER BY seq") == before
         assert acknowledgements(capture.state) == {SESSION: 2}  # re-sending it would be refused again
         assert capture.completed == []
+
+
+# -- bounds: every value checked against the table CSV imports meet too ----------------------------
+OUT_OF_BOUNDS = [
+    ("press id beyond its column", {"press_id": 2**70}, "press_id: 1180591620717411303424 is above"),
+    ("position beyond its column", {"pos": 2**40}, "pos: 1099511627776 is above"),
+    ("time beyond a day", {"t_ms": 1e300}, "t_ms: 1e+300 is above 86,400,000"),
+    ("seq beyond a session", {"seq": 10**12}, "seq: 1000000000000 is above"),
+    ("a field the page has not", {"field": "credit_card"}, "field 'credit_card' is not one of the page's fields"),
+    ("a megabyte as type", {"type": "k" * 1_000_000}, "type: unknown value 'kkkk"),
+    ("a megabyte as key class", {"key_class": "c" * 1_000_000}, "key_class: unknown value 'cccc"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [(c, r) for _, c, r in OUT_OF_BOUNDS],
+                         ids=[name for name, _, _ in OUT_OF_BOUNDS])
+def test_values_out_of_bounds_are_refused_naming_the_field_and_quoting_a_short_prefix(
+        change: dict[str, Any], reason: str, state: CaptureState) -> None:
+    with pytest.raises(BatchRejected) as refused:
+        accept_batch(batch([{**key(0, 0.0, "key_down", 1), **change}]), state)
+    message = str(refused.value)
+    assert reason in message and message.startswith(f"session {SESSION}, event 0: ")
+    assert len(message) < 300
+
+
+def test_sessions_per_batch_are_capped_and_none_may_be_empty(state: CaptureState) -> None:
+    crowd = {f"{PREFIX}-m1-{i}": [] for i in range(100_000)}
+    with pytest.raises(BatchRejected, match="100,000 sessions in one batch; at most 8"):
+        accept_batch(batch([], sessions=crowd), state)
+    with pytest.raises(BatchRejected, match="must be a non-empty list"):
+        accept_batch(batch([]), state)
+    with pytest.raises(BatchRejected, match="non-empty object"):
+        accept_batch(batch([], sessions={}), state)
+
+
+def test_a_session_is_dated_by_the_browsers_clock_origin_on_the_servers_clock(state: CaptureState) -> None:
+    # the browser's clock is an hour fast; only the difference of its two readings counts
+    payload = batch([key(0, 0.0, "key_down", 1), key(1, 2_500.0, "key_up", 1)],
+                    sent_at_ms=SENT_AT_MS + 3_600_000)
+    payload["origins"] = {SESSION: SENT_AT_MS + 3_600_000 - 3_000}
+    accepted = accept_batch(payload, state, now=SERVER_NOW)
+    assert accepted.started_at == {SESSION: datetime(2026, 5, 28, 11, 59, 57)}
+    assert accepted.sessions_frame().rows() == [(SESSION, datetime(2026, 5, 28, 11, 59, 57))]
+
+
+CLOCKS = [
+    ("origin after the send", {"origins": {SESSION: SENT_AT_MS + 5_000}}, "clock origin"),
+    ("events after the send", {"origins": {SESSION: SENT_AT_MS - 1_000}}, "does not fit its events"),
+    ("origin over a day back", {"origins": {SESSION: SENT_AT_MS - 90_000_000}}, "clock origin"),
+    ("no origin", {"origins": {}}, "origins must give"),
+    ("no send time", {"sent_at_ms": None}, "sent_at_ms must be a wall-clock time"),
+    ("a send time in 1970", {"sent_at_ms": 5.0}, "sent_at_ms must be a wall-clock time"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [(c, r) for _, c, r in CLOCKS], ids=[name for name, _, _ in CLOCKS])
+def test_a_clock_origin_that_does_not_fit_the_events_is_refused(change: dict[str, Any], reason: str,
+                                                                 state: CaptureState) -> None:
+    with pytest.raises(BatchRejected, match=reason):
+        accept_batch({**batch([key(0, 0.0, "key_down", 1), key(1, 2_500.0, "key_up", 1)]), **change}, state)
+
+
+def test_a_browser_batch_starts_its_stored_session_at_its_clock_origin(tmp_path) -> None:
+    from app.capture import component
+
+    capture = capture_page()
+    with Store(tmp_path / "capture.duckdb") as store:
+        before = datetime.now(UTC).replace(tzinfo=None)
+        component.store_batch(store, capture, batch(REPETITION), None)
+        started = store.scalar("SELECT started_at FROM sessions WHERE session_id = ?", [SESSION])
+        assert abs((before - started).total_seconds() - 10.0) < 2.0  # the origin was 10 s before the send
+
+
+def test_a_refused_batch_is_acknowledged_so_the_browser_drops_it_and_nothing_is_stored(tmp_path) -> None:
+    from app.capture import component
+
+    capture = capture_page()
+    hostile = batch([key(0, 0.0, "key_down", 1), {**key(1, 80.0, "key_up", 1), "press_id": 2**70}])
+    with Store(tmp_path / "capture.duckdb") as store:
+        for resent in range(1, 4):  # the browser re-sends until acknowledged: one notice, no exception
+            assert component.store_batch(store, capture, {**copy.deepcopy(hostile), "batch_seq": resent}, None) is None
+        assert store.scalar("SELECT count(*) FROM events") == 0
+        assert acknowledgements(capture.state) == {SESSION: 1}
+        assert len(capture.notices) == 1 and "press_id" in capture.notices[0]
+        # the page goes on: the session's next events are taken
+        component.store_batch(store, capture, batch([key(2, 90.0, "key_down", 2)], seq=9), None)
+        assert stored_events(store) == [(SESSION, 2)]
+
+
+def test_nothing_raises_out_of_the_capture_callback(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.capture import component
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a fault of ours")
+
+    monkeypatch.setattr(component, "ingest_events", broken)
+    capture = capture_page()
+    with Store(tmp_path / "capture.duckdb") as store:
+        assert component.store_batch(store, capture, batch(REPETITION[:2]), None) is None
+        assert "sends it again" in capture.notices[-1]
+        assert acknowledgements(capture.state) == {}  # kept by the browser, not lost
+        assert component.store_batch(store, capture, [1, 2, 3], None) is None  # not even an object

@@ -63,18 +63,18 @@ def test_good_file_is_stored_with_exact_values(store: Store, good_csv: Path) -> 
 
 # One logical content (two events of session s1), written in the ways people's tools write CSV.
 TOLERATED = {
-    "utf8_bom": "\ufeffsession_id,user_id,seq,t_ms,type,field\ns1,u1,0,0,focus,\"login, first\"\ns1,u1,1,12.25,blur,\n",
-    "crlf": "session_id,user_id,seq,t_ms,type,field\r\ns1,u1,0,0,focus,\"login, first\"\r\ns1,u1,1,12.25,blur,\r\n",
+    "utf8_bom": "\ufeffsession_id,user_id,seq,t_ms,type,field\ns1,u1,0,0,focus,\"login.first\"\ns1,u1,1,12.25,blur,\n",
+    "crlf": "session_id,user_id,seq,t_ms,type,field\r\ns1,u1,0,0,focus,\"login.first\"\r\ns1,u1,1,12.25,blur,\r\n",
     # as csv.QUOTE_ALL and spreadsheet exports write it: an empty optional value is "" (null, not text)
     "all_fields_quoted": ('"session_id","user_id","seq","t_ms","type","field","press_id","x","source"\n'
-                          '"s1","u1","0","0","focus","login, first","","",""\n'
+                          '"s1","u1","0","0","focus","login.first","","",""\n'
                           '"s1","u1","1","12.25","blur","","","",""\n'),
     "columns_in_any_order": ("field,type,t_ms,seq,user_id,session_id\n"
-                             "\"login, first\",focus,0,0,u1,s1\n,blur,12.25,1,u1,s1\n"),
-    "bom_crlf_reordered": "\ufefftype,t_ms,seq,user_id,session_id,field\r\nfocus,0,0,u1,s1,\"login, first\"\r\n"
+                             "\"login.first\",focus,0,0,u1,s1\n,blur,12.25,1,u1,s1\n"),
+    "bom_crlf_reordered": "\ufefftype,t_ms,seq,user_id,session_id,field\r\nfocus,0,0,u1,s1,\"login.first\"\r\n"
                           "blur,12.25,1,u1,s1,\r\n",
     "no_trailing_newline": ("session_id,user_id,seq,t_ms,type,field\n"
-                            "s1,u1,0,0,focus,\"login, first\"\ns1,u1,1,12.25,blur,"),
+                            "s1,u1,0,0,focus,\"login.first\"\ns1,u1,1,12.25,blur,"),
 }
 
 
@@ -85,9 +85,16 @@ def test_tolerated_csv_variants_store_the_same_events(store: Store, write_csv, c
     assert report.events_added == 2
     expected = canonical({
         "session_id": ["s1", "s1"], "user_id": ["u1", "u1"], "seq": [0, 1], "t_ms": [0.0, 12.25],
-        "type": ["focus", "blur"], "field": ["login, first", None], "source": ["csv", "csv"],
+        "type": ["focus", "blur"], "field": ["login.first", None], "source": ["csv", "csv"],
     })
     assert_frame_equal(stored_events(store), expected)
+
+
+def test_a_quoted_value_may_hold_the_delimiter(store: Store, write_csv) -> None:
+    report = ingest_events_csv(store, write_csv('session_id,user_id,seq,t_ms,type\n"s1, first","Ann, B.",0,0,focus\n'))
+
+    assert report.events_added == 1
+    assert store.rows("SELECT session_id, user_id FROM events") == [("s1, first", "Ann, B.")]
 
 
 def test_optional_columns_left_out_are_null_and_source_defaults_to_csv(store: Store, write_csv) -> None:
@@ -187,6 +194,21 @@ REFUSED = {
         f"{HEADER}\ns3,u1,0,0,key_up,,4\n", 1, "key_class", "a key_up event needs a value here"),
     "mouse_move_without_x": (
         f"{SHORT_HEADER},y\ns3,u1,0,0,mouse_move,4\n", 1, "x", "a mouse_move event needs a value here"),
+    "more_fields_than_the_header": (
+        f"{SHORT_HEADER}\ns3,u1,0,0,focus\ns3,u1,1,5,blur,extra\n", 2, None,
+        "6 fields, but the header names 5 columns"),
+    "t_ms_beyond_a_day": (f"{SHORT_HEADER}\ns3,u1,0,1e300,focus\n", 1, "t_ms", "'1e300' is above 86,400,000"),
+    "press_id_beyond_its_column": (
+        f"{HEADER}\ns3,u1,0,0,key_down,letter,1180591620717411303424\n", 1, "press_id",
+        "is not a whole number from 0 to 2,147,483,647"),
+    "pos_beyond_its_column": (
+        f"{SHORT_HEADER},pos\ns3,u1,0,0,focus,1099511627776\n", 1, "pos", "is not a whole number from 0 to 10,000"),
+    "x_far_off_the_screen": (f"{SHORT_HEADER},x,y\ns3,u1,0,0,mouse_move,1e9,3\n", 1, "x", "is above 100,000"),
+    "field_that_is_not_a_name": (f"{SHORT_HEADER},field\ns3,u1,0,0,focus,<script>\n", 1, "field", "is not allowed"),
+    "control_character_in_an_id": (
+        f"{SHORT_HEADER}\n\"s3\x07\",u1,0,0,focus\n", 1, "session_id", "no control characters"),
+    "a_megabyte_as_type": (
+        f"{SHORT_HEADER}\ns3,u1,0,0,{'k' * 1_000_000}\n", 1, "type", "unknown value 'kkkkkkkkkk"),
 }
 
 
@@ -207,7 +229,8 @@ def test_bad_input_is_refused_and_nothing_changes(
     first = refused.value.problems[0]
     assert (first.row, first.column) == (row, column)
     if row is not None:
-        assert f"row {row}, column '{column}'" in message
+        assert f"row {row}, column '{column}'" in message if column else f"row {row}: " in message
+    assert len(message) < 1_000  # a refused value is quoted by a short prefix only
     assert snapshot(loaded_store) == before
 
 

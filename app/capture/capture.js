@@ -12,6 +12,7 @@
 
 const FLUSH_MS = 1000;
 const MAX_EVENTS = 4000;   // per batch; the server refuses more than 5,000
+const MAX_SESSIONS = 8;    // per batch; the server refuses more
 
 function keyClass(event) {
   const key = event.key;
@@ -65,6 +66,8 @@ export default function (component) {
   let seqBySession = {};     // session_id -> next seq
   let pressCounter = 0;
   let origin = performance.now();
+  const originOf = {};       // session_id -> performance.now() at its t_ms = 0
+  const lastTOf = {};        // session_id -> t_ms of its latest event
   let session = null;        // current session id
   let position = 0;          // ordinal of the next keystroke in the fixed-text field of this session
   let lastT = 0;             // t_ms of the session's latest event
@@ -76,6 +79,7 @@ export default function (component) {
     position = 0;
     lastT = 0;
     origin = performance.now();
+    originOf[session] = origin;
     pressOfKey.clear();
     return session;
   }
@@ -88,6 +92,7 @@ export default function (component) {
     // Events of different kinds can be stamped a hair out of order; t_ms never goes backwards.
     const t = Math.max(0, lastT, Math.round((stamp - origin) * 1000) / 1000);
     lastT = t;
+    lastTOf[session] = t;
     const full = Object.assign(
       { seq: seqBySession[session]++, t_ms: t, key_class: null, press_id: null, pos: null,
         field: null, x: null, y: null, button: null },
@@ -105,7 +110,10 @@ export default function (component) {
     for (const [sessionId, lastSeq] of Object.entries(ack)) {
       if (!pending[sessionId]) continue;
       pending[sessionId] = pending[sessionId].filter((e) => e.seq > lastSeq);
-      if (pending[sessionId].length === 0) delete pending[sessionId];
+      if (pending[sessionId].length === 0) {
+        delete pending[sessionId];
+        if (sessionId !== session) { delete originOf[sessionId]; delete lastTOf[sessionId]; }
+      }
     }
   }
   function flush() {
@@ -113,20 +121,27 @@ export default function (component) {
     status.flushes += 1;
     status.events_pending = Object.values(pending).reduce((sum, events) => sum + events.length, 0);
     const sessions = {};
+    const origins = {};
+    // Both clocks are read now: the server dates a session by sent_at_ms - origins[session] (time
+    // elapsed since its t_ms = 0, on the page's monotonic clock), so a wrong wall clock here cannot shift it.
+    const sentAt = Date.now();
+    const elapsedNow = performance.now();
     let count = 0;
     for (const [sessionId, events] of Object.entries(pending)) {
       // Enrolment sends a repetition only once it is finished (a typo never leaves the page).
       if (mode === "enrol" && sessionId === session) continue;
       const room = MAX_EVENTS - count;
-      if (room <= 0) break;
+      if (room <= 0 || Object.keys(sessions).length >= MAX_SESSIONS) break;
       sessions[sessionId] = events.slice(0, room);
+      // an input event stamped a hair after this flush's clock reading still lies before the send
+      origins[sessionId] = sentAt - Math.max(elapsedNow - originOf[sessionId], lastTOf[sessionId] || 0);
       count += sessions[sessionId].length;
     }
     if (count === 0) return;
     batchSeq += 1;
     status.batches_sent = batchSeq;
     link.setTriggerValue("batch", { mount_id: mountId, batch_seq: batchSeq, mode: mode, user_id: data.user_id,
-                               sessions: sessions });
+                               sessions: sessions, sent_at_ms: sentAt, origins: origins });
   }
   const timer = setInterval(flush, FLUSH_MS);
 

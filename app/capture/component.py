@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from app.capture import ACK_JS, CSS, JS, AcceptedBatch, BatchRejected, CaptureSt
 from store import Store, StoreError, ValidationError, ingest_events
 
 PHRASE = ".tie5Roanl"
+logger = logging.getLogger(__name__)
 
 _component = st.components.v2.component("telltale_capture", html="", css=CSS, js=JS)
 _ack_component = st.components.v2.component("telltale_capture_ack", js=ACK_JS)
@@ -67,46 +69,66 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
 
 def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: Callable[[str], None] | None, *,
                 score_finished: bool = False) -> AcceptedBatch | None:
-    """Validate and store one batch; a refused one leaves a notice and stores nothing.
+    """Validate and store one batch; a refused one leaves a notice and stores nothing. Never raises.
 
-    The batch is acknowledged (`CaptureState.record`) only once it is stored, or once the store has
-    refused its content for good (`ValidationError`: re-sending it would be refused again). Any other
-    failure leaves it unacknowledged, so the browser sends it again with its next flush and nothing
-    is lost; storing is idempotent, so a write that committed before the failure is not doubled.
+    The batch is acknowledged (`CaptureState.record`) only once it is stored, or once it is refused
+    for good (`BatchRejected`, or the store's `ValidationError`: re-sent, it would be refused again).
+    Any other failure leaves it unacknowledged, so the browser sends it again with its next flush and
+    nothing is lost; storing is idempotent, so a write that committed before the failure is not doubled.
     """
     from app.pipeline import ingest_and_score, score_session
 
     try:
         accepted = accept_batch(payload, capture.state)
     except BatchRejected as error:
-        capture.notices.append(f"A batch from the browser was refused and nothing of it stored: {error}")
+        capture.state.record_refusal(error)
+        _notice(capture, f"A batch from the browser was refused and nothing of it stored: {error}")
         return None
     finished = [s for s in accepted.completed if s not in capture.completed] if score_finished else []
     if accepted.events.height:
         try:
             if finished:
                 scored = ingest_and_score(store, accepted.events, finished, source_name="browser capture",
-                                          actor="capture")
+                                          actor="capture", sessions=accepted.sessions_frame())
                 report = scored.report
                 capture.scored.update({s: verdict is not None for s, verdict in scored.verdicts.items()})
             else:
                 report = ingest_events(store, accepted.events, source_name="browser capture", actor="capture",
-                                       audit=False)
+                                       sessions=accepted.sessions_frame(), audit=False)
             capture.stored_events += report.events_added
         except ValidationError as error:
             capture.state.record(accepted)
-            capture.notices.append(f"The store refused a batch and nothing of it was stored: {error}")
+            _notice(capture, f"The store refused a batch and nothing of it was stored: {error}")
             return None
         except StoreError as error:
-            capture.notices.append(f"A batch could not be stored yet; the browser sends it again: {error}")
+            _notice(capture, f"A batch could not be stored yet; the browser sends it again: {error}")
+            return None
+        except Exception as error:  # a fault of ours: logged; the batch stays with the browser
+            logger.exception("storing a capture batch failed; the browser sends it again")
+            _notice(capture, f"A batch could not be stored yet ({type(error).__name__}); the browser sends it again.")
             return None
     capture.state.record(accepted)
     for session_id in accepted.completed:
         if session_id in capture.completed:
             continue
         if score_finished and session_id not in capture.scored:  # its batch held no events of its own
-            capture.scored[session_id] = score_session(store, session_id) is not None
+            try:
+                capture.scored[session_id] = score_session(store, session_id) is not None
+            except Exception:  # stored already: the scheduler decides it later
+                logger.exception("scoring finished session %s failed; the scheduler tries again", session_id)
+                capture.scored[session_id] = False
         capture.completed.append(session_id)
         if on_completed is not None:
             on_completed(session_id)
     return accepted
+
+
+#: Notices a page keeps (the newest): a browser that keeps sending a bad batch must not grow them.
+MAX_NOTICES = 20
+
+
+def _notice(capture: PageCapture, text: str) -> None:
+    if capture.notices and capture.notices[-1] == text:
+        return
+    capture.notices.append(text)
+    del capture.notices[:-MAX_NOTICES]
