@@ -293,15 +293,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from app.models import train
     from app.pipeline import featurize_pending
 
+    from app.jobs import failures_summary
+
     with _open_store(args) as store:
-        featurize_pending(store)
+        built = featurize_pending(store)
+        if built.failed:
+            print(f"warning: {failures_summary(built.failed)}", file=sys.stderr)
         update, close = progress_bar("training", unit="users")
         try:
             report = train(store, users=args.users.split(",") if args.users else None, progress=update, actor="cli")
         finally:
             close()
     _emit(args, {"models": report.models, "users": report.users, "seconds": round(report.seconds, 1),
-                 "below_enrolment_minimum": report.skipped}, report.summary())
+                 "below_enrolment_minimum": report.skipped, "sessions_set_aside": built.failed}, report.summary())
     return EXIT_OK
 
 

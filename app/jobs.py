@@ -28,10 +28,18 @@ log = logging.getLogger("telltale.jobs")
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """A run that did `rows` and also had failures it set aside (`error`, recorded with the run)."""
+
+    rows: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: str
     interval_setting: str
-    run: Callable[[Store], int]
+    run: Callable[[Store], int | JobOutcome]
     help: str
 
 
@@ -53,11 +61,22 @@ def ingest_inbox(store: Store) -> int:
     return drain_inbox(store, inbox_folder(store.path)).events_added
 
 
-def score_new(store: Store) -> int:
-    """Windows from new events, scored and decided (see app/pipeline.py)."""
+def score_new(store: Store) -> JobOutcome:
+    """Windows from new events, scored and decided (see app/pipeline.py); a session that fails is
+    set aside with its error and named in the run's record, the others are decided."""
     from app.pipeline import process_pending
 
-    return process_pending(store)
+    report = process_pending(store)
+    return JobOutcome(report.decisions, failures_summary(report.failed))
+
+
+def failures_summary(failed: dict[str, str], shown: int = 3) -> str | None:
+    """"2 sessions set aside: s-1 (ValueError: ...), ..." for a job run's record; None when none failed."""
+    if not failed:
+        return None
+    named = "; ".join(f"{session_id} ({error})" for session_id, error in list(failed.items())[:shown])
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"{len(failed)} session{'s' if len(failed) != 1 else ''} set aside: {named}{more}"
 
 
 def retrain_due(store: Store) -> int:
@@ -132,7 +151,10 @@ class Worker:
         rows: int | None = None
         error: str | None = None
         try:
-            rows = job.run(self.store)
+            outcome = job.run(self.store)
+            rows, error = (outcome.rows, outcome.error) if isinstance(outcome, JobOutcome) else (outcome, None)
+            if error:
+                log.warning("job %s: %s", job_id, error)
         except Exception as failure:
             error = f"{type(failure).__name__}: {failure}"
             log.exception("job %s failed; it runs again at its next interval", job_id)

@@ -8,9 +8,11 @@ have no score yet against the user's models, and turns each risk into a decision
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -19,7 +21,7 @@ from app import settings
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
-from store.progress import events_for_sessions, mark_featurized, sessions_to_featurize
+from store.progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
 from store.windows import enrolment_repetitions, store_window_rows, window_rows
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ def window_settings() -> WindowSettings:
 class FeaturizeReport:
     sessions: int
     windows_added: int
+    failed: dict[str, str] = field(default_factory=dict)  # session -> why its windows could not be built
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,60 @@ def featurize_sessions(store: Store, session_ids: list[str], *, final: bool,
     return build_and_store_windows(store, session_ids, final=final, window_settings_=window_settings_).added
 
 
-def featurize_pending(store: Store) -> FeaturizeReport:
-    """Windows for every session with new events; idle sessions are finalized."""
-    todo = sessions_to_featurize(store, settings.get("session_idle_seconds"))
+def featurize_pending(store: Store, *, idle_seconds: float | None = None) -> FeaturizeReport:
+    """Windows for every session with new events; idle sessions are finalized.
+
+    One session that cannot be built never stops the others: it is recorded with its error
+    (`store.progress.session_failures`) and tried again when new events arrive.
+    """
+    idle = settings.get("session_idle_seconds") if idle_seconds is None else idle_seconds
+    todo = sessions_to_featurize(store, idle)
     if todo.height == 0:
         return FeaturizeReport(0, 0)
-    added = 0
+    added, failed = 0, {}
     for final in (False, True):
         ids = todo.filter(pl.col("final") == final)["session_id"].to_list()
-        added += featurize_sessions(store, ids, final=final)
-    mark_featurized(store, todo)
-    return FeaturizeReport(todo.height, added)
+        done, failures = each_isolated(ids, lambda some, final=final: featurize_sessions(store, some, final=final))
+        added += sum(done)
+        failed.update(failures)
+    mark_featurized(store, todo, failed=failed)
+    return FeaturizeReport(todo.height, added, failed)
+
+
+Result = TypeVar("Result")
+
+
+def each_isolated(session_ids: list[str], work: Callable[[list[str]], Result]) -> tuple[list[Result], dict[str, str]]:
+    """`work(session_ids)` at once; when that fails, each session on its own, so one that cannot be
+    processed (its error logged and returned: session -> error) never stops the others."""
+    if not session_ids:
+        return [], {}
+    try:
+        return [work(session_ids)], {}
+    except Exception:
+        if len(session_ids) == 1:
+            return _one_isolated(session_ids[0], work)
+    results, failed = [], {}
+    for session_id in session_ids:
+        done, failure = _one_isolated(session_id, work)
+        results += done
+        failed.update(failure)
+    return results, failed
+
+
+def _one_isolated(session_id: str, work: Callable[[list[str]], Result]) -> tuple[list[Result], dict[str, str]]:
+    try:
+        return [work([session_id])], {}
+    except Exception as error:
+        logger.warning("session %s set aside (%s); the others go on", session_id, describe_error(error))
+        logger.debug("session %s failed", session_id, exc_info=True)
+        return [], {session_id: describe_error(error)}
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a page: the exception's type and the first line of its message, cut short."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line[:300]}"
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -249,17 +295,41 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
     return verdicts
 
 
-def score_pending(store: Store, limit: int = 5_000) -> list[WindowVerdict]:
-    """Score every window that has no score yet (the scheduler's queue)."""
+def score_pending(store: Store, limit: int = 5_000, *, failed: dict[str, str] | None = None) -> list[WindowVerdict]:
+    """Score every window that has no score yet (the scheduler's queue).
+
+    A session whose windows cannot be scored is recorded with its error and left out of the queue
+    (`store.progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
+    collects those sessions (session -> error).
+    """
     from store.windows import unscored_windows
 
-    return score_windows(store, unscored_windows(store, limit))
+    windows = unscored_windows(store, limit)
+    parts = {session_id: part for (session_id,), part in windows.partition_by("session_id", as_dict=True).items()} \
+        if windows.height else {}
+    scored, failures = each_isolated(
+        list(parts), lambda some: score_windows(store, windows if len(some) == len(parts)
+                                                else pl.concat([parts[s] for s in some])))
+    record_scoring_failures(store, failures)
+    if failed is not None:
+        failed.update(failures)
+    return [verdict for verdicts in scored for verdict in verdicts]
 
 
-def process_pending(store: Store) -> int:
-    """The "score" job: build windows from new events, then score what has no score; returns decisions."""
-    featurize_pending(store)
-    return len(score_pending(store))
+@dataclass(frozen=True)
+class PendingReport:
+    """What one run of the "score" job did: decisions made, and sessions set aside with their error."""
+
+    decisions: int
+    failed: dict[str, str]
+
+
+def process_pending(store: Store) -> PendingReport:
+    """The "score" job: build windows from new events, then score what has no score."""
+    built = featurize_pending(store)
+    failed = dict(built.failed)
+    decided = score_pending(store, failed=failed)
+    return PendingReport(len(decided), failed)
 
 
 def score_session(store: Store, session_id: str, *,
@@ -356,14 +426,17 @@ def prepare_store(store: Store, progress=None) -> str:
     """Windows for every stored session (all treated as finished), models, scores: what a store of
     complete recordings (sample data, an import) needs before the pages have something to show."""
     from app.models import train
-    from store.progress import mark_featurized, sessions_to_featurize
 
     todo = sessions_to_featurize(store, idle_seconds=0, limit=1_000_000)
-    windows = featurize_sessions(store, todo["session_id"].to_list(), final=True)
-    mark_featurized(store, todo.with_columns(final=pl.lit(True)))
+    built, failed = each_isolated(todo["session_id"].to_list(),
+                                  lambda some: featurize_sessions(store, some, final=True))
+    windows = sum(built)
+    mark_featurized(store, todo.with_columns(final=pl.lit(True)), failed=failed)
     report = train(store, progress=progress, actor="init")
-    decided = len(score_pending(store, limit=1_000_000))
-    return f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, {decided:,} decisions"
+    decided = len(score_pending(store, limit=1_000_000, failed=failed))
+    set_aside = f"; {len(failed):,} sessions set aside with an error (Data page)" if failed else ""
+    return (f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, "
+            f"{decided:,} decisions{set_aside}")
 
 
 def latest_login_decision(store: Store, session_prefix: str) -> WindowVerdict | None:

@@ -193,6 +193,19 @@ MIGRATIONS.append((
     """,
 ))
 
+MIGRATIONS.append((
+    4,
+    "failures kept per session",
+    """
+    -- The last failure of building or scoring a session's windows (error text, when, which stage).
+    -- A failed session is left out of the scoring queue until it gets new events or is retried;
+    -- the other sessions go on.
+    ALTER TABLE session_progress ADD COLUMN error VARCHAR;
+    ALTER TABLE session_progress ADD COLUMN failed_at TIMESTAMP;
+    ALTER TABLE session_progress ADD COLUMN failed_stage VARCHAR;   -- featurize, score
+    """,
+))
+
 LATEST_VERSION: int = MIGRATIONS[-1][0]
 
 #: Tables a user sees counted by `stats`, in display order.
