@@ -290,10 +290,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from app.jobs import failures_summary
     from app.models import train
     from app.pipeline import featurize_pending
-
-    from app.jobs import failures_summary
 
     with _open_store(args) as store:
         built = featurize_pending(store)

@@ -7,8 +7,10 @@ tried again at the next interval, it never takes the app down.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,8 +122,43 @@ JOBS: tuple[Job, ...] = (
 NIGHTLY = Job("nightly_retrain", "nightly_hour", retrain_all, "nightly full retrain")
 
 
+class _SkippedRuns(logging.Filter):
+    """Counts the runs APScheduler skips because the job's previous run is still going.
+
+    With `max_instances=1` and `coalesce=True` that is the intended behaviour (a slow scoring run is
+    never stacked), not a fault, yet APScheduler warns on each one: a busy machine filled the log.
+    """
+
+    MESSAGE = "maximum number of running instances reached"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.MESSAGE in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+def at_interpreter_exit(callback: Callable[[], None]) -> None:
+    """Run `callback` as soon as the interpreter begins to shut down.
+
+    `atexit` is too late for a scheduler: by then the thread pools it submits jobs to refuse new work,
+    and each tick in between printed "cannot schedule new futures after shutdown". Threading's exit
+    hooks run first (concurrent.futures registers its own there; the newest runs first).
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython
+        atexit.register(callback)
+    else:
+        register(callback)
+
+
 class Worker:
-    """Owns the BackgroundScheduler; `start()` once per process, `shutdown()` at exit."""
+    """Owns the BackgroundScheduler; `start()` once per process; it shuts down when the interpreter
+    begins to exit (or on `shutdown()`)."""
 
     def __init__(self, store: Store, jobs: tuple[Job, ...] = JOBS, nightly: Job | None = NIGHTLY):
         self.store = store
@@ -130,6 +167,7 @@ class Worker:
         if nightly is not None:
             self.jobs[nightly.job_id] = nightly
         self.scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+        self.skipped = _SkippedRuns()
 
     def start(self) -> Worker:
         psutil.cpu_percent(interval=None)  # prime: the first call has no earlier sample to compare
@@ -140,7 +178,9 @@ class Worker:
                 trigger = {"trigger": "interval", "seconds": float(settings.get(job.interval_setting))}
             self.scheduler.add_job(self.run_job, args=[job.job_id], id=job.job_id, name=job.help, max_instances=1,
                                    coalesce=True, replace_existing=True, **trigger)
+        logging.getLogger("apscheduler.scheduler").addFilter(self.skipped)
         self.scheduler.start()
+        at_interpreter_exit(self.shutdown)
         return self
 
     def run_job(self, job_id: str) -> int | None:
@@ -169,6 +209,7 @@ class Worker:
         process posted just before the app stopped is not left behind."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+            logging.getLogger("apscheduler.scheduler").removeFilter(self.skipped)
             if "inbox" in self.jobs:
                 self.run_job("inbox")
 

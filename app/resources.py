@@ -39,9 +39,7 @@ def get_worker() -> Worker | None:
     import_before_threads()
     if settings.get("scheduler") == "off":
         return None
-    worker = Worker(get_store()).start()
-    atexit.register(worker.shutdown)
-    return worker
+    return Worker(get_store()).start()  # shuts down when the interpreter begins to exit
 
 
 class LiveControl:
