@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,10 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _open_store(args: argparse.Namespace):
-    from store import Store
+def _open_store(args: argparse.Namespace, *, create: bool = True):
+    """The store of --db, else $TELLTALE_DB, else the default. With `create=False` (commands that
+    only read it) a missing file is refused instead of created: an empty store would hide the mistake."""
+    from store import MEMORY, Store
+    from store.errors import StoreError
 
-    return Store(args.db or settings.get("db"))
+    path = args.db or settings.get("db")
+    if not create and path != MEMORY and not Path(path).exists():
+        shown = _shown_path(path)
+        if args.db or os.environ.get("TELLTALE_DB"):
+            given = "--db" if args.db else "TELLTALE_DB"
+            raise StoreError(f"no store at {shown} ({given}): check the path, or create it with "
+                             f"`python -m app init --db {shown}` or `python -m app ingest FILE --db {shown}`")
+        raise StoreError(f"no store at {shown} yet: run `make run` or `python -m app init`, or give --db")
+    return Store(path)
+
+
+def _shown_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it (var/telltale.duckdb), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
@@ -162,7 +182,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with _open_store(args, create=False) as store:
         counts = store.table_counts()
         path = store.path
     width = max(map(len, counts))
@@ -174,7 +194,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from store.export import export_events_parquet
 
-    with _open_store(args) as store:
+    with _open_store(args, create=False) as store:
         report = export_events_parquet(store, args.to)
     _emit(args, report.as_dict(), f"exported {report.events:,} events to {report.folder} "
                                   f"({report.files} files, {report.partitions} partitions)")

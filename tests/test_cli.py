@@ -4,6 +4,7 @@ about a second of imports, so the calls are few and each checks several things).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -105,14 +106,53 @@ def test_stats_json_prints_one_object_with_the_counts(run_cli, good_csv: Path, t
     assert expected["events"] == 5
 
 
-def test_cli_uses_telltale_db_when_no_flag_is_given(run_cli, tmp_path: Path) -> None:
+def test_cli_uses_telltale_db_when_no_flag_is_given(run_cli, good_csv: Path, tmp_path: Path) -> None:
     db = tmp_path / "from-env.duckdb"
 
+    ingested = run_cli("ingest", good_csv, env={"TELLTALE_DB": str(db)})
     done = run_cli("stats", "--json", env={"TELLTALE_DB": str(db)})
 
+    assert ingested.returncode == 0, ingested.stderr
+    assert db.is_file()  # a command that writes creates the store
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["db"] == str(db)
-    assert db.is_file()
+    assert json.loads(done.stdout) == {"db": str(db), "tables": counts_of(db)}
+    assert json.loads(done.stdout)["tables"]["events"] == 5
+
+
+@pytest.mark.parametrize("command", [["stats", "--json"], ["export", "--to", "{tmp}/out"]])
+def test_read_only_commands_refuse_a_missing_store_and_create_nothing(run_cli, tmp_path: Path,
+                                                                       command: list[str]) -> None:
+    command = [part.format(tmp=tmp_path) for part in command]
+    flagged = tmp_path / "flag" / "missing.duckdb"
+    from_env = tmp_path / "env" / "missing.duckdb"
+
+    by_flag = run_cli(*command, "--db", flagged)
+    by_env = run_cli(*command, env={"TELLTALE_DB": str(from_env)})
+
+    for done, db in ((by_flag, flagged), (by_env, from_env)):
+        assert done.returncode == 2, done.stderr
+        assert f"no store at {db}" in done.stderr
+        assert "python -m app init" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no folder for one, no export
+
+
+def test_a_fresh_clone_says_how_to_create_the_default_store(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No --db, no TELLTALE_DB: the default var/telltale.duckdb, here under a stand-in clone."""
+    from app import cli, settings
+
+    monkeypatch.delenv("TELLTALE_DB", raising=False)
+    monkeypatch.setitem(settings._BY_NAME, "db", replace(settings._BY_NAME["db"],
+                                                         default=str(tmp_path / "var" / "telltale.duckdb")))
+    monkeypatch.chdir(tmp_path)
+
+    status = cli.main(["stats"])
+
+    assert status == 2
+    assert capsys.readouterr().err == ("error: no store at var/telltale.duckdb yet: run `make run` or "
+                                       "`python -m app init`, or give --db\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- export ---------------------------------------------------------------------------------------------
