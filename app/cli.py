@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="attack sessions as a share of genuine ones (default 0.2)")
     simulate.add_argument("--enrolment-days", type=int, default=0,
                           help="no attack in each account's first N days: its first N sessions are clean enrolment")
-    simulate.add_argument("--out", type=Path, help="write events to this CSV (+ .sessions.csv, .labels.csv)")
+    simulate.add_argument("--out", type=Path,
+                          help="write events to this CSV (+ .sessions.csv, .labels.csv, .system_metrics.csv)")
     simulate.add_argument("--live", action="store_true",
                           help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
     simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
@@ -360,7 +361,7 @@ def _import_events(store, path: Path, *, progress, dry_run: bool):
     from store.ingest import ingest_events_csv
 
     return ingest_events_csv(store, path, progress=progress, dry_run=dry_run,
-                             chunk_rows=settings.get("ingest_chunk_rows"))
+                             chunk_rows=settings.get("ingest_chunk_rows"), sidecars=True)
 
 
 def _import_dataset(kind: str):

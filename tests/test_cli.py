@@ -70,7 +70,7 @@ def test_ingest_json_dry_run_and_idempotency(run_cli, good_csv: Path, tmp_path: 
     assert json.loads(first.stdout) == json.loads(dry.stdout)
     assert json.loads(second.stdout) == {
         "source": str(good_csv), "rows_read": 5, "events_added": 0, "already_stored": 5, "sessions_added": 0,
-        "users_added": 0}
+        "users_added": 0, "labels_added": 0, "samples_added": 0, "sidecars": []}
     counts = counts_of(db)
     assert (counts["events"], counts["audit_log"]) == (5, 2)  # the dry run stored and audited nothing
 
@@ -198,3 +198,60 @@ def test_export_writes_hive_partitioned_parquet_of_exactly_the_events(run_cli, t
         assert s.table_counts()["audit_log"] == audit_before + 1
         assert s.rows("SELECT action, subject FROM audit_log ORDER BY audit_id DESC LIMIT 1") == [
             ("export", str(out.resolve()))]
+
+
+# -- ingest of a simulation's CSVs ---------------------------------------------------------------------
+def test_ingest_of_a_simulation_file_imports_its_sidecars(run_cli, tmp_path: Path) -> None:
+    from app.samples import write_simulation
+    from store.sidecars import sidecar_path as sidecar
+
+    events_csv = tmp_path / "sim.csv"
+    write_simulation(events_csv, users=2, sessions=3, seed=4, load_seconds=30)  # what `simulate --out` writes
+    db = tmp_path / "cli.duckdb"
+
+    first = run_cli("ingest", events_csv, "--db", db, "--json")
+    after_first = counts_of(db)
+    again = run_cli("ingest", events_csv, "--db", db)
+
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    names = ["sim.sessions.csv", "sim.labels.csv", "sim.system_metrics.csv"]
+    assert report["sidecars"] == names
+    sessions = pl.read_csv(sidecar(events_csv, "sessions"), try_parse_dates=True)
+    labels = pl.read_csv(sidecar(events_csv, "labels"), schema_overrides={"takeover_ms": pl.Float64})
+    metrics = pl.read_csv(sidecar(events_csv, "system_metrics"), try_parse_dates=True)
+    assert (report["labels_added"], report["samples_added"]) == (labels.height, metrics.height)
+    with Store(db) as s:
+        assert_frame_equal(s.frame("SELECT session_id, user_id, started_at FROM sessions ORDER BY session_id"),
+                           sessions.sort("session_id"))
+        assert_frame_equal(s.frame("SELECT * FROM session_labels ORDER BY session_id"), labels.sort("session_id"))
+        assert_frame_equal(s.frame("SELECT sampled_at AS at, cpu_percent, mem_percent FROM system_metrics "
+                                   "ORDER BY sampled_at"), metrics.sort("at"))
+    assert again.returncode == 0, again.stderr
+    assert "stored 0 new events" in again.stdout and all(name in again.stdout for name in names)
+    assert "0 new labels" in again.stdout and "0 new CPU samples" in again.stdout
+    assert counts_of(db) == after_first | {"audit_log": after_first["audit_log"] + 1}  # a second import adds nothing
+
+
+def test_ingest_refuses_a_malformed_sidecar_and_stores_nothing(run_cli, tmp_path: Path) -> None:
+    from app.samples import write_simulation
+    from store.sidecars import sidecar_path as sidecar
+
+    events_csv = tmp_path / "sim.csv"
+    write_simulation(events_csv, users=2, sessions=2, seed=4, load_seconds=5)
+    labels_csv = sidecar(events_csv, "labels")
+    lines = labels_csv.read_text().splitlines()
+    session_id = lines[2].split(",")[0]
+    lines[2] = f"{session_id},hijack,u9,soon"  # the second data row
+    labels_csv.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "cli.duckdb"
+
+    done = run_cli("ingest", events_csv, "--db", db)
+
+    assert done.returncode == 2
+    assert f"error: {labels_csv}: refused, nothing stored." in done.stderr
+    assert "row 2, column 'takeover_ms': 'soon' is not a number" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    counts = counts_of(db)
+    assert {t: counts[t] for t in ("events", "sessions", "users", "session_labels", "system_metrics", "audit_log")} \
+        == dict.fromkeys(("events", "sessions", "users", "session_labels", "system_metrics", "audit_log"), 0)
