@@ -88,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", type=Path, help="CMU-layout CSV, Balabit folder or Aalto file/folder")
     evaluate.add_argument("--format", required=True, choices=["cmu", "balabit", "aalto"])
     evaluate.add_argument("--detectors", help="comma-separated registry names (default: per format)")
-    evaluate.add_argument("--train-reps", type=int, default=200,
-                          help="cmu: training repetitions per subject; aalto: training sentences (default 200)")
-    evaluate.add_argument("--impostor-reps", type=int, default=5,
-                          help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors")
+    evaluate.add_argument("--train-reps", type=int,
+                          help="cmu: training repetitions per subject (default: the published 200 when every "
+                               "subject has 400, else half the smallest subject's); aalto: training sentences "
+                               "per user (default: half the smallest user's)")
+    evaluate.add_argument("--impostor-reps", type=int,
+                          help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors "
+                               "(default: 5, at most half the training ones)")
 
     train = command("train", cmd_train, "Train every user's models from the stored windows.")
     train.add_argument("--users", help="comma-separated user ids (default: everyone, plus the global models)")
@@ -306,6 +309,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     finally:
         close()
+    protocol = result["protocol"]
+    if protocol.get("derived"):
+        print("derived from the data: " + "; ".join(f"{name}={protocol[name]} ({why})"
+                                                   for name, why in protocol["derived"].items())
+              + "; --train-reps / --impostor-reps to choose", file=sys.stderr)
     _emit(args, result, markdown(result, args.format))
     return EXIT_OK
 

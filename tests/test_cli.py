@@ -16,6 +16,15 @@ from store import Store, ingest_events, ingest_events_csv
 from store.schema import EVENT_COLUMNS, conform
 
 SUBCOMMANDS = ["ingest", "stats", "export", "init", "simulate", "bench"]
+DATASETS = Path(__file__).parents[1].parent / "shared" / "datasets"
+MEU = DATASETS / "meu-mobile-ksd" / "meu-mobile-ksd.csv"
+AALTO_SAMPLE = DATASETS / "aalto-keystrokes" / "keystroke-sample"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"../shared/datasets/{path.relative_to(DATASETS)} not found: {path}")
+    return path
 
 
 def counts_of(db: Path) -> dict[str, int]:
@@ -255,3 +264,43 @@ def test_ingest_refuses_a_malformed_sidecar_and_stores_nothing(run_cli, tmp_path
     counts = counts_of(db)
     assert {t: counts[t] for t in ("events", "sessions", "users", "session_labels", "system_metrics", "audit_log")} \
         == dict.fromkeys(("events", "sessions", "users", "session_labels", "system_metrics", "audit_log"), 0)
+
+
+# -- evaluate ------------------------------------------------------------------------------------------
+@pytest.mark.datasets
+def test_evaluate_meu_with_its_defaults_derives_the_protocol_and_says_so(run_cli) -> None:
+    path = require(MEU)  # 56 subjects x 51 repetitions
+
+    derived = run_cli("evaluate", path, "--format", "cmu", "--detectors", "manhattan_scaled", "--json")
+    given = run_cli("evaluate", path, "--format", "cmu", "--detectors", "manhattan_scaled", "--train-reps", "20",
+                    "--impostor-reps", "4", "--json")
+    impossible = run_cli("evaluate", path, "--format", "cmu", "--train-reps", "51")
+
+    assert derived.returncode == 0, derived.stderr
+    protocol = json.loads(derived.stdout)["protocol"]
+    assert (protocol["train_reps"], protocol["impostor_reps"], protocol["subjects"]) == (25, 5, 56)
+    assert set(protocol["derived"]) == {"train_reps", "impostor_reps"}
+    assert "train_reps=25" in derived.stderr and "impostor_reps=5" in derived.stderr and "51" in derived.stderr
+    assert given.returncode == 0, given.stderr
+    protocol = json.loads(given.stdout)["protocol"]
+    assert (protocol["train_reps"], protocol["impostor_reps"], protocol["derived"]) == (20, 4, {})
+    assert "derived" not in given.stderr
+    assert impossible.returncode == 2
+    assert "train_reps=51" in impossible.stderr and "51" in impossible.stderr
+    assert "Traceback" not in impossible.stderr and impossible.stdout == ""
+
+
+@pytest.mark.datasets
+def test_evaluate_aalto_with_its_defaults_derives_the_protocol(run_cli) -> None:
+    path = require(AALTO_SAMPLE)  # 149 users x 15 sentences, 13 to 15 of them with a 20-keystroke window
+
+    done = run_cli("evaluate", path, "--format", "aalto", "--detectors", "manhattan_scaled", "--json")
+    impossible = run_cli("evaluate", path, "--format", "aalto", "--detectors", "manhattan_scaled",
+                         "--train-reps", "15")
+
+    assert done.returncode == 0, done.stderr
+    protocol = json.loads(done.stdout)["protocol"]
+    assert (protocol["train_sentences"], protocol["impostor_sentences"], protocol["users"]) == (6, 3, 149)
+    assert "train_sentences=6" in done.stderr
+    assert impossible.returncode == 2
+    assert "15" in impossible.stderr and "Traceback" not in impossible.stderr
