@@ -3,11 +3,13 @@ about a second of imports, so the calls are few and each checks several things).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -304,3 +306,40 @@ def test_evaluate_aalto_with_its_defaults_derives_the_protocol(run_cli) -> None:
     assert "train_sentences=6" in done.stderr
     assert impossible.returncode == 2
     assert "15" in impossible.stderr and "Traceback" not in impossible.stderr
+
+
+def write_partial_cmu(path: Path, families: tuple[str, ...], subjects: int = 4, reps: int = 12) -> list[str]:
+    """A CMU-layout file with only the timing families named (H., DD., UD.), seconds, seeded; returns its
+    timing columns. Each subject types around their own mean, so the detectors have something to learn."""
+    keys = ["t", "i", "e", "five"]
+    columns = [f"H.{k}" for k in keys] + [f"{f}{a}.{b}" for f in ("DD.", "UD.")
+                                         for a, b in itertools.pairwise(keys)]
+    timing = [c for c in columns if c.startswith(families)]
+    rng = np.random.default_rng(7)
+    rows = []
+    for subject in range(subjects):
+        mean = rng.uniform(0.05, 0.3, len(timing))
+        rows += [[f"s{subject:03d}", 1 + rep // 6, 1 + rep % 6, *rng.normal(mean, mean * 0.05).round(4)]
+                 for rep in range(reps)]
+    lines = [",".join(["subject", "sessionIndex", "rep", *timing])] + [",".join(map(str, row)) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return timing
+
+
+@pytest.mark.parametrize("families", [("DD.",), ("H.", "UD."), ("UD.",)])
+def test_cmu_file_with_some_timing_families_imports_and_evaluates(run_cli, tmp_path: Path,
+                                                                 families: tuple[str, ...]) -> None:
+    path = tmp_path / "partial.csv"
+    timing = write_partial_cmu(path, families)
+
+    ingested = run_cli("ingest", path, "--format", "cmu", "--db", tmp_path / "cli.duckdb", "--json")
+    evaluated = run_cli("evaluate", path, "--format", "cmu", "--json")
+
+    assert ingested.returncode == 0, ingested.stderr
+    report = json.loads(ingested.stdout)
+    assert (report["windows_added"], report["users_added"]) == (48, 4)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["protocol"] | {"features": len(timing), "subjects": 4, "train_reps": 6, "impostor_reps": 3} \
+        == result["protocol"]
+    assert result["detectors"]["manhattan_scaled"]["auc"] > 0.8
