@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="attack sessions as a share of genuine ones (default 0.2)")
     simulate.add_argument("--enrolment-days", type=int, default=0,
                           help="no attack in each account's first N days: its first N sessions are clean enrolment")
-    simulate.add_argument("--out", type=Path, help="write events to this CSV (+ .sessions.csv, .labels.csv)")
+    simulate.add_argument("--out", type=Path,
+                          help="write events to this CSV (+ .sessions.csv, .labels.csv, .system_metrics.csv)")
     simulate.add_argument("--live", action="store_true",
                           help="stream at wall-clock pace into the store (via the app's inbox when the app runs)")
     simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
@@ -86,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", type=Path, help="CMU-layout CSV, Balabit folder or Aalto file/folder")
     evaluate.add_argument("--format", required=True, choices=["cmu", "balabit", "aalto"])
     evaluate.add_argument("--detectors", help="comma-separated registry names (default: per format)")
-    evaluate.add_argument("--train-reps", type=int, default=200,
-                          help="cmu: training repetitions per subject; aalto: training sentences (default 200)")
-    evaluate.add_argument("--impostor-reps", type=int, default=5,
-                          help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors")
+    evaluate.add_argument("--train-reps", type=int,
+                          help="cmu: training repetitions per subject (default: the published 200 when every "
+                               "subject has 400, else half the smallest subject's); aalto: training sentences "
+                               "per user (default: half the smallest user's)")
+    evaluate.add_argument("--impostor-reps", type=int,
+                          help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors "
+                               "(default: 5, at most half the training ones)")
 
     train = command("train", cmd_train, "Train every user's models from the stored windows.")
     train.add_argument("--users", help="comma-separated user ids (default: everyone, plus the global models)")
@@ -120,10 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _open_store(args: argparse.Namespace):
-    from store import Store
+def _open_store(args: argparse.Namespace, *, create: bool = True):
+    """The store of --db, else $TELLTALE_DB, else the default. With `create=False` (commands that
+    only read it) a missing file is refused instead of created: an empty store would hide the mistake."""
+    from store import MEMORY, Store
+    from store.errors import StoreError
 
-    return Store(args.db or settings.get("db"))
+    path = args.db or settings.get("db")
+    if not create and path != MEMORY and not Path(path).exists():
+        shown = _shown_path(path)
+        if args.db or os.environ.get("TELLTALE_DB"):
+            given = "--db" if args.db else "TELLTALE_DB"
+            raise StoreError(f"no store at {shown} ({given}): check the path, or create it with "
+                             f"`python -m app init --db {shown}` or `python -m app ingest FILE --db {shown}`")
+        raise StoreError(f"no store at {shown} yet: run `make run` or `python -m app init`, or give --db")
+    return Store(path)
+
+
+def _shown_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it (var/telltale.duckdb), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
@@ -162,7 +186,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with _open_store(args, create=False) as store:
         counts = store.table_counts()
         path = store.path
     width = max(map(len, counts))
@@ -174,7 +198,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from store.export import export_events_parquet
 
-    with _open_store(args) as store:
+    with _open_store(args, create=False) as store:
         report = export_events_parquet(store, args.to)
     _emit(args, report.as_dict(), f"exported {report.events:,} events to {report.folder} "
                                   f"({report.files} files, {report.partitions} partitions)")
@@ -285,6 +309,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     finally:
         close()
+    protocol = result["protocol"]
+    if protocol.get("derived"):
+        print("derived from the data: " + "; ".join(f"{name}={protocol[name]} ({why})"
+                                                   for name, why in protocol["derived"].items())
+              + "; --train-reps / --impostor-reps to choose", file=sys.stderr)
     _emit(args, result, markdown(result, args.format))
     return EXIT_OK
 
@@ -343,7 +372,7 @@ def _import_events(store, path: Path, *, progress, dry_run: bool):
     from store.ingest import ingest_events_csv
 
     return ingest_events_csv(store, path, progress=progress, dry_run=dry_run,
-                             chunk_rows=settings.get("ingest_chunk_rows"))
+                             chunk_rows=settings.get("ingest_chunk_rows"), sidecars=True)
 
 
 def _import_dataset(kind: str):

@@ -37,9 +37,14 @@ DEFAULT_DETECTORS = {
 BALABIT_CHUNK_WINDOWS = 10
 
 
-def evaluate(path: Path, fmt: str, *, detectors: Sequence[str] | None = None, train_reps: int = 200,
-             impostor_reps: int = 5, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run the protocol of `fmt` on `path`; returns {"protocol": {...}, "detectors": {...}}."""
+def evaluate(path: Path, fmt: str, *, detectors: Sequence[str] | None = None, train_reps: int | None = None,
+             impostor_reps: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run the protocol of `fmt` on `path`; returns {"protocol": {...}, "detectors": {...}}.
+
+    `train_reps` / `impostor_reps` (cmu: repetitions per subject; aalto: sentences per user) left as
+    None are derived from the data (`detectors.evaluation.protocol_sizes`); the protocol's `derived`
+    names each derived size and where it came from.
+    """
     started = time.perf_counter()
     names = list(detectors or DEFAULT_DETECTORS[fmt])
     if fmt == "cmu":
@@ -57,7 +62,8 @@ def evaluate(path: Path, fmt: str, *, detectors: Sequence[str] | None = None, tr
     return result
 
 
-def _cmu(path: Path, detectors: list[str], train_reps: int, impostor_reps: int, progress) -> dict[str, Any]:
+def _cmu(path: Path, detectors: list[str], train_reps: int | None, impostor_reps: int | None,
+         progress) -> dict[str, Any]:
     from detectors.evaluation import evaluate_cmu
     from store.importers.cmu import read_cmu
 
@@ -118,7 +124,9 @@ def _test_session_ids(path: Path) -> list[str]:
     return [f"balabit-{p.name}" for p in sorted((path / "test_files").glob("*/session_*"))]
 
 
-def _aalto(path: Path, detectors: list[str], train_reps: int, impostor_reps: int, progress) -> dict[str, Any]:
+def _aalto(path: Path, detectors: list[str], train_reps: int | None, impostor_reps: int | None,
+           progress) -> dict[str, Any]:
+    from detectors.evaluation import protocol_sizes
     from detectors.protocols import SessionSplit, evaluate_sessions
     from store.importers.aalto import read_aalto
 
@@ -128,13 +136,21 @@ def _aalto(path: Path, detectors: list[str], train_reps: int, impostor_reps: int
     windows = build_windows(imported.events, kinds=("free_text",), settings=settings)["free_text"]
     per_user = (windows.select("user_id", "session_id").unique().sort("user_id", "session_id")
                 .group_by("user_id", maintain_order=True).agg(pl.col("session_id")))
+    counts = [len(s) for _, s in per_user.iter_rows()]
+    train_reps, impostor_reps, why = protocol_sizes(counts, train_reps, impostor_reps, unit="sentences",
+                                                    who="user", published=False)
     sessions = {u: list(s) for u, s in per_user.iter_rows() if len(s) > train_reps}
+    if not sessions:
+        raise ValueError(f"no user has more than {train_reps} sentences with a {settings.free_text_keys}-keystroke "
+                         f"window (the most any user has is {max(counts, default=0)}); nothing to test: choose "
+                         "fewer training sentences")
     train = {u: s[:train_reps] for u, s in sessions.items()}
     genuine = {u: s[train_reps:] for u, s in sessions.items()}
     impostor = {u: [x for o, s in sessions.items() if o != u for x in s[:impostor_reps]] for u in sessions}
     protocol = {"name": "aalto", "users": len(sessions), "train_sentences": train_reps,
                 "impostor_sentences": impostor_reps, "windows": windows.height, "features": len(names),
-                "window": "the 20-keystroke free-text windows of each sentence, averaged per sentence"}
+                "window": "the 20-keystroke free-text windows of each sentence, averaged per sentence",
+                "derived": {name.replace("_reps", "_sentences"): text for name, text in why.items()}}
     return {"protocol": protocol,
             "detectors": evaluate_sessions(windows, names, detectors, SessionSplit(train, genuine, impostor),
                                            progress=progress)}

@@ -9,17 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
-from store import Store, ingest_events, reads
+from store import Store, ingest_events, ingest_events_csv, reads
 from store.errors import Problem, ValidationError
-from store.ingest import IngestReport, check_csv_file
+from store.ingest import IngestReport
 from store.metrics import insert_system_metrics
-
-#: The files of a simulation written with `simulate --out events.csv`.
-SIDECARS = {"sessions": ".sessions.csv", "labels": ".labels.csv", "system_metrics": ".system_metrics.csv"}
-SESSION_DTYPES = {"session_id": pl.String, "user_id": pl.String, "started_at": pl.Datetime("us")}
-LABEL_DTYPES = {"session_id": pl.String, "label": pl.String, "actor_id": pl.String, "takeover_ms": pl.Float64}
+from store.sidecars import sidecar_path
 
 
 @dataclass(frozen=True)
@@ -35,11 +29,6 @@ class SimulationReport:
         return f"{self.events.summary()}; {self.labels:,} labelled sessions, {self.system_metrics:,} CPU samples"
 
 
-def sidecar(events_csv: Path, kind: str) -> Path:
-    """`events.csv` -> `events.sessions.csv` (and so on)."""
-    return events_csv.with_name(events_csv.name.removesuffix(".csv") + SIDECARS[kind])
-
-
 def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
                      enrolment_days: int = 0, load_seconds: int = 600) -> dict[str, int]:
     """Write a simulation as CSVs (events + sidecars); byte-identical for the same arguments."""
@@ -49,9 +38,9 @@ def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_
     start = sim.sessions["started_at"].min()
     out.parent.mkdir(parents=True, exist_ok=True)
     sim.events.write_csv(out)
-    sim.sessions.write_csv(sidecar(out, "sessions"))
-    sim.labels.write_csv(sidecar(out, "labels"))
-    system_load(load_seconds, seed, start=start).write_csv(sidecar(out, "system_metrics"))
+    sim.sessions.write_csv(sidecar_path(out, "sessions"))
+    sim.labels.write_csv(sidecar_path(out, "labels"))
+    system_load(load_seconds, seed, start=start).write_csv(sidecar_path(out, "system_metrics"))
     return {"events": sim.events.height, "sessions": sim.sessions.height, "labels": sim.labels.height}
 
 
@@ -68,20 +57,9 @@ def simulate_into(store: Store, *, users: int, sessions: int, seed: int, attack_
     return SimulationReport(report, sim.labels.height, written)
 
 
-def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system") -> SimulationReport:
-    """Load `events.csv` and whichever sidecars exist next to it."""
-    check_csv_file(events_csv)
-    events = pl.read_csv(events_csv, infer_schema=False)
-    sessions = _read_sidecar(events_csv, "sessions", SESSION_DTYPES)
-    labels = _read_sidecar(events_csv, "labels", LABEL_DTYPES)
-    report = ingest_events(store, events, source_name=str(events_csv), sessions=sessions, labels=labels,
-                           actor=actor)
-    metrics_path = sidecar(events_csv, "system_metrics")
-    written = 0
-    if metrics_path.exists():
-        metrics = pl.read_csv(metrics_path).with_columns(pl.col("at").str.to_datetime(time_unit="us"))
-        written = insert_system_metrics(store, metrics.rename({"at": "sampled_at"}), source="simulator")
-    return SimulationReport(report, 0 if labels is None else labels.height, written)
+def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system") -> IngestReport:
+    """Stream `events.csv` and whichever sidecars exist next to it into the store, in one transaction."""
+    return ingest_events_csv(store, events_csv, actor=actor, sidecars=True)
 
 
 def load_sample_data(store: Store, folder: Path) -> dict[str, object] | None:
@@ -95,13 +73,3 @@ def load_sample_data(store: Store, folder: Path) -> dict[str, object] | None:
     report = load_simulation_csv(store, events_csv)
     return report.as_dict()
 
-
-def _read_sidecar(events_csv: Path, kind: str, dtypes: dict[str, pl.DataType]) -> pl.DataFrame | None:
-    path = sidecar(events_csv, kind)
-    if not path.exists():
-        return None
-    frame = pl.read_csv(path, schema_overrides={k: (pl.String if v == pl.Datetime("us") else v)
-                                                for k, v in dtypes.items()})
-    if "started_at" in frame.columns:
-        frame = frame.with_columns(pl.col("started_at").str.to_datetime(time_unit="us"))
-    return frame

@@ -32,6 +32,12 @@ from detectors.thresholds import calibrate_threshold, finite_scores, fit_normali
 CMU_REFERENCE_EER: dict[str, float] = {"manhattan_scaled": 0.0962, "zscore_count": 0.1022, "autoencoder": 0.1614}
 #: Scaled Manhattan on MEU-Mobile KSD H/DD/UD columns with 25 training / 5 impostor repetitions (about).
 MEU_REFERENCE_EER: dict[str, float] = {"manhattan_scaled": 0.14}
+#: The published CMU protocol: train on 200 of each subject's 400 repetitions; impostors are every
+#: other subject's first 5.
+PUBLISHED_TRAIN_REPS, PUBLISHED_IMPOSTOR_REPS = 200, 5
+#: Fewest repetitions per subject the derived sizes can use: half (2) to train on, the first of them also
+#: an impostor attempt against the others (impostor_reps must stay below train_reps), the rest to test.
+FEWEST_REPS = 4
 
 
 def far_frr_at(threshold: float, genuine_scores: Any, impostor_scores: Any) -> tuple[float, float]:
@@ -116,6 +122,12 @@ def _natural_key(text: str) -> list[Any]:
     return [int(part) if index % 2 else part for index, part in enumerate(parts)]
 
 
+def _check_columns(windows: pl.DataFrame, feature_names: Sequence[str]) -> None:
+    missing = [c for c in ("user_id", "session_id", "rep", *feature_names) if c not in windows.columns]
+    if missing:
+        raise ValueError(f"windows lack column(s) {missing}; expected user_id, session_id, rep and the features")
+
+
 def cmu_splits(windows: pl.DataFrame, feature_names: Sequence[str], train_reps: int,
                impostor_reps: int) -> tuple[list[SubjectSplit], list[str]]:
     """Per-subject train / genuine test / impostor / background matrices, and the subjects skipped.
@@ -123,9 +135,7 @@ def cmu_splits(windows: pl.DataFrame, feature_names: Sequence[str], train_reps: 
     Each subject's windows are ordered by session_id (numbers in it compared as numbers) then rep. A
     subject with no repetition beyond `train_reps` cannot be tested and is skipped.
     """
-    missing = [c for c in ("user_id", "session_id", "rep", *feature_names) if c not in windows.columns]
-    if missing:
-        raise ValueError(f"windows lack column(s) {missing}; expected user_id, session_id, rep and the features")
+    _check_columns(windows, feature_names)
     if not 0 < impostor_reps < train_reps:
         raise ValueError(f"need 0 < impostor_reps < train_reps; got impostor_reps={impostor_reps}, "
                          f"train_reps={train_reps} (the background uses repetitions between the two)")
@@ -154,6 +164,41 @@ def cmu_splits(windows: pl.DataFrame, feature_names: Sequence[str], train_reps: 
             background_subjects=np.concatenate([[s] * len(background_rows[s]) for s in others]),
         ))
     return splits, skipped
+
+
+def protocol_sizes(counts: Sequence[int], train_reps: int | None = None, impostor_reps: int | None = None, *,
+                   unit: str = "repetitions", who: str = "subject",
+                   published: bool = True) -> tuple[int, int, dict[str, str]]:
+    """(train_reps, impostor_reps, why): the sizes given, else derived from `counts` (repetitions of each
+    subject) so that the protocol fits the data and every subject is tested.
+
+    Training: the published 200 when every subject has at least 400 (`published`: the CMU benchmark),
+    else half the smallest subject's count, rounded down (25 of MEU-Mobile KSD's 51). Impostors: the
+    published 5, at most half the training size, so detectors that learn from other subjects keep a
+    background between the two. `why` says, for each derived size only, where it came from.
+    """
+    derived: dict[str, str] = {}
+    if train_reps is None:
+        if not counts:
+            raise ValueError(f"no {who} has any {unit}; nothing to evaluate")
+        smallest = min(counts)
+        if smallest < FEWEST_REPS:
+            raise ValueError(f"too few {unit} to evaluate: the smallest {who} has {smallest} {unit}, the protocol "
+                             f"needs at least {FEWEST_REPS} each (half to train on, the rest to test); leave that "
+                             f"{who} out of the file or give the training size")
+        if published and smallest >= 2 * PUBLISHED_TRAIN_REPS:
+            train_reps = PUBLISHED_TRAIN_REPS
+            derived["train_reps"] = (f"the published protocol's {PUBLISHED_TRAIN_REPS}: every {who} has at least "
+                                     f"{2 * PUBLISHED_TRAIN_REPS} {unit}")
+        else:
+            train_reps = smallest // 2
+            derived["train_reps"] = f"half of the smallest {who}'s {smallest} {unit}"
+    if impostor_reps is None:
+        impostor_reps = min(PUBLISHED_IMPOSTOR_REPS, train_reps // 2)
+        derived["impostor_reps"] = (f"the published protocol's {PUBLISHED_IMPOSTOR_REPS}"
+                                    if impostor_reps == PUBLISHED_IMPOSTOR_REPS
+                                    else f"half of the {train_reps} training {unit}")
+    return train_reps, impostor_reps, derived
 
 
 def _new_detector(name: str, params: Mapping[str, Any], seed: int) -> Any:
@@ -214,7 +259,8 @@ def _subject_trials(name: str, params: Mapping[str, Any], seed: int, split: Subj
 
 
 def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors: Sequence[str],
-                 train_reps: int = 200, impostor_reps: int = 5, seed: int = 0, *, target_frr: float = 0.05,
+                 train_reps: int | None = None, impostor_reps: int | None = None, seed: int = 0, *,
+                 target_frr: float = 0.05,
                  calibration: str = "training", open_set_folds: int = 0,
                  detector_params: Mapping[str, Mapping[str, Any]] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -222,6 +268,7 @@ def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors:
 
     Per subject: fit on the first `train_reps` repetitions; score the rest (genuine) and the first
     `impostor_reps` repetitions of every other subject (impostors); EER and ROC AUC per subject, averaged.
+    Sizes left as None are derived from the data (`protocol_sizes`) and named in the protocol's `derived`.
     FAR/FRR are measured at a per-subject threshold calibrated for `target_frr` on that subject's training
     scores ("training": the detector's `training_scores_`; "cross_fitted": 5-fold out-of-fold scores).
 
@@ -239,9 +286,13 @@ def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors:
     unknown = [name for name in detectors if name not in DETECTORS]
     if unknown:
         raise KeyError(f"unknown detector(s) {unknown}; registered: {', '.join(sorted(DETECTORS))}")
+    _check_columns(windows, feature_names)
+    counts = windows.group_by("user_id").len()["len"].to_list()
+    train_reps, impostor_reps, derived = protocol_sizes(counts, train_reps, impostor_reps)
     splits, skipped = cmu_splits(windows, feature_names, train_reps, impostor_reps)
     if not splits:
-        raise ValueError(f"no subject has more than train_reps={train_reps} repetitions; nothing to test")
+        raise ValueError(f"no subject has more than train_reps={train_reps} repetitions (the most any subject has "
+                         f"is {max(counts, default=0)}); nothing to test: choose fewer training repetitions")
     detector_params = detector_params or {}
     total, done = len(detectors) * len(splits), 0
     results: dict[str, Any] = {}
@@ -275,7 +326,7 @@ def evaluate_cmu(windows: pl.DataFrame, feature_names: Sequence[str], detectors:
         "protocol": {
             "name": "cmu", "train_reps": train_reps, "impostor_reps": impostor_reps, "subjects": len(splits),
             "features": len(feature_names), "seed": seed, "target_frr": target_frr, "calibration": calibration,
-            "open_set_folds": open_set_folds, "skipped_subjects": skipped,
+            "open_set_folds": open_set_folds, "skipped_subjects": skipped, "derived": derived,
         },
         "detectors": results,
     }

@@ -23,6 +23,7 @@ import polars as pl
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
+from store.metrics import insert_system_metrics
 from store.schema import (
     CATEGORICAL_VALUES,
     EVENT_BOUNDS,
@@ -33,6 +34,7 @@ from store.schema import (
     REQUIRED_COLUMNS,
     number,
 )
+from store.sidecars import Sidecars, read_sidecars
 
 #: Rows held in memory at once while streaming a CSV (about 200 MB at most).
 DEFAULT_CHUNK_ROWS = 1_000_000
@@ -45,7 +47,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class IngestReport:
-    """What an import did. `already_stored`: rows skipped because (session_id, seq) was present."""
+    """What an import did. `already_stored`: rows skipped because (session_id, seq) was present;
+    `labels_added`, `samples_added`: ground-truth labels and CPU/memory samples that were new;
+    `sidecars`: the files read beside an events CSV (see store.sidecars)."""
 
     source: str
     rows_read: int
@@ -53,6 +57,9 @@ class IngestReport:
     already_stored: int
     sessions_added: int
     users_added: int
+    labels_added: int = 0
+    samples_added: int = 0
+    sidecars: tuple[str, ...] = ()
     #: Every event of the sessions this import created, validated and typed as stored, when the input
     #: was one batch of new sessions only (a live login's batch); lets its windows be built without
     #: reading the rows back. None otherwise.
@@ -62,11 +69,15 @@ class IngestReport:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "new_session_events"}
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.source}: read {self.rows_read:,} rows; stored {self.events_added:,} new events "
             f"({self.already_stored:,} already stored), {self.sessions_added:,} new sessions, "
             f"{self.users_added:,} new users"
         )
+        if self.sidecars:
+            text += (f"; sidecars imported: {', '.join(self.sidecars)} ({self.labels_added:,} new labels, "
+                     f"{self.samples_added:,} new CPU samples)")
+        return text
 
 
 # -- public entry points --------------------------------------------------------------------------
@@ -102,19 +113,24 @@ def ingest_events_csv(
     progress: Progress | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     dry_run: bool = False,
+    sidecars: bool = False,
 ) -> IngestReport:
     """Stream a canonical events CSV into the store (see README, "The events CSV format").
 
     The file is read `chunk_rows` rows at a time so memory stays bounded whatever its size.
     `dry_run` runs every check, including those against stored data, and then rolls back.
+    `sidecars=True` also imports the session starts, labels and CPU trace written beside it by
+    `simulate --out` (store.sidecars), whichever exist, in the same transaction.
     """
     path = Path(path)
     header = check_csv_file(path)
+    found = read_sidecars(path) if sidecars else None
     estimated_rows = _estimate_rows(path)
     batches = _csv_batches(path, header, chunk_rows, progress, estimated_rows)
     return _ingest_batches(
-        store, batches, source_name=str(path), sessions=None, labels=None, actor=actor,
-        dry_run=dry_run, default_source="csv",
+        store, batches, source_name=str(path), sessions=found.table("sessions") if found else None,
+        labels=found.table("labels") if found else None, actor=actor, dry_run=dry_run, default_source="csv",
+        sidecars=found,
     )
 
 
@@ -248,6 +264,7 @@ def _ingest_batches(
     dry_run: bool,
     default_source: str | None,
     audit: bool = True,
+    sidecars: Sidecars | None = None,
 ) -> IngestReport:
     staging = f"ingest_{uuid.uuid4().hex}"
     pending = iter(batches)
@@ -277,8 +294,15 @@ def _ingest_batches(
                     cursor.execute(f"INSERT INTO {staging} SELECT * FROM ingest_batch")
                     cursor.unregister("ingest_batch")
             stored_sessions = _check_across_rows(store, cursor, staging, source_name, in_memory)
+            if sidecars is not None:
+                sidecars.check_against_events(cursor, staging)
             report = _write(store, cursor, staging, source_name, rows_read, sessions, labels, stored_sessions,
                             in_memory)
+            if sidecars is not None:
+                samples = sidecars.table("system_metrics")
+                added = 0 if samples is None else insert_system_metrics(
+                    store, samples.rename({"at": "sampled_at"}), source="simulator", only_new=True)
+                report = replace(report, sidecars=sidecars.names, samples_added=added)
             if in_memory is not None and not stored_sessions:
                 report = replace(report, new_session_events=in_memory.drop(ROW))
             if audit:
@@ -636,16 +660,17 @@ def _write(store: Store, cursor, staging: str, source_name: str, rows_read: int,
         cursor.unregister("ingest_session_starts")
         if sessions_added:
             _track_sessions(store, _SOME_SESSIONS)
+    labels_added = 0
     if labels is not None and labels.height:
         cursor.register("ingest_labels", labels.select(
             "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),
             pl.col("takeover_ms") if "takeover_ms" in labels.columns else pl.lit(None, pl.Float64),
         ).to_arrow())
-        cursor.execute("INSERT OR IGNORE INTO session_labels SELECT * FROM ingest_labels")
+        labels_added = inserted(cursor.execute("INSERT OR IGNORE INTO session_labels SELECT * FROM ingest_labels"))
         cursor.unregister("ingest_labels")
     return IngestReport(source=source_name, rows_read=rows_read, events_added=events_added,
                         already_stored=rows_read - events_added, sessions_added=sessions_added,
-                        users_added=users_added)
+                        users_added=users_added, labels_added=labels_added)
 
 
 

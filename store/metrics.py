@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import polars as pl
 
-from store.db import Store, insert_frame
+from store.db import Store, insert_frame, inserted
 
 METRIC_COLUMNS = ("sampled_at", "cpu_percent", "mem_percent", "rss_mb", "source")
 
 
-def insert_system_metrics(store: Store, samples: pl.DataFrame, source: str) -> int:
-    """Append samples (sampled_at, cpu_percent, mem_percent[, rss_mb]); returns rows written."""
+def insert_system_metrics(store: Store, samples: pl.DataFrame, source: str, *, only_new: bool = False) -> int:
+    """Append samples (sampled_at, cpu_percent, mem_percent[, rss_mb]); returns rows written.
+
+    `only_new` skips samples whose (sampled_at, source) is stored already, so importing the same
+    trace twice adds nothing (the table has no key of its own: a live sampler never repeats a time).
+    """
     frame = samples.with_columns(
         rss_mb=pl.col("rss_mb") if "rss_mb" in samples.columns else pl.lit(None, pl.Float64),
         source=pl.lit(source),
     ).select(METRIC_COLUMNS)
     with store.transaction() as cursor:
-        return insert_frame(cursor, "system_metrics", frame)
+        if not only_new:
+            return insert_frame(cursor, "system_metrics", frame)
+        columns = ", ".join(METRIC_COLUMNS)
+        cursor.register("new_samples", frame.to_arrow())
+        try:
+            return inserted(cursor.execute(f"""
+                INSERT INTO system_metrics ({columns}) SELECT {columns} FROM new_samples n
+                WHERE NOT EXISTS (SELECT 1 FROM system_metrics m
+                                  WHERE m.sampled_at = n.sampled_at AND m.source = n.source)"""))
+        finally:
+            cursor.unregister("new_samples")
 
 
 def system_metrics(store: Store, limit: int = 3600) -> pl.DataFrame:

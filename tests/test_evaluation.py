@@ -19,6 +19,7 @@ from detectors.evaluation import (
     evaluate_cmu,
     far_frr_at,
     markdown_table,
+    protocol_sizes,
     roc_auc,
     roc_curve,
 )
@@ -194,6 +195,57 @@ def test_protocol_input_errors_say_what_to_change() -> None:
         cmu_splits(cmu_frame(), ["H.9"], train_reps=8, impostor_reps=3)
     with pytest.raises(KeyError, match="unknown detector"):
         evaluate_cmu(cmu_frame(), FEATURES, ["nope"], train_reps=8, impostor_reps=3)
+
+
+@pytest.mark.parametrize(("counts", "given", "expected"), [
+    ([400, 400, 400], (None, None), (200, 5)),  # the CMU benchmark: the published protocol
+    ([400, 420], (None, None), (200, 5)),
+    ([51, 51, 51], (None, None), (25, 5)),  # MEU-Mobile KSD
+    ([51, 12, 60], (None, None), (6, 3)),  # the smallest subject decides; impostors at most half the training
+    ([4, 9], (None, None), (2, 1)),  # the least that can be evaluated
+    ([51, 51], (10, None), (10, 5)),
+    ([51, 51], (None, 2), (25, 2)),
+    ([51, 51], (30, 7), (30, 7)),  # given values are used as they are
+])
+def test_protocol_sizes_are_derived_from_the_data_unless_given(counts: list[int], given: tuple,
+                                                               expected: tuple) -> None:
+    train_reps, impostor_reps, derived = protocol_sizes(counts, *given)
+
+    assert (train_reps, impostor_reps) == expected
+    assert set(derived) == {name for name, value in zip(("train_reps", "impostor_reps"), given, strict=True)
+                            if value is None}
+    why = derived.get("train_reps", "")
+    assert str(min(counts)) in why or "published" in why or given[0] is not None
+
+
+def test_protocol_sizes_refuse_too_few_repetitions_with_the_count() -> None:
+    with pytest.raises(ValueError, match="smallest subject has 3 repetitions"):
+        protocol_sizes([3, 51])
+    with pytest.raises(ValueError, match="no subject"):
+        protocol_sizes([])
+
+
+def test_evaluate_cmu_file_with_default_sizes(tmp_path: Path) -> None:
+    """A CMU-layout file of 5 subjects x 14 repetitions: train on 7, impostors' first 3, and say so."""
+    from app.evaluate import evaluate
+
+    frame = cmu_frame()
+    path = tmp_path / "small.csv"
+    frame.sort("user_id", "session_id", "rep").select(
+        subject=pl.col("user_id"), sessionIndex=pl.col("session_id").str.extract(r"(\d+)$").cast(pl.Int64),
+        rep=pl.col("rep"), **{name: pl.col(name) / 1000 for name in FEATURES}).write_csv(path)
+
+    result = evaluate(path, "cmu", detectors=["manhattan_scaled"])
+
+    protocol = result["protocol"]
+    assert (protocol["train_reps"], protocol["impostor_reps"], protocol["subjects"]) == (7, 3, 5)
+    assert set(protocol["derived"]) == {"train_reps", "impostor_reps"} and "14" in protocol["derived"]["train_reps"]
+    assert result["detectors"]["manhattan_scaled"]["auc"] > 0.8
+    explicit = evaluate(path, "cmu", detectors=["manhattan_scaled"], train_reps=8, impostor_reps=2)
+    assert (explicit["protocol"]["train_reps"], explicit["protocol"]["impostor_reps"]) == (8, 2)
+    assert explicit["protocol"]["derived"] == {}
+    with pytest.raises(ValueError, match="most any subject has is 14"):
+        evaluate(path, "cmu", detectors=["manhattan_scaled"], train_reps=14)
 
 
 @pytest.mark.datasets

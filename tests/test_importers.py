@@ -449,6 +449,25 @@ def test_cmu_original_layout(tmp_path: Path) -> None:
     assert first["UD.t.i"] == pytest.approx(60.5)
 
 
+@pytest.mark.parametrize("families", [("DD.",), ("UD.",), ("H.",), ("H.", "UD."), ("DD.", "UD."), ("H.", "DD.")])
+def test_cmu_file_with_only_some_timing_families_is_read(tmp_path: Path, families: tuple[str, ...]) -> None:
+    """Many published keystroke datasets record only latencies (DD, UD) or only some families."""
+    header = [*cmu_header()[:3], *[c for c in cmu_header()[3:] if c.startswith(families)], "AvP"]
+    timings = len(header) - 4
+    rows = [[subject, 1, rep, *[round(0.05 + 0.01 * i + 0.001 * rep, 4) for i in range(timings)], 0.5]
+            for subject in ("s1", "s2") for rep in (1, 2)]
+    path = write_cmu(tmp_path / "partial.csv", rows, header)
+
+    result = read_cmu(path)
+
+    assert result.feature_names == header[3:]
+    assert result.timing_columns == header[3:-1] and all(c.startswith(families) for c in result.timing_columns)
+    assert result.windows.columns == ["user_id", "session_id", "rep", *header[3:]]
+    first = result.windows.row(0, named=True)
+    assert first[header[3]] == pytest.approx((0.05 + 0.001) * 1000)  # seconds became milliseconds
+    assert first["AvP"] == 0.5  # other columns stay as they are
+
+
 @pytest.mark.datasets
 def test_cmu_layout_meu_mobile_matches_the_source() -> None:
     path = require(MEU)
@@ -472,10 +491,32 @@ def test_cmu_layout_meu_mobile_matches_the_source() -> None:
     )
 
 
+@pytest.mark.datasets
+@pytest.mark.parametrize("families", [("DD.",), ("H.", "UD.")])
+def test_cmu_files_derived_from_meu_with_some_timing_families_import_and_evaluate(
+        store, tmp_path: Path, families: tuple[str, ...]) -> None:
+    from app.evaluate import evaluate
+    from store.datasets import import_dataset
+
+    source = pl.read_csv(require(MEU), infer_schema=False)
+    timing = [c for c in source.columns if c.startswith(families)]
+    path = tmp_path / "meu-partial.csv"
+    source.select("subject", "sessionIndex", "rep", *timing).write_csv(path)
+
+    stored = import_dataset(store, "cmu", path)
+    result = evaluate(path, "cmu", detectors=["manhattan_scaled"])
+
+    assert (stored.stored.windows_added, stored.stored.users_added) == (2_856, 56)
+    assert store.scalar("SELECT names FROM feature_schemas") == timing
+    protocol = result["protocol"]
+    assert (protocol["subjects"], protocol["features"], protocol["train_reps"]) == (56, len(timing), 25)
+    assert 0.0 < result["detectors"]["manhattan_scaled"]["eer_mean"] < 0.25  # all timings: about 0.14
+
+
 @pytest.mark.parametrize(
     ("header", "rows", "expected"),
     [
-        (["subject", "sessionIndex", "rep", "DD.a.b"], [["s1", 1, 1, 0.1]], "no H.<key>"),
+        (["subject", "sessionIndex", "rep", "P.a", "AvP"], [["s1", 1, 1, 0.1, 0.2]], "no timing column"),
         (["subject", "rep", "H.a"], [["s1", 1, 0.1]], "lacks ['sessionIndex']"),
         (None, [["s1", 1, 1, *[0.1] * 30, "fast"]], "row 1, column 'H.Return'"),
         (None, [["s1", 1, 1, *[0.1] * 31], ["s1", 1, 2, "inf", *[0.1] * 30]], "row 2, column 'H.period'"),

@@ -359,6 +359,117 @@ def test_frame_sessions_give_wall_clock_starts_and_labels_are_kept(store: Store)
     assert store.rows("SELECT * FROM session_labels") == [("b", "impostor", "u7", None)]
 
 
+# -- sidecars of a simulation (`simulate --out sim.csv` writes sim.sessions.csv and so on) -------------
+@pytest.fixture
+def simulation_csv(tmp_path: Path) -> Path:
+    """A small seeded simulation as `simulate --out` writes it: sim.csv plus its three sidecars."""
+    from app.samples import write_simulation
+
+    path = tmp_path / "sim.csv"
+    write_simulation(path, users=2, sessions=3, seed=8, load_seconds=20)
+    return path
+
+
+def sidecar_frame(events_csv: Path, kind: str) -> pl.DataFrame:
+    from store.sidecars import sidecar_path
+
+    return pl.read_csv(sidecar_path(events_csv, kind), infer_schema=False)
+
+
+def rewrite_sidecar(events_csv: Path, kind: str, edit) -> Path:
+    """Apply `edit(frame of text cells) -> frame` to a sidecar and write it back; returns its path."""
+    from store.sidecars import sidecar_path
+
+    path = sidecar_path(events_csv, kind)
+    edit(pl.read_csv(path, infer_schema=False)).write_csv(path)
+    return path
+
+
+def set_cell(row: int, column: str, value: str | None):
+    """An edit putting `value` in the 1-based data `row` of `column`."""
+    return lambda frame: frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == row - 1).then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
+
+
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 500])  # one batch, and streamed through a staging table
+def test_sidecars_give_start_times_labels_and_samples(store: Store, simulation_csv: Path, chunk_rows: int) -> None:
+    sessions = sidecar_frame(simulation_csv, "sessions").with_columns(pl.col("started_at").str.to_datetime())
+    labels = sidecar_frame(simulation_csv, "labels").with_columns(pl.col("takeover_ms").cast(pl.Float64))
+    metrics = sidecar_frame(simulation_csv, "system_metrics")
+
+    report = ingest_events_csv(store, simulation_csv, sidecars=True, chunk_rows=chunk_rows)
+
+    assert report.rows_read > chunk_rows or chunk_rows > 500
+    assert report.sidecars == ("sim.sessions.csv", "sim.labels.csv", "sim.system_metrics.csv")
+    assert (report.labels_added, report.samples_added) == (labels.height, metrics.height)
+    assert_frame_equal(store.frame("SELECT session_id, user_id, started_at FROM sessions ORDER BY session_id"),
+                       sessions.sort("session_id"))
+    assert_frame_equal(store.frame("SELECT * FROM session_labels ORDER BY session_id"), labels.sort("session_id"))
+    assert store.rows("SELECT count(*), count(DISTINCT sampled_at), min(source) FROM system_metrics") == [
+        (metrics.height, metrics.height, "simulator")]
+
+
+def test_sidecars_are_ignored_unless_asked_for_and_optional(store: Store, simulation_csv: Path) -> None:
+    from store.sidecars import sidecar_path
+
+    sidecar_path(simulation_csv, "system_metrics").unlink()
+
+    report = ingest_events_csv(store, simulation_csv, sidecars=True, dry_run=True)
+    plain = ingest_events_csv(store, simulation_csv)
+
+    assert report.sidecars == ("sim.sessions.csv", "sim.labels.csv") and report.samples_added == 0
+    assert plain.sidecars == () and plain.labels_added == 0
+    assert store.table_counts()["session_labels"] == 0
+
+
+def test_sidecar_dry_run_reports_but_stores_nothing(store: Store, simulation_csv: Path, snapshot) -> None:
+    before = snapshot(store)
+
+    report = ingest_events_csv(store, simulation_csv, sidecars=True, dry_run=True)
+
+    assert report.labels_added > 0 and report.samples_added > 0
+    assert snapshot(store) == before
+    assert ingest_events_csv(store, simulation_csv, sidecars=True) == report
+
+
+def duplicate_first_session(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(session_id=pl.when(pl.int_range(pl.len()) == 1).then(pl.col("session_id").first())
+                              .otherwise(pl.col("session_id")))
+
+
+@pytest.mark.parametrize(("kind", "edit", "expected"), [
+    ("sessions", set_cell(2, "started_at", "yesterday"),
+     "row 2, column 'started_at': 'yesterday' is not a date and time"),
+    ("sessions", set_cell(1, "user_id", "mallory"), "row 1, column 'user_id': session"),
+    ("sessions", lambda f: f.drop("started_at"), "missing column(s): started_at"),
+    ("sessions", duplicate_first_session, "row 2, column 'session_id'"),
+    ("labels", set_cell(1, "label", None), "row 1, column 'label': missing value"),
+    ("labels", set_cell(3, "session_id", "nope"), "row 3, column 'session_id': session 'nope' is not in"),
+    ("labels", set_cell(2, "takeover_ms", "inf"), "row 2, column 'takeover_ms': 'inf' is not a finite number"),
+    ("system_metrics", set_cell(3, "cpu_percent", "high"), "row 3, column 'cpu_percent': 'high' is not a number"),
+    ("system_metrics", lambda f: f.with_columns(disk=pl.lit("1")), "unknown column(s): disk"),
+])
+def test_a_malformed_sidecar_is_refused_with_file_row_column_and_nothing_is_stored(
+        store: Store, simulation_csv: Path, snapshot, kind: str, edit, expected: str) -> None:
+    path = rewrite_sidecar(simulation_csv, kind, edit)
+    before = snapshot(store)
+
+    with pytest.raises(ValidationError) as refused:
+        ingest_events_csv(store, simulation_csv, sidecars=True)
+
+    assert refused.value.source == str(path)
+    assert expected in str(refused.value)
+    assert snapshot(store) == before
+
+
+def test_an_empty_sidecar_is_refused(store: Store, simulation_csv: Path) -> None:
+    from store.sidecars import sidecar_path
+
+    sidecar_path(simulation_csv, "labels").write_bytes(b"")
+    with pytest.raises(ValidationError, match="empty file"):
+        ingest_events_csv(store, simulation_csv, sidecars=True)
+
+
 # -- dry run and audit ------------------------------------------------------------------------------
 def test_dry_run_reports_but_stores_nothing(loaded_store: Store, good_csv: Path, write_csv, snapshot) -> None:
     path = write_csv(good_csv.read_text() + "s3,carol,0,0,focus,,,,,,,,browser\n", "more.csv")

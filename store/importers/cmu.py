@@ -1,9 +1,10 @@
 """Fixed-text keystroke feature vectors in the CMU Keystroke Benchmark layout.
 
 One row per typed repetition: `subject,sessionIndex,rep,H.<key>,DD.<a>.<b>,UD.<a>.<b>,...` with hold (H),
-keydown-to-keydown (DD) and keyup-to-keydown (UD) times in seconds (Killourhy & Maxion 2009). Files
-converted to this layout may add other numeric columns (MEU-Mobile KSD: P.* pressure, A.* finger area,
-AvH, AvP, AvA); they are kept as they are. These rows are feature windows already, not events.
+keydown-to-keydown (DD) and keyup-to-keydown (UD) times in seconds (Killourhy & Maxion 2009). Any
+non-empty set of those families will do: many published keystroke datasets record only latencies.
+Files converted to this layout may add other numeric columns (MEU-Mobile KSD: P.* pressure, A.* finger
+area, AvH, AvP, AvA); they are kept as they are. These rows are feature windows already, not events.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def read_cmu(path: Path | str) -> CmuResult:
     """Read a CMU-layout CSV; H/DD/UD times become milliseconds, other feature columns stay as they are.
 
     user_id = subject; session_id = f"cmu-{subject}-{sessionIndex}". Refuses missing key columns, a file
-    without H. columns, non-numeric or non-finite feature values, and repeated (subject, sessionIndex, rep).
+    without any H./DD./UD. column, non-numeric or non-finite feature values, and repeated
+    (subject, sessionIndex, rep).
     """
     path = Path(path)
     if not path.is_file():
@@ -84,19 +86,20 @@ def read_cmu(path: Path | str) -> CmuResult:
 
 
 def check_cmu_header(path: Path, header: list[str]) -> None:
-    """Refuse a header without the key columns, without H. columns, or with repeated names."""
+    """Refuse a header without the key columns, without any timing column, or with repeated names."""
     missing = [name for name in KEY_COLUMNS if name not in header]
     if missing:
         raise refuse(
             path,
             f"not a {LAYOUT} file: header lacks {missing}; it needs subject,sessionIndex,rep followed by "
-            "H.<key>, DD.<a>.<b>, UD.<a>.<b> columns. Check that this is the right file.",
+            "H.<key>, DD.<a>.<b> and/or UD.<a>.<b> columns. Check that this is the right file.",
         )
-    if not any(name.startswith("H.") for name in header):
+    if not any(name.startswith(TIMING_PREFIXES) for name in header):
         raise refuse(
             path,
-            f"not a {LAYOUT} file: no H.<key> (hold time) column in the header. "
-            "A CMU-layout file needs at least one H. column next to subject,sessionIndex,rep.",
+            f"not a {LAYOUT} file: no timing column in the header. A CMU-layout file needs at least one "
+            "H.<key> (hold), DD.<a>.<b> (keydown to keydown) or UD.<a>.<b> (keyup to keydown) column next "
+            "to subject,sessionIndex,rep.",
         )
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
