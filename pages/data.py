@@ -54,7 +54,7 @@ with upload_tab:
         except Exception:
             st.caption("No preview: the file does not parse as CSV.")
         try:
-            check = ingest_events_csv(store, path, dry_run=True, actor="data-page")
+            check = ingest_events_csv(store, path, dry_run=True, actor="data-page", source_name=uploaded.name)
         except StoreError as error:
             show_error(error)
         else:
@@ -63,8 +63,9 @@ with upload_tab:
             if st.button(f"Import {uploaded.name}", type="primary", key=f"import-{digest}"):
                 update, clear = progress_callback("Importing")
                 try:
-                    report = ingest_events_csv(store, path, progress=update, actor="data-page")
-                    st.success(report.summary().replace(str(path), uploaded.name))
+                    report = ingest_events_csv(store, path, progress=update, actor="data-page",
+                                               source_name=uploaded.name)
+                    st.success(report.summary())
                 except StoreError as error:
                     show_error(error)
                 finally:

@@ -99,30 +99,35 @@ def ingest_events_csv(
     progress: Progress | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     dry_run: bool = False,
+    source_name: str | None = None,
 ) -> IngestReport:
     """Stream a canonical events CSV into the store (see README, "The events CSV format").
 
     The file is read `chunk_rows` rows at a time so memory stays bounded whatever its size.
     `dry_run` runs every check, including those against stored data, and then rolls back.
+    `source_name` is what errors, the report and the audit row call the file (default: its path);
+    a page that stores an upload under a name of its own passes the name the user uploaded.
     """
     path = Path(path)
-    header = check_csv_file(path)
+    source_name = str(path) if source_name is None else source_name
+    header = check_csv_file(path, source_name)
     estimated_rows = _estimate_rows(path)
     batches = _csv_batches(path, header, chunk_rows, progress, estimated_rows)
     return _ingest_batches(
-        store, batches, source_name=str(path), sessions=None, labels=None, actor=actor,
+        store, batches, source_name=source_name, sessions=None, labels=None, actor=actor,
         dry_run=dry_run, default_source="csv",
     )
 
 
 # -- file-level checks ----------------------------------------------------------------------------
-def check_csv_file(path: Path) -> list[str]:
+def check_csv_file(path: Path, source_name: str | None = None) -> list[str]:
     """Refuse files that are not UTF-8 comma-separated text with the canonical header.
 
     Returns the column names in file order. Reads the file once in 4 MB blocks to check the
-    encoding, so a binary or mis-encoded file is refused before anything is parsed.
+    encoding, so a binary or mis-encoded file is refused before anything is parsed. Errors name
+    the file `source_name` (default: its path).
     """
-    where = str(path)
+    where = str(path) if source_name is None else source_name
     if not path.exists():
         raise ValidationError([Problem(f"no such file: {path}")], where)
     if path.is_dir():
@@ -134,7 +139,7 @@ def check_csv_file(path: Path) -> list[str]:
     if b"\x00" in head:
         raise ValidationError(
             [Problem("binary file (it contains NUL bytes); expected UTF-8 CSV text")], where)
-    _check_utf8(path)
+    _check_utf8(path, where)
     first_line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     if not first_line.strip():
         raise ValidationError([Problem("empty file: the first line should be the header")], where)
@@ -166,7 +171,7 @@ def check_csv_file(path: Path) -> list[str]:
     return header
 
 
-def _check_utf8(path: Path) -> None:
+def _check_utf8(path: Path, where: str) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines_before = 0
     with path.open("rb") as handle:
@@ -177,13 +182,13 @@ def _check_utf8(path: Path) -> None:
                 line = lines_before + block.count(b"\n", 0, error.start) + 1
                 raise ValidationError([Problem(
                     f"not UTF-8: byte 0x{block[error.start]:02x} on line {line} cannot be decoded; "
-                    "save the file as UTF-8")], str(path)) from None
+                    "save the file as UTF-8")], where) from None
             lines_before += block.count(b"\n")
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise ValidationError([Problem("not UTF-8: the file ends inside a multi-byte character")],
-                                  str(path)) from None
+                                  where) from None
 
 
 def _estimate_rows(path: Path) -> int:

@@ -67,3 +67,21 @@ def test_data_page_simulate_form_stores_sessions(tmp_path: Path, monkeypatch: py
     from app.resources import get_store
 
     assert get_store().table_counts()["sessions"] >= 2
+
+
+#: Uploads refused by the file checks (a wrong delimiter) and by the row checks (a bad number).
+REFUSED_UPLOADS = [b"session_id;user_id;seq;t_ms;type\ns1;alice;0;0;key_down\n",
+                   b"session_id,user_id,seq,t_ms,type\ns1,alice,0,abc,key_down\n"]
+
+
+@pytest.mark.parametrize("content", REFUSED_UPLOADS, ids=["file", "row"])
+def test_a_refused_upload_is_named_as_the_user_uploaded_it(content: bytes, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tmp_path / "upload.duckdb", monkeypatch).run()
+    app.switch_page("../pages/data.py").run()
+    app.file_uploader[0].set_value(("my events.csv", content, "text/csv"))
+    app.run()
+    assert not app.exception, app.exception
+    [refused] = [e.value for e in app.error]
+    assert "**my events.csv** was refused" in refused
+    assert "uploads" not in refused and ".csv**" in refused
