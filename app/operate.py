@@ -1,5 +1,5 @@
-"""Helpers of the Operate and History pages (Step-up, History, Audit): the logic those pages need,
-kept out of the page files so it can be tested without Streamlit.
+"""Helpers of the Operate and History pages (Step-up, History, Audit) and of the Live monitor's lists of
+decisions: the logic those pages need, kept out of the page files so it can be tested without Streamlit.
 
 Reading helpers call the store's typed read functions only; the rest are pure functions of frames.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from app.policy import decisive_reason
 from app.stepup import Outcome
 from store import otp, reads
 from store.db import Store
@@ -112,6 +113,19 @@ def is_double_submit(last: Submitted | None, challenge_id: str, code: str) -> bo
     Sending it again would only count another failure (or repeat a success), so the page refuses it.
     """
     return last is not None and last.outcome in REPEATABLE and last.key == submission_key(challenge_id, code)
+
+
+# -- decisions ------------------------------------------------------------------------------------
+def with_decisive_reason(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` plus `reason`: of each row's `reasons` (JSON text), the one that set its `action`
+    (`app.policy.decisive_reason`); null on a row without a decision.
+
+    For the few rows a page lists (a loop over rows, not an expression: which reason decides depends
+    on the row's action).
+    """
+    reasons = [decisive_reason(json.loads(text) if text else [], action) if action else None
+               for text, action in frame.select("reasons", "action").iter_rows()]
+    return frame.with_columns(pl.Series("reason", reasons, dtype=pl.String))
 
 
 # -- history --------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from numbers import Real
@@ -222,6 +223,20 @@ def decide(risk: float, policy: Policy, context: DecisionContext | None = None) 
         if rule.action.severity > action.severity:
             action = rule.action
     return Decision(action, action.verdict, tuple(reasons), value, policy.policy_id, policy.revision)
+
+
+def decisive_reason(reasons: Sequence[str], action: str) -> str | None:
+    """The reason, among those `decide` wrote, that set `action`: the band's when the risk alone gives
+    that action, else the first rule that escalated to it (a replayed window denies at any risk).
+
+    Works on reasons read back from the store (JSON text decoded to a list). A reason list written
+    some other way gives its first reason; an empty one gives None.
+    """
+    if not reasons:
+        return None
+    if f"is in band {action} [" in reasons[0]:
+        return reasons[0]
+    return next((r for r in reasons[1:] if r.endswith(f"→ at least {action}")), reasons[0])
 
 
 def _show_risk(value: float, band: Band) -> str:
