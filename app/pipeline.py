@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from app import settings
+from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
@@ -362,7 +363,8 @@ def prepare_store(store: Store, progress=None) -> str:
     mark_featurized(store, todo.with_columns(final=pl.lit(True)))
     report = train(store, progress=progress, actor="init")
     decided = len(score_pending(store, limit=1_000_000))
-    return f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, {decided:,} decisions"
+    return (f"{plural(windows, 'window')}, {plural(report.models, 'model')} trained in {report.seconds:.0f} s, "
+            f"{plural(decided, 'decision')}")
 
 
 def latest_login_decision(store: Store, session_prefix: str) -> WindowVerdict | None:

@@ -30,6 +30,8 @@ from enum import StrEnum
 from numbers import Real
 from typing import Any
 
+from app.text import plural
+
 
 class Action(StrEnum):
     """What happens to a session, mildest first (the order is the severity)."""
@@ -250,7 +252,7 @@ def _rule_fires(condition: Condition, policy: Policy, context: DecisionContext) 
     if condition is Condition.INSUFFICIENT_ENROLMENT:
         have = context.enrolment_windows
         if have is not None and have < policy.min_enrolment_windows:
-            return f"not enough enrolment ({have} of {policy.min_enrolment_windows} windows)"
+            return f"not enough enrolment ({have} of {plural(policy.min_enrolment_windows, 'window')})"
         return None
     if condition is Condition.REPLAYED_PATTERN:
         return "replayed pattern (the window is identical to an earlier one)" if context.replayed else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from app.text import plural
 from store import Store, ingest_events, reads
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport, check_csv_file
@@ -32,7 +33,8 @@ class SimulationReport:
         return {**self.events.as_dict(), "labels": self.labels, "system_metrics": self.system_metrics}
 
     def summary(self) -> str:
-        return f"{self.events.summary()}; {self.labels:,} labelled sessions, {self.system_metrics:,} CPU samples"
+        return (f"{self.events.summary()}; {plural(self.labels, 'labelled session')}, "
+                f"{plural(self.system_metrics, 'CPU sample')}")
 
 
 def sidecar(events_csv: Path, kind: str) -> Path:

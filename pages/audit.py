@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import operate
 from app.resources import get_store
+from app.text import plural
 from app.ui import teach
 from store.audit import audit, audit_csv, audit_entries, audit_facets, audit_time_span
 
@@ -46,7 +47,7 @@ picked = tuple(days) if isinstance(days, list | tuple) else (days,)
 since, until = operate.day_bounds(picked[0] if picked else None, picked[-1] if picked else None)
 filters = {"actor": actor, "action": action, "subject": subject.strip() or None, "since": since, "until": until}
 rows = audit_entries(store, **filters, limit=LIMIT)
-st.caption(f"{rows.height:,} rows match (newest first; at most {LIMIT:,} are shown).")
+st.caption(f"{plural(rows.height, 'row matches', 'rows match')} (newest first; at most {LIMIT:,} are shown).")
 if rows.is_empty():
     st.info("No audit row matches these filters: widen the days, or set a filter back to *any*.")
     st.stop()

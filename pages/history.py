@@ -7,6 +7,7 @@ import streamlit as st
 from app import charts, operate
 from app.policy import Action, Verdict
 from app.resources import get_store
+from app.text import plural
 from app.ui import teach
 from store.audit import audit
 from store.decisions import BUCKETS, decisions
@@ -63,7 +64,8 @@ filters = {
     "policy_revision": revision[1] if revision else None,
 }
 shown = operate.decisions_for(store, users, **filters)
-st.caption(f"{shown.height:,} decisions match (newest first; at most 10,000 per user are read).")
+st.caption(f"{plural(shown.height, 'decision matches', 'decisions match')} (newest first; at most 10,000 per "
+           "user are read).")
 if shown.is_empty():
     st.info("No decision matches these filters: widen the days, or set a filter back to *any*.")
     st.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from app.text import plural
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
@@ -60,9 +61,9 @@ class IngestReport:
 
     def summary(self) -> str:
         return (
-            f"{self.source}: read {self.rows_read:,} rows; stored {self.events_added:,} new events "
-            f"({self.already_stored:,} already stored), {self.sessions_added:,} new sessions, "
-            f"{self.users_added:,} new users"
+            f"{self.source}: read {plural(self.rows_read, 'row')}; stored {plural(self.events_added, 'new event')} "
+            f"({self.already_stored:,} already stored), {plural(self.sessions_added, 'new session')}, "
+            f"{plural(self.users_added, 'new user')}"
         )
 
 

@@ -85,3 +85,21 @@ def test_a_refused_upload_is_named_as_the_user_uploaded_it(content: bytes, tmp_p
     [refused] = [e.value for e in app.error]
     assert "**my events.csv** was refused" in refused
     assert "uploads" not in refused and ".csv**" in refused
+
+
+def test_an_imported_upload_counts_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tmp_path / "words.duckdb", monkeypatch).run()
+    app.switch_page("../pages/data.py").run()
+    one = b"session_id,user_id,seq,t_ms,type\ns1,alice,0,0,focus\n"
+    app.file_uploader[0].set_value(("one.csv", one, "text/csv"))
+    app.run()
+    assert "1 row passes every check: 1 new event, 0 already stored." in _texts_of(app, "success")
+    [button] = [b for b in app.button if b.label == "Import one.csv"]
+    button.click().run()
+    assert not app.exception, app.exception
+    assert ("one.csv: read 1 row; stored 1 new event (0 already stored), 1 new session, 1 new user"
+            in _texts_of(app, "success"))
+
+
+def _texts_of(app: AppTest, kind: str) -> str:
+    return "\n".join(str(element.value) for element in getattr(app, kind))
