@@ -241,6 +241,33 @@ def test_a_locked_challenge_can_be_unlocked_through_the_page(tmp_path: Path, mon
     assert _store().scalar("SELECT actor FROM audit_log WHERE action = 'otp_unlocked'") == "stepup-page"
 
 
+def _wrong(code: str) -> str:
+    return "".join(str((int(digit) + 5) % 10) for digit in code)
+
+
+def test_the_locked_message_goes_once_the_challenge_is_unlocked(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "u.duckdb"
+    _seed(db)
+    with Store(db) as store:  # four wrong codes a minute ago, each after its throttle wait
+        start = time.time() - 60
+        challenge = issue_challenge(store, "carol", now=start - 1, actor="test").challenge_id
+        for offset in (0, 1, 4, 9):
+            result = verify(store, challenge, _wrong(current_code(store, "carol", start + offset).code), start + offset)
+        assert result.outcome == "wrong_code" and "(1 attempt left before the lock)" in result.message
+    app = _app(db, monkeypatch, "../pages/stepup.py")
+    app.selectbox(key="stepup_user").select("carol").run()
+    app.selectbox(key="stepup_challenge").select(challenge).run()
+    app.text_input(key="stepup_typed_code").input(_wrong(current_code(_store(), "carol", time.time()).code))
+    _click(app, "Submit code")  # the fifth wrong code in a row locks it
+    assert f"**Locked** (challenge {challenge})" in _texts(app, "error")
+
+    _click(app, "Unlock")
+    assert not app.exception, app.exception
+    assert "unlocked" in _texts(app, "success")
+    assert "locked" not in _texts(app, "error").lower()
+
+
 def test_challenge_states_and_double_submits() -> None:
     import polars as pl
 
