@@ -101,5 +101,27 @@ def test_an_imported_upload_counts_in_words(tmp_path: Path, monkeypatch: pytest.
             in _texts_of(app, "success"))
 
 
+def test_capture_enrolment_shows_the_models_it_just_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.pipeline import featurize_pending
+
+    db = tmp_path / "enrol.duckdb"
+    with Store(db) as store:
+        simulate_into(store, users=2, sessions=6, seed=3, load_seconds=5)
+        featurize_pending(store)
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+    monkeypatch.setenv("TELLTALE_ENROLMENT_REPETITIONS", "2")
+    app = _app(db, monkeypatch).run()
+    app.switch_page("../pages/capture.py").run()
+    app.text_input[0].input("u001").run()
+    assert "models: none yet" in _texts_of(app, "caption")
+
+    app.session_state["capture:enrol:u001"].completed.extend(["rep-1", "rep-2"])  # what the browser's batches do
+    app.run()
+    assert not app.exception, app.exception
+    assert "models: manhattan_log." in _texts_of(app, "caption")
+    assert "Enrolment complete" in _texts_of(app, "success")
+    assert "Enrolment complete" not in _texts_of(app, "error") + _texts_of(app, "warning")
+
+
 def _texts_of(app: AppTest, kind: str) -> str:
     return "\n".join(str(element.value) for element in getattr(app, kind))
