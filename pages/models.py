@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app import charts, models, settings
-from app.evaluate import DEFAULT_DETECTORS, markdown
+from app.evaluate import DEFAULT_DETECTORS, markdown, protocol_text
 from app.resources import get_store
 from app.text import plural
 from app.ui import progress_callback, teach
@@ -84,7 +84,7 @@ if run:
 if "evaluation" in st.session_state:
     fmt, result = st.session_state["evaluation"]
     st.markdown(markdown(result, fmt))
-    st.caption(f"Protocol: {result['protocol']}")
+    st.caption(f"Protocol: {protocol_text(result['protocol'])}")
     name = st.selectbox("DET curve of", list(result["detectors"]))
     det = result["detectors"][name].get("det")
     if det:
