@@ -194,12 +194,46 @@ def selected_row(frame: pl.DataFrame, rows: Sequence[int]) -> dict[str, Any] | N
     return frame.row(rows[0], named=True)
 
 
+def reasons_text(column: str = "reasons") -> pl.Expr:
+    """A decision's reasons (stored as a JSON list) as one line of text, joined by "; "."""
+    return pl.col(column).str.json_decode(pl.List(pl.String)).list.join("; ").alias(column)
+
+
 # -- audit ----------------------------------------------------------------------------------------
-def pretty_json(text: str | None) -> Any:
-    """Parsed JSON details for st.json; text that is not JSON comes back unchanged."""
+def details_lines(text: str | None) -> list[str]:
+    """Audit details (JSON text) as "key: value" lines for people: nested keys joined by dots, a list
+    of values joined by "; ", a list of objects numbered ("windows 1.kind: mouse"), null as "—" and
+    true/false as yes/no. Text that is not JSON is one line, unchanged."""
     if text is None:
-        return {}
+        return []
     try:
-        return json.loads(text)
+        details = json.loads(text)
     except (TypeError, ValueError):
-        return text
+        return [text]
+    return list(_detail_lines(details, ""))
+
+
+def details_summary(text: str | None) -> str | None:
+    """`details_lines` on one line (a table cell), joined by " · "; None stays None."""
+    return None if text is None else " · ".join(details_lines(text))
+
+
+def _detail_lines(value: Any, key: str) -> Iterable[str]:
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield from _detail_lines(inner, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        for number, item in enumerate(value, start=1):
+            yield from _detail_lines(item, f"{key} {number}")
+    elif isinstance(value, list):
+        yield f"{key}: {'; '.join(_detail_value(item) for item in value)}"
+    else:
+        yield f"{key}: {_detail_value(value)}" if key else _detail_value(value)
+
+
+def _detail_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

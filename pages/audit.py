@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import streamlit as st
 
 from app import operate
@@ -52,16 +53,18 @@ if rows.is_empty():
     st.info("No audit row matches these filters: widen the days, or set a filter back to *any*.")
     st.stop()
 
-selection = st.dataframe(rows, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
+readable = rows.with_columns(pl.Series("details", [operate.details_summary(text) for text in rows["details"]],
+                                        dtype=pl.String))
+selection = st.dataframe(readable, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
                          selection_mode="single-row",
-                         column_config={"details": st.column_config.JsonColumn("details", width="large")})
+                         column_config={"details": st.column_config.TextColumn("details", width="large")})
 row = operate.selected_row(rows, selection.selection.rows)
 if row is None:
     st.caption("Select a row to read its details in full.")
 else:
     st.markdown(f"**#{row['audit_id']}** · {row['happened_at']:%Y-%m-%d %H:%M:%S} UTC · {row['actor']} · "
                 f"`{row['action']}` · {row['subject'] or '—'}")
-    st.json(operate.pretty_json(row["details"]))
+    st.text("\n".join(operate.details_lines(row["details"])) or "no details")
 
 st.download_button("Export these rows (CSV)", audit_csv(store, **filters, limit=LIMIT), file_name="audit_log.csv",
                    mime="text/csv", on_click=audit_export,

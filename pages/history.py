@@ -80,11 +80,11 @@ teach("How many decisions of each kind were made in each period: a sudden rise o
 
 st.subheader("Decisions")
 table = shown.select("decided_at", "user_id", "session_id", "action", "verdict", "risk", "policy_id", "policy_rev",
-                     "reasons", "decision_id")
+                     operate.reasons_text("reasons"), "decision_id")
 selection = st.dataframe(table, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
                          selection_mode="single-row",
                          column_config={"risk": st.column_config.NumberColumn(format="%.3f"),
-                                        "reasons": st.column_config.JsonColumn("reasons")})
+                                        "reasons": st.column_config.TextColumn("reasons", width="large")})
 row = operate.selected_row(table, selection.selection.rows)
 investigate_column, export_column = st.columns(2)
 with investigate_column:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, settings
+from app import analysis, charts, operate, settings
 from app.resources import get_store
 from app.text import plural
 from app.ui import ACTION_STYLE, teach
@@ -260,7 +260,7 @@ with decisions_tab:
         teach("Every window of the session gets a risk and a decision under the policy revision of the moment. A "
               "session that starts SAFE and turns UNSAFE part-way is what a hijack looks like.")
         st.dataframe(decided.select("decided_at", "kind", "start_ms", "action", "verdict", "risk", "policy_rev",
-                                    "reasons", "top_features"), hide_index=True, width="stretch",
+                                    operate.reasons_text("reasons"), "top_features"), hide_index=True, width="stretch",
                      column_config={"risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
                                                                             format="%.2f"),
                                     "start_ms": st.column_config.NumberColumn("window start (ms)", format="%.0f")})

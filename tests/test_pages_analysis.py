@@ -208,6 +208,8 @@ def test_investigation_shows_the_session_chosen_on_history(scored: Path, monkeyp
     assert f"Session `{session_id}`" in _texts(app)
     assert _metrics(app)["Events"] == f"{events:,}"
     assert "Ground truth (simulation label, never used to decide): hijack" in _texts(app)
+    decided = next(frame.value for frame in app.dataframe if "reasons" in frame.value.columns)
+    assert len(decided) and decided["reasons"].str.startswith("risk ").all()  # words, not a JSON list
 
     app.radio(key="inv_method").set_value("leave one feature out (model)").run()
     assert not app.exception, app.exception
