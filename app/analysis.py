@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from app.policy import Action, Band, Policy
+from app.text import plural
 from detectors.features import FEATURE_DICTIONARY, key_presses, pointer_samples, with_flights
 
 #: A baseline spread at or below this is "no spread": the z-score is undefined (null), not infinite.
@@ -251,7 +252,7 @@ def replay_figure(events: pl.DataFrame, speed: float = 1.0, max_frames: int = 12
     steps = [{"args": [[str(k)], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}],
               "label": f"{at / 1000:.1f}", "method": "animate"} for k, at in enumerate(times)]
     fig.update_layout(
-        title={"text": f"{title} — {speed:g}× ({len(times)} frames, {step / 1000:.2g} s each)", "x": 0.01},
+        title={"text": f"{title} — {speed:g}× ({plural(len(times), 'frame')}, {step / 1000:.2g} s each)", "x": 0.01},
         height=560, template="plotly_white", showlegend=False, margin={"l": 55, "r": 20, "t": 70, "b": 40},
         updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.08, "xanchor": "left",
                       "buttons": [

@@ -243,8 +243,10 @@ def decision_timeline(decisions: pl.DataFrame | None, colour_by: Literal["action
     """Risk of each decision over time: one scatter trace per action (or verdict), in severity order.
 
     Columns: `decided_at` (datetime, UTC), `risk` (0-1), `verdict` (SAFE/UNSAFE), `action` (ALLOW,
-    REQUIRE_OTP, FLAG_SESSION, DENY), `user_id`, `session_id`. Colours follow `ACTION_COLOURS` or
-    `VERDICT_COLOURS`; a null or unknown category is grey. Hover shows user, session, action and verdict.
+    REQUIRE_OTP, FLAG_SESSION, DENY), `user_id`, `session_id`; optional `reason` (text: what set the
+    action, e.g. a replayed window denied at a low risk). Colours follow `ACTION_COLOURS` or
+    `VERDICT_COLOURS`; a null or unknown category is grey. Hover shows user, session, action and verdict,
+    and the reason when given.
     """
     if _is_empty(decisions):
         return empty_figure(title)
@@ -255,15 +257,18 @@ def decision_timeline(decisions: pl.DataFrame | None, colour_by: Literal["action
     frame = decisions.sort("decided_at").with_columns(
         pl.col(colour_by).cast(pl.String).fill_null("unknown").alias("_category"))
     fig = go.Figure()
+    hovered = ["user_id", "session_id", "action", "verdict"] + (["reason"] if "reason" in frame.columns else [])
+    reason = "<br>%{customdata[4]}" if "reason" in hovered else ""
     for category in _categories(frame["_category"], list(palette)):
         part = frame.filter(pl.col("_category") == category)
-        hover = part.select(pl.col("user_id", "session_id", "action", "verdict").cast(pl.String).fill_null("—"))
+        hover = part.select(pl.col(hovered).cast(pl.String).fill_null("—"))
         fig.add_trace(go.Scatter(
             x=_times(part["decided_at"]), y=_floats(part["risk"]), name=category, mode="markers",
             marker={"color": palette.get(category, UNKNOWN_GREY), "size": 7, "opacity": 0.8},
             customdata=hover.to_numpy(),
             hovertemplate="%{x|%Y-%m-%d %H:%M:%S}<br>risk %{y:.3f}<br>user %{customdata[0]}"
-                          "<br>session %{customdata[1]}<br>%{customdata[2]} (%{customdata[3]})<extra></extra>"))
+                          f"<br>session %{{customdata[1]}}<br>%{{customdata[2]}} (%{{customdata[3]}}){reason}"
+                          "<extra></extra>"))
     fig.update_yaxes(range=[-0.02, 1.02])
     return _style(fig, title, "decided at (UTC)", "risk (0–1)")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app import settings
+from app.text import plural
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -200,8 +201,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with _open_store(args, create=False) as store:
         report = export_events_parquet(store, args.to)
-    _emit(args, report.as_dict(), f"exported {report.events:,} events to {report.folder} "
-                                  f"({report.files} files, {report.partitions} partitions)")
+    _emit(args, report.as_dict(), f"exported {plural(report.events, 'event')} to {report.folder} "
+                                  f"({plural(report.files, 'file')}, {plural(report.partitions, 'partition')})")
     return EXIT_OK
 
 
@@ -221,7 +222,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             finally:
                 close()
         counts = store.table_counts()
-    human = (f"loaded sample data: {loaded['events_added']:,} events; {prepared}" if loaded
+    human = (f"loaded sample data: {plural(loaded['events_added'], 'event')}; {prepared}" if loaded
              else "store already has data; sample data not loaded")
     _emit(args, {"db": args.db or settings.get("db"), "loaded": loaded, "prepared": prepared, "tables": counts}, human)
     return EXIT_OK
@@ -240,7 +241,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         written = write_simulation(args.out, users=args.users, sessions=args.sessions, seed=args.seed,
                                    attack_share=args.attack_share, enrolment_days=args.enrolment_days)
-        _emit(args, written, f"wrote {written['events']:,} events of {written['sessions']:,} sessions to {args.out}")
+        _emit(args, written, f"wrote {plural(written['events'], 'event')} of "
+                             f"{plural(written['sessions'], 'session')} to {args.out}")
         return EXIT_OK
     with _open_store(args) as store:
         report = simulate_into(store, users=args.users, sessions=args.sessions, seed=args.seed,
@@ -275,11 +277,12 @@ def _simulate_live(args: argparse.Namespace) -> int:
 
     stream = LiveStream(deliver, users=args.users, sessions=args.sessions, seed=args.seed, speed=args.speed,
                         attack_share=args.attack_share).start()
-    print(f"streaming {stream.status.total_events:,} events of {len(stream.status.sessions)} sessions "
-          f"at {args.speed:g}x; Ctrl+C to stop", file=sys.stderr)
+    print(f"streaming {plural(stream.status.total_events, 'event')} of "
+          f"{plural(len(stream.status.sessions), 'session')} at {args.speed:g}x; Ctrl+C to stop", file=sys.stderr)
     try:
         while not stream.wait(1.0):
-            print(f"\r{stream.status.events:,} / {stream.status.total_events:,} events", end="", file=sys.stderr)
+            print(f"\r{stream.status.events:,} / {plural(stream.status.total_events, 'event')}", end="",
+                  file=sys.stderr)
     except KeyboardInterrupt:
         stream.stop()
     finally:
@@ -288,7 +291,7 @@ def _simulate_live(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     status = stream.status
     payload = {"events": status.events, "batches": status.batches, "sessions": status.sessions, "error": status.error}
-    _emit(args, payload, f"streamed {status.events:,} events in {status.batches} batches"
+    _emit(args, payload, f"streamed {plural(status.events, 'event')} in {plural(status.batches, 'batch', 'batches')}"
                          + (f"; error: {status.error}" if status.error else ""))
     return EXIT_OK if status.error is None else EXIT_BAD_INPUT
 
@@ -346,7 +349,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     kinds = {kind: feature_names(kind) for kind in WINDOW_KINDS}
     payload = {"kinds": kinds, "features": {n: {"family": i.family, "unit": i.unit, "meaning": i.meaning}
                                             for n, i in FEATURE_DICTIONARY.entries.items()}}
-    _emit(args, payload, "\n".join(f"{kind}: {len(names)} features: {', '.join(names)}"
+    _emit(args, payload, "\n".join(f"{kind}: {plural(len(names), 'feature')}: {', '.join(names)}"
                                     for kind, names in kinds.items()))
     return EXIT_OK
 

@@ -7,12 +7,13 @@ Reference figures are the published ones named in ../shared/datasets/README.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 
 REFERENCES: dict[str, dict[str, float]] = {
@@ -154,6 +155,44 @@ def _aalto(path: Path, detectors: list[str], train_reps: int | None, impostor_re
     return {"protocol": protocol,
             "detectors": evaluate_sessions(windows, names, detectors, SessionSplit(train, genuine, impostor),
                                            progress=progress)}
+
+
+PROTOCOL_NAMES = {"cmu": "CMU", "balabit": "Balabit", "aalto": "Aalto"}
+#: Protocol entries `protocol_text` words itself; any other entry is shown as "key: value".
+_WORDED = {"name", "subjects", "users", "features", "windows", "events", "window", "train_reps", "impostor_reps",
+           "train_sentences", "impostor_sentences", "target_frr", "calibration", "open_set_folds",
+           "skipped_subjects", "split", "seed", "seconds", "reference"}
+
+
+def protocol_text(protocol: Mapping[str, Any]) -> str:
+    """An evaluation's protocol in a sentence, for a page: the data, who trained on how much, who
+    played the impostors, how thresholds were set, and how long it took (s). The published reference
+    is left out: `markdown` shows it under the table."""
+    get = protocol.get
+    sizes = [plural(get(key), noun) + (f" ({get('window')})" if key == "windows" and get("window") else "")
+             for key, noun in (("subjects", "subject"), ("users", "user"), ("features", "feature"),
+                               ("windows", "window"), ("events", "event")) if get(key) is not None]
+    parts = [f"{PROTOCOL_NAMES.get(get('name'), get('name'))} protocol: {', '.join(sizes)}"]
+    if get("train_reps") is not None:
+        parts.append(f"train {plural(get('train_reps'), 'rep')}, impostors {plural(get('impostor_reps'), 'rep')} "
+                     "each of every other subject")
+    if get("train_sentences") is not None:
+        parts.append(f"train {plural(get('train_sentences'), 'sentence')}, impostors "
+                     f"{plural(get('impostor_sentences'), 'sentence')} each of every other user")
+    if get("split"):
+        parts.append(get("split"))
+    if get("target_frr") is not None:
+        parts.append(f"thresholds for a {get('target_frr'):.0%} false-reject rate on {get('calibration')} scores")
+    if (get("open_set_folds") or 0) >= 2:
+        parts.append(f"open set: impostor subjects kept out of the background ({get('open_set_folds')} folds)")
+    if get("skipped_subjects"):
+        parts.append(f"skipped (too few repetitions): {', '.join(map(str, get('skipped_subjects')))}")
+    parts += [f"{key}: {value}" for key, value in protocol.items() if key not in _WORDED]
+    if get("seed") is not None:
+        parts.append(f"seed {get('seed')}")
+    if get("seconds") is not None:
+        parts.append(f"{get('seconds'):g} s")
+    return "; ".join(parts) + "."
 
 
 def markdown(result: dict[str, Any], fmt: str) -> str:

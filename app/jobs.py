@@ -45,13 +45,70 @@ class Job:
     help: str
 
 
+#: The shortest span a CPU sample is measured over, in seconds per core. The kernel counts CPU time
+#: in ticks of 10 ms, so over a shorter span the figure is that rounding (0 % or 100 %), not the load.
+MIN_CPU_SPAN_SECONDS = 0.2
+
+
+class CpuMeter:
+    """System-wide CPU use between this meter's own readings of `psutil.cpu_times()`.
+
+    `psutil.cpu_percent(interval=None)` measures since the previous call *on the calling thread*
+    and over an empty interval (0.0) on a thread that never called it. The scheduler runs jobs on a
+    pool of threads, so a sample taken on a new pool thread, or just after any other caller, read
+    exactly 0 % between 99 % neighbours. The meter keeps its previous reading itself, whoever calls
+    (one at a time: the sampler job runs with `max_instances=1`).
+    """
+
+    def __init__(self) -> None:
+        self._previous = psutil.cpu_times()
+
+    def percent(self) -> float | None:
+        """Busy share of all cores since the previous reading, in % (0-100).
+
+        None when less than `MIN_CPU_SPAN_SECONDS` per core passed: the previous reading is kept, so
+        the next call measures over the whole span. None too when the counters went back (a reset):
+        the meter measures from this reading on.
+        """
+        now, before = psutil.cpu_times(), self._previous
+        span = _cpu_total(now) - _cpu_total(before)
+        if span < 0:
+            self._previous = now
+            return None
+        if span < MIN_CPU_SPAN_SECONDS * (psutil.cpu_count() or 1):
+            return None
+        self._previous = now
+        idle = _cpu_idle(now) - _cpu_idle(before)
+        return min(max(100.0 * (span - idle) / span, 0.0), 100.0)
+
+
+def _cpu_total(times) -> float:
+    """CPU seconds of all cores, idle included; guest time is already counted in user time (Linux)."""
+    return sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
+def _cpu_idle(times) -> float:
+    """CPU seconds of all cores doing nothing: idle, and waiting for I/O (Linux counts it apart)."""
+    return times.idle + getattr(times, "iowait", 0.0)
+
+
+_CPU_METER = CpuMeter()
+
+
 def sample_system(store: Store) -> int:
-    """CPU (% of all cores since the last sample) and memory (% used, app RSS in MB)."""
+    """CPU (% of all cores since the sampler's previous sample) and memory (% used, app RSS in MB).
+
+    Returns the rows written: 0 when too little time passed since the previous sample to measure
+    the CPU over (a late run followed by one on time); the next sample then covers the whole span.
+    """
+    cpu_percent = _CPU_METER.percent()
+    if cpu_percent is None:
+        return 0
     memory = psutil.virtual_memory()
     rss_mb = psutil.Process(os.getpid()).memory_info().rss / 2**20
     sample = pl.DataFrame({
         "sampled_at": [datetime.now(UTC).replace(tzinfo=None)],
-        "cpu_percent": [float(psutil.cpu_percent(interval=None))],
+        "cpu_percent": [cpu_percent],
         "mem_percent": [float(memory.percent)],
         "rss_mb": [rss_mb],
     })

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from app import settings
+from app.text import plural
 from detectors.base import make_detector, requires_background
 from detectors.features import model_columns
 from detectors.persistence import UserModel, fit_user_model, fit_user_models
@@ -41,8 +42,10 @@ class TrainingReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        below = f"; {len(self.skipped)} user/kind pairs below the enrolment minimum" if self.skipped else ""
-        return f"trained {self.models} models for {self.users} users in {self.seconds:.1f} s{below}"
+        below = (f"; {plural(len(self.skipped), 'user/kind pair')} below the enrolment minimum" if self.skipped
+                 else "")
+        return (f"trained {plural(self.models, 'model')} for {plural(self.users, 'user')} in {self.seconds:.1f} s"
+                f"{below}")
 
 
 def detector_names() -> list[str]:

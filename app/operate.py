@@ -1,5 +1,5 @@
-"""Helpers of the Operate and History pages (Step-up, History, Audit): the logic those pages need,
-kept out of the page files so it can be tested without Streamlit.
+"""Helpers of the Operate and History pages (Step-up, History, Audit) and of the Live monitor's lists of
+decisions: the logic those pages need, kept out of the page files so it can be tested without Streamlit.
 
 Reading helpers call the store's typed read functions only; the rest are pure functions of frames.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from app.policy import decisive_reason
 from app.stepup import Outcome
 from store import otp, reads
 from store.db import Store
@@ -114,6 +115,19 @@ def is_double_submit(last: Submitted | None, challenge_id: str, code: str) -> bo
     return last is not None and last.outcome in REPEATABLE and last.key == submission_key(challenge_id, code)
 
 
+# -- decisions ------------------------------------------------------------------------------------
+def with_decisive_reason(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` plus `reason`: of each row's `reasons` (JSON text), the one that set its `action`
+    (`app.policy.decisive_reason`); null on a row without a decision.
+
+    For the few rows a page lists (a loop over rows, not an expression: which reason decides depends
+    on the row's action).
+    """
+    reasons = [decisive_reason(json.loads(text) if text else [], action) if action else None
+               for text, action in frame.select("reasons", "action").iter_rows()]
+    return frame.with_columns(pl.Series("reason", reasons, dtype=pl.String))
+
+
 # -- history --------------------------------------------------------------------------------------
 def day_bounds(start: date | None, end: date | None) -> tuple[datetime | None, datetime | None]:
     """A picked day range as (since inclusive, until exclusive) naive UTC datetimes: whole days."""
@@ -180,12 +194,46 @@ def selected_row(frame: pl.DataFrame, rows: Sequence[int]) -> dict[str, Any] | N
     return frame.row(rows[0], named=True)
 
 
+def reasons_text(column: str = "reasons") -> pl.Expr:
+    """A decision's reasons (stored as a JSON list) as one line of text, joined by "; "."""
+    return pl.col(column).str.json_decode(pl.List(pl.String)).list.join("; ").alias(column)
+
+
 # -- audit ----------------------------------------------------------------------------------------
-def pretty_json(text: str | None) -> Any:
-    """Parsed JSON details for st.json; text that is not JSON comes back unchanged."""
+def details_lines(text: str | None) -> list[str]:
+    """Audit details (JSON text) as "key: value" lines for people: nested keys joined by dots, a list
+    of values joined by "; ", a list of objects numbered ("windows 1.kind: mouse"), null as "—" and
+    true/false as yes/no. Text that is not JSON is one line, unchanged."""
     if text is None:
-        return {}
+        return []
     try:
-        return json.loads(text)
+        details = json.loads(text)
     except (TypeError, ValueError):
-        return text
+        return [text]
+    return list(_detail_lines(details, ""))
+
+
+def details_summary(text: str | None) -> str | None:
+    """`details_lines` on one line (a table cell), joined by " · "; None stays None."""
+    return None if text is None else " · ".join(details_lines(text))
+
+
+def _detail_lines(value: Any, key: str) -> Iterable[str]:
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield from _detail_lines(inner, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        for number, item in enumerate(value, start=1):
+            yield from _detail_lines(item, f"{key} {number}")
+    elif isinstance(value, list):
+        yield f"{key}: {'; '.join(_detail_value(item) for item in value)}"
+    else:
+        yield f"{key}: {_detail_value(value)}" if key else _detail_value(value)
+
+
+def _detail_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from app import settings
+from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
@@ -434,9 +435,9 @@ def prepare_store(store: Store, progress=None) -> str:
     mark_featurized(store, todo.with_columns(final=pl.lit(True)), failed=failed)
     report = train(store, progress=progress, actor="init")
     decided = len(score_pending(store, limit=1_000_000, failed=failed))
-    set_aside = f"; {len(failed):,} sessions set aside with an error (Data page)" if failed else ""
-    return (f"{windows:,} windows, {report.models} models trained in {report.seconds:.0f} s, "
-            f"{decided:,} decisions{set_aside}")
+    set_aside = f"; {plural(len(failed), 'session')} set aside with an error (Models page)" if failed else ""
+    return (f"{plural(windows, 'window')}, {plural(report.models, 'model')} trained in {report.seconds:.0f} s, "
+            f"{plural(decided, 'decision')}{set_aside}")
 
 
 def latest_login_decision(store: Store, session_prefix: str) -> WindowVerdict | None:

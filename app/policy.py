@@ -24,10 +24,13 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from numbers import Real
 from typing import Any
+
+from app.text import plural
 
 
 class Action(StrEnum):
@@ -224,6 +227,20 @@ def decide(risk: float, policy: Policy, context: DecisionContext | None = None) 
     return Decision(action, action.verdict, tuple(reasons), value, policy.policy_id, policy.revision)
 
 
+def decisive_reason(reasons: Sequence[str], action: str) -> str | None:
+    """The reason, among those `decide` wrote, that set `action`: the band's when the risk alone gives
+    that action, else the first rule that escalated to it (a replayed window denies at any risk).
+
+    Works on reasons read back from the store (JSON text decoded to a list). A reason list written
+    some other way gives its first reason; an empty one gives None.
+    """
+    if not reasons:
+        return None
+    if f"is in band {action} [" in reasons[0]:
+        return reasons[0]
+    return next((r for r in reasons[1:] if r.endswith(f"→ at least {action}")), reasons[0])
+
+
 def _show_risk(value: float, band: Band) -> str:
     """Four significant digits, unless rounding would make the risk look like the band's edge."""
     short = f"{value:.4g}"
@@ -235,7 +252,7 @@ def _rule_fires(condition: Condition, policy: Policy, context: DecisionContext) 
     if condition is Condition.INSUFFICIENT_ENROLMENT:
         have = context.enrolment_windows
         if have is not None and have < policy.min_enrolment_windows:
-            return f"not enough enrolment ({have} of {policy.min_enrolment_windows} windows)"
+            return f"not enough enrolment ({have} of {plural(policy.min_enrolment_windows, 'window')})"
         return None
     if condition is Condition.REPLAYED_PATTERN:
         return "replayed pattern (the window is identical to an earlier one)" if context.replayed else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.text import plural
 from store import Store, ingest_events, ingest_events_csv, reads
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport
@@ -26,7 +27,8 @@ class SimulationReport:
         return {**self.events.as_dict(), "labels": self.labels, "system_metrics": self.system_metrics}
 
     def summary(self) -> str:
-        return f"{self.events.summary()}; {self.labels:,} labelled sessions, {self.system_metrics:,} CPU samples"
+        return (f"{self.events.summary()}; {plural(self.labels, 'labelled session')}, "
+                f"{plural(self.system_metrics, 'CPU sample')}")
 
 
 def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,

@@ -31,6 +31,7 @@ import pyotp
 import segno
 
 from app import settings
+from app.text import plural
 from store import otp
 from store.db import Store
 from store.otp import Challenge
@@ -160,7 +161,7 @@ def code_problem(code: object, digits: int = DIGITS) -> str | None:
         return f"the code must be {digits} digits, typed as text"
     typed = code.strip()
     if len(typed) != digits:
-        return f"the code must be exactly {digits} digits (got {len(typed)} characters)"
+        return f"the code must be exactly {digits} digits (got {plural(len(typed), 'character')})"
     if not re.fullmatch(r"[0-9]+", typed):
         return f"the code must be {digits} digits 0-9, nothing else"
     return None
@@ -320,7 +321,7 @@ def verify(store: Store, challenge_id: str, code: str, now: Moment, *, actor: st
                           "an analyst must unlock it", failures=failures, last_failure_at=at, locked=True,
                           status="failed", resolved_at=at)
         outcome, event = (Outcome.REPLAYED, "replayed") if step is not None else (Outcome.WRONG_CODE, "failed")
-        return finish(outcome, event, f"{why} ({MAX_FAILURES - failures} attempts left before the lock)",
+        return finish(outcome, event, f"{why} ({plural(MAX_FAILURES - failures, 'attempt')} left before the lock)",
                       failures=failures, last_failure_at=at)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import polars as pl
 import streamlit as st
 
+from app.text import plural
 from store.errors import StoreError, ValidationError
 
 
@@ -22,7 +23,8 @@ def problems_frame(error: ValidationError) -> pl.DataFrame:
 def show_error(error: StoreError) -> None:
     """A refused input: the message, then its problems as a table; says that nothing was stored."""
     if isinstance(error, ValidationError):
-        more = f" ({error.total} problems in all; the first {len(error.problems)} are listed)" \
+        more = f" ({error.total:,} problems in all; the first " \
+               f"{plural(len(error.problems), 'is listed', 'are listed')})" \
             if error.total > len(error.problems) else ""
         st.error(f"**{error.source}** was refused; nothing of it was stored{more}.")
         st.dataframe(problems_frame(error), hide_index=True, width="stretch")

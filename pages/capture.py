@@ -8,6 +8,7 @@ import streamlit as st
 from app import pipeline, settings
 from app.capture.component import PHRASE, mount_capture, page_capture
 from app.resources import get_store
+from app.text import plural
 from app.ui import verdict_badge
 
 st.title("Capture")
@@ -24,23 +25,22 @@ if not user_id.replace("-", "").replace("_", "").isalnum():
     st.stop()
 st.session_state["capture_user"] = user_id
 
-status = pipeline.enrolment_status(store, user_id)
 repetitions = settings.get("enrolment_repetitions")
 enrol_tab, login_tab, pad_tab = st.tabs(["Enrol", "Log in", "Free activity pad"])
 
 with enrol_tab:
-    st.markdown(f"Type the phrase **`{PHRASE}`** {repetitions} times, each followed by Enter. A repetition "
-                "with a typo or a correction is dropped in the browser and typed again.")
-    st.caption(f"{user_id} has {status.clean_repetitions} clean repetitions stored; "
-               f"models: {', '.join(status.detectors) or 'none yet'}.")
+    st.markdown(f"Type the phrase **`{PHRASE}`** {plural(repetitions, 'time')}, each followed by Enter. A "
+                "repetition with a typo or a correction is dropped in the browser and typed again.")
+    stored_now = st.empty()  # filled below, once this run's repetitions are stored and any training is done
 
     def after_repetition(session_id: str) -> None:
         pipeline.featurize_sessions(store, [session_id], final=True)
 
     capture = mount_capture(store, "enrol", user_id, on_completed=after_repetition, phrase=PHRASE,
                             repetitions=repetitions, expected_keys=settings.get("fixed_text_keys"))
+    status = pipeline.enrolment_status(store, user_id)
     done = len(capture.completed)
-    st.progress(min(done / repetitions, 1.0), text=f"{done} / {repetitions} repetitions this visit")
+    st.progress(min(done / repetitions, 1.0), text=f"{done} / {plural(repetitions, 'repetition')} this visit")
     trained_key = f"trained:{user_id}:{capture.mount_key}"
     finished_now = done >= repetitions and trained_key not in st.session_state
     if finished_now or st.button("Train my models now", disabled=status.clean_repetitions < 2):
@@ -49,8 +49,12 @@ with enrol_tab:
                                      progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Training {d}/{t}"))
         bar.empty()
         st.session_state[trained_key] = report.summary()
+        status = pipeline.enrolment_status(store, user_id)  # with the models just trained
     if trained_key in st.session_state:
-        st.success(st.session_state[trained_key])
+        complete = "Enrolment complete: " if done >= repetitions else ""
+        st.success(complete + st.session_state[trained_key])
+    stored_now.caption(f"{user_id} has {plural(status.clean_repetitions, 'clean repetition')} stored; "
+                       f"models: {', '.join(status.detectors) or 'none yet'}.")
 
 with login_tab:
     st.markdown(f"Log in as **{user_id}** with the password **`{PHRASE}`** (everyone shares it, as in the CMU "
@@ -84,7 +88,7 @@ with pad_tab:
     def pad_verdicts() -> None:
         recent = pipeline.recent_decisions(store, session_prefix=pad.state.session_prefix)
         if recent.height == 0:
-            st.caption(f"{pad.stored_events:,} events stored from this pad; no decision yet.")
+            st.caption(f"{plural(pad.stored_events, 'event')} stored from this pad; no decision yet.")
             return
         st.dataframe(recent.select(pl.exclude("session_id")), hide_index=True)
 

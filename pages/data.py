@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import samples, settings
 from app.resources import get_live_control, get_store
+from app.text import plural
 from app.ui import progress_callback, show_error
 from store import StoreError, ingest_events_csv, reads
 from store.export import export_events_parquet
@@ -25,7 +26,8 @@ if reads.is_empty(store):
     if st.button("Load the sample data", type="primary"):
         try:
             loaded = samples.load_sample_data(store, Path(settings.get("sample_data")))
-            st.success(f"Loaded sample data: {loaded['events_added']:,} events." if loaded else "Nothing loaded.")
+            st.success(f"Loaded sample data: {plural(loaded['events_added'], 'event')}." if loaded
+                       else "Nothing loaded.")
             st.rerun()
         except StoreError as error:
             show_error(error)
@@ -54,17 +56,18 @@ with upload_tab:
         except Exception:
             st.caption("No preview: the file does not parse as CSV.")
         try:
-            check = ingest_events_csv(store, path, dry_run=True, actor="data-page")
+            check = ingest_events_csv(store, path, dry_run=True, actor="data-page", source_name=uploaded.name)
         except StoreError as error:
             show_error(error)
         else:
-            st.success(f"{check.rows_read:,} rows pass every check: {check.events_added:,} new events, "
-                       f"{check.already_stored:,} already stored.")
+            st.success(f"{plural(check.rows_read, 'row passes', 'rows pass')} every check: "
+                       f"{plural(check.events_added, 'new event')}, {check.already_stored:,} already stored.")
             if st.button(f"Import {uploaded.name}", type="primary", key=f"import-{digest}"):
                 update, clear = progress_callback("Importing")
                 try:
-                    report = ingest_events_csv(store, path, progress=update, actor="data-page")
-                    st.success(report.summary().replace(str(path), uploaded.name))
+                    report = ingest_events_csv(store, path, progress=update, actor="data-page",
+                                               source_name=uploaded.name)
+                    st.success(report.summary())
                 except StoreError as error:
                     show_error(error)
                 finally:
@@ -137,8 +140,8 @@ with live_tab:
         status = stream.status
         state = "running" if status.running else "finished"
         st.progress(min(status.events / max(status.total_events, 1), 1.0),
-                    text=f"Live stream {state}: {status.events:,} / {status.total_events:,} events, "
-                         f"{status.batches} batches, {len(status.sessions)} sessions")
+                    text=f"Live stream {state}: {status.events:,} / {plural(status.total_events, 'event')}, "
+                         f"{plural(status.batches, 'batch', 'batches')}, {plural(len(status.sessions), 'session')}")
         if status.error:
             st.error(f"The live stream stopped: {status.error}")
 
@@ -152,7 +155,8 @@ with export_tab:
         export_now = st.form_submit_button("Export")
     if export_now:
         report = export_events_parquet(store, folder, actor="data-page")
-        st.success(f"Exported {report.events:,} events to {report.folder} ({report.files} files).")
+        st.success(f"Exported {plural(report.events, 'event')} to {report.folder} "
+                   f"({plural(report.files, 'file')}).")
 
 st.subheader("Sessions")
 overview = reads.sessions_overview(store, limit=500)

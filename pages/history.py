@@ -7,6 +7,7 @@ import streamlit as st
 from app import charts, operate
 from app.policy import Action, Verdict
 from app.resources import get_store
+from app.text import plural
 from app.ui import teach
 from store.audit import audit
 from store.decisions import BUCKETS, decisions
@@ -63,7 +64,8 @@ filters = {
     "policy_revision": revision[1] if revision else None,
 }
 shown = operate.decisions_for(store, users, **filters)
-st.caption(f"{shown.height:,} decisions match (newest first; at most 10,000 per user are read).")
+st.caption(f"{plural(shown.height, 'decision matches', 'decisions match')} (newest first; at most 10,000 per "
+           "user are read).")
 if shown.is_empty():
     st.info("No decision matches these filters: widen the days, or set a filter back to *any*.")
     st.stop()
@@ -78,11 +80,11 @@ teach("How many decisions of each kind were made in each period: a sudden rise o
 
 st.subheader("Decisions")
 table = shown.select("decided_at", "user_id", "session_id", "action", "verdict", "risk", "policy_id", "policy_rev",
-                     "reasons", "decision_id")
+                     operate.reasons_text("reasons"), "decision_id")
 selection = st.dataframe(table, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
                          selection_mode="single-row",
                          column_config={"risk": st.column_config.NumberColumn(format="%.3f"),
-                                        "reasons": st.column_config.JsonColumn("reasons")})
+                                        "reasons": st.column_config.TextColumn("reasons", width="large")})
 row = operate.selected_row(table, selection.selection.rows)
 investigate_column, export_column = st.columns(2)
 with investigate_column:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, settings
+from app import analysis, charts, operate, settings
 from app.resources import get_store
+from app.text import plural
 from app.ui import ACTION_STYLE, teach
 from store import monitor, reads
 from store.models import model_blobs
@@ -105,7 +106,7 @@ if wanted_user in user_ids:
 pick_user, pick_session = st.columns([1, 3])
 user_id = pick_user.selectbox(
     "User", user_ids, key="inv_user",
-    format_func=lambda u: f"{u} ({sessions_of[u]} sessions)")
+    format_func=lambda u: f"{u} ({plural(sessions_of[u], 'session')})")
 sessions = _sessions(db, user_id, counts["decisions"])
 if sessions.height == 0:
     st.info(f"User {user_id} has no sessions yet.")
@@ -117,7 +118,7 @@ elif st.session_state.get("inv_session") not in session_ids:
     st.session_state.pop("inv_session", None)
 labels = {row["session_id"]: " · ".join(str(part) for part in (
     row["session_id"], row["started_at"].strftime("%Y-%m-%d %H:%M") if row["started_at"] else "imported",
-    row["worst_action"] or "not scored", f"{row['events']:,} events") if part)
+    row["worst_action"] or "not scored", plural(row['events'], 'event')) if part)
     for row in sessions.iter_rows(named=True)}
 session_id = pick_session.selectbox("Session (newest first)", session_ids, key="inv_session",
                                     format_func=labels.__getitem__)
@@ -259,7 +260,7 @@ with decisions_tab:
         teach("Every window of the session gets a risk and a decision under the policy revision of the moment. A "
               "session that starts SAFE and turns UNSAFE part-way is what a hijack looks like.")
         st.dataframe(decided.select("decided_at", "kind", "start_ms", "action", "verdict", "risk", "policy_rev",
-                                    "reasons", "top_features"), hide_index=True, width="stretch",
+                                    operate.reasons_text("reasons"), "top_features"), hide_index=True, width="stretch",
                      column_config={"risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
                                                                             format="%.2f"),
                                     "start_ms": st.column_config.NumberColumn("window start (ms)", format="%.0f")})

@@ -1,8 +1,11 @@
 """Live monitor: the machine's load, incoming events, active sessions with their current risk and the latest
-decisions, refreshed in place by a fragment (no full-page reruns) until paused.
+decisions with the reason that set each action, refreshed in place by a fragment (no full-page reruns)
+until paused.
 
-When nothing happened in the chosen interval (sample data is historic), the charts show the same
-interval up to the newest stored event or sample instead, and say so.
+A session is active while its events are recent by the wall clock: within the session idle time
+(TELLTALE_SESSION_IDLE_SECONDS), after which the scorer finalizes it. When nothing happened in the
+chosen interval (sample data is historic), the charts show the same interval up to the newest stored
+event or sample instead, and say so; its sessions are then listed as such, never as active.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from app import charts
+from app import charts, settings
+from app.operate import with_decisive_reason
 from app.resources import get_store
 from app.ui import teach
 from store import monitor, reads
 
 st.title("Live monitor")
+#: A session is active while its newest event is at most this many seconds old (wall clock).
+IDLE_SECONDS = settings.get("session_idle_seconds")
+#: The active-sessions table: its columns and how they are shown.
+SESSION_COLUMNS = ("session_id", "user_id", "last_event_at", "events", "risk", "action", "reason", "max_risk",
+                   "decisions")
 
 
 def _interval(newest: datetime | None, now: datetime, minutes: int) -> tuple[datetime, datetime, bool]:
@@ -35,12 +44,15 @@ def _snapshot(db: str, minutes: int) -> dict[str, Any]:
     now = datetime.now(UTC).replace(tzinfo=None)
     since, until, live = _interval(monitor.newest_activity(store), now, minutes)
     m_since, m_until, m_live = _interval(monitor.newest_metric(store), now, minutes)
+    active = monitor.active_sessions(store, now - timedelta(seconds=IDLE_SECONDS), now)
     return {
         "now": now, "since": since, "until": until, "live": live, "metrics_until": m_until, "metrics_live": m_live,
         "rates": monitor.events_per_second(store, since, until),
         "metrics": monitor.system_metrics_between(store, m_since, m_until),
-        "sessions": monitor.active_sessions(store, since, until),
-        "decisions": monitor.latest_decisions(store, 25),
+        "active": with_decisive_reason(active),
+        "sessions": with_decisive_reason(monitor.active_sessions(store, since, until)) if active.is_empty()
+        else None,
+        "decisions": with_decisive_reason(monitor.latest_decisions(store, 25)),
     }
 
 
@@ -56,11 +68,24 @@ minutes = controls[2].selectbox("Show the last", (1, 5, 15, 60), index=1, format
                                 key="live_minutes")
 
 
+def session_table(sessions: pl.DataFrame, key: str, events_label: str) -> None:
+    """Sessions with their current risk and the action of their latest decision beside its reason."""
+    st.dataframe(
+        sessions.select(SESSION_COLUMNS), hide_index=True, width="stretch", key=key,
+        column_config={
+            "risk": st.column_config.ProgressColumn("current risk", min_value=0.0, max_value=1.0, format="%.2f"),
+            "reason": st.column_config.TextColumn("why (what set the action)", width="large"),
+            "max_risk": st.column_config.NumberColumn("highest risk", format="%.2f"),
+            "last_event_at": st.column_config.DatetimeColumn("last event (UTC)", format="HH:mm:ss"),
+            "events": st.column_config.NumberColumn(events_label)})
+
+
 @st.fragment(run_every=None if paused else every)
 def live_panel() -> None:
     snap = _snapshot(store.path, minutes)
     rates: pl.DataFrame = snap["rates"]
-    sessions: pl.DataFrame = snap["sessions"]
+    active: pl.DataFrame = snap["active"]
+    sessions: pl.DataFrame | None = snap["sessions"]
     decisions: pl.DataFrame = snap["decisions"]
     metrics: pl.DataFrame = snap["metrics"]
     state = "paused" if paused else f"refreshing every {every} s"
@@ -75,7 +100,8 @@ def live_panel() -> None:
     figures = st.columns(4)
     figures[0].metric("Events / s", f"{int(rates['events'].sum()) / seconds:,.1f}" if rates.height else "0",
                       help=f"Average over the {minutes} min shown.")
-    figures[1].metric("Active sessions", f"{sessions.height:,}")
+    figures[1].metric("Active sessions", f"{active.height:,}",
+                      help=f"Sessions with events in the last {IDLE_SECONDS:g} s (TELLTALE_SESSION_IDLE_SECONDS).")
     figures[2].metric("UNSAFE among the latest decisions", f"{unsafe} of {decisions.height}")
     figures[3].metric("CPU", f"{metrics['cpu_percent'][-1]:.0f} %" if metrics.height else "—")
 
@@ -92,22 +118,16 @@ def live_panel() -> None:
         teach("Input events (key presses and releases, mouse moves, clicks) stored per second, by source. A person "
               "produces tens per second; thousands per second is a bulk import or a simulator.")
 
-    active, stream = st.columns([3, 2])
-    with active:
+    active_column, stream = st.columns([3, 2])
+    with active_column:
         st.markdown("**Active sessions**")
-        if sessions.height == 0:
-            st.caption(f"No session had events in the {minutes} min shown.")
+        if active.height:
+            session_table(active, "live_sessions", f"events (last {IDLE_SECONDS:g} s)")
         else:
-            st.dataframe(
-                sessions.select("session_id", "user_id", "last_event_at", "events", "risk", "action", "max_risk",
-                                "decisions"),
-                hide_index=True, width="stretch", key="live_sessions",
-                column_config={
-                    "risk": st.column_config.ProgressColumn("current risk", min_value=0.0, max_value=1.0,
-                                                            format="%.2f"),
-                    "max_risk": st.column_config.NumberColumn("highest risk", format="%.2f"),
-                    "last_event_at": st.column_config.DatetimeColumn("last event (UTC)", format="HH:mm:ss"),
-                    "events": st.column_config.NumberColumn("events shown")})
+            st.caption(f"No session is active: none had events in the last {IDLE_SECONDS:g} s.")
+            if sessions is not None and sessions.height:
+                st.markdown(f"**Sessions with events in the {minutes} min shown** (none of them active)")
+                session_table(sessions, "live_recent_sessions", "events shown")
         teach("A session's current risk is that of its latest decision: how unlike its user the most recent window "
               "was (0 = just like them, 1 = nothing like them). Open **Investigation** to see why.")
     with stream:
@@ -116,14 +136,16 @@ def live_panel() -> None:
             st.caption("No decisions yet: train the models on **Models** and the scorer decides as windows arrive.")
         for row in decisions.head(12).iter_rows(named=True):
             colour = "green" if row["verdict"] == "SAFE" else "red"
-            st.markdown(f":{colour}-badge[{row['verdict']}] `{row['decided_at']:%H:%M:%S}` {row['action']} · "
-                        f"{row['user_id'] or '—'} · {row['kind'] or 'window'} · "
+            st.markdown(f":{colour}-badge[{row['verdict']}] `{row['decided_at']:%H:%M:%S}` {row['action']} "
+                        f"({row['reason'] or 'no reason stored'}) · {row['user_id'] or '—'} · "
+                        f"{row['kind'] or 'window'} · "
                         + ("risk —" if row["risk"] is None else f"risk {row['risk']:.2f}"))
     if decisions.height:
         st.plotly_chart(charts.decision_timeline(decisions, colour_by="verdict", title="Latest decisions"),
                         width="stretch", key="live_timeline")
         teach("SAFE (green) windows were allowed; UNSAFE (red) ones asked for a one-time code, were flagged or "
-              "denied, depending on the policy band their risk fell in.")
+              "denied, depending on the policy band their risk fell in or on a rule (a replayed window is denied "
+              "at any risk). Hover a dot for the reason that set its action.")
 
 
 live_panel()

@@ -8,8 +8,9 @@ import polars as pl
 import streamlit as st
 
 from app import charts, models, settings
-from app.evaluate import DEFAULT_DETECTORS, markdown
+from app.evaluate import DEFAULT_DETECTORS, markdown, protocol_text
 from app.resources import get_store
+from app.text import plural
 from app.ui import progress_callback, teach
 from detectors import DETECTORS
 from store.metrics import latest_drift
@@ -35,13 +36,14 @@ else:
         table = table.join(drift.group_by("user_id").agg(drifted=pl.col("drifted").any()), on="user_id", how="left")
     st.subheader("Users")
     st.caption(f"Windows per kind, the models trained for each user, and drift. Users below "
-               f"{settings.get('min_enrolment_windows')} windows of a kind are scored by the global model and "
-               "their decisions say 'not enough enrolment'.")
+               f"{plural(settings.get('min_enrolment_windows'), 'window')} of a kind are scored by the global "
+               "model and their decisions say 'not enough enrolment'.")
     st.dataframe(table.sort("user_id"), hide_index=True)
     global_models = trained.filter(pl.col("user_id").is_null())
     if global_models.height:
         st.caption("Global models (users without enough enrolment): " + ", ".join(
-            f"{k} ({d}, {n} windows)" for k, d, n in global_models.select("kind", "detector", "n_samples").rows()))
+            f"{k} ({d}, {plural(n, 'window')})"
+            for k, d, n in global_models.select("kind", "detector", "n_samples").rows()))
 
     if st.button("Train now", type="primary", help=f"Detectors: {settings.get('detectors')}"):
         update, clear = progress_callback("Training")
@@ -82,7 +84,7 @@ if run:
 if "evaluation" in st.session_state:
     fmt, result = st.session_state["evaluation"]
     st.markdown(markdown(result, fmt))
-    st.caption(f"Protocol: {result['protocol']}")
+    st.caption(f"Protocol: {protocol_text(result['protocol'])}")
     name = st.selectbox("DET curve of", list(result["detectors"]))
     det = result["detectors"][name].get("det")
     if det:

@@ -76,6 +76,9 @@ def unlock_challenge(challenge_id: str) -> None:
     except stepup.StepUpError as error:
         notice("error", str(error))
         return
+    last = st.session_state.get(LAST_KEY)
+    if last is not None and last.challenge_id == challenge_id:
+        del st.session_state[LAST_KEY]  # its outcome ("Locked") no longer holds
     notice("success", f"Challenge {challenge_id} unlocked: its failure count starts again.")
 
 

@@ -14,6 +14,7 @@ import streamlit as st
 from app import analysis, charts, settings
 from app.policy import Policy, PolicyError
 from app.resources import get_store
+from app.text import plural
 from app.ui import teach
 from store import StoreError, monitor, reads
 from store.models import model_blobs
@@ -100,7 +101,7 @@ with left:
     kinds = sorted(labelled["kind"].unique().to_list())
     kind = st.selectbox("Window kind", ["all kinds", *kinds], key="lab_kind")
     in_sample = st.checkbox("Include enrolment windows", value=False, key="lab_in_sample",
-                            help=f"Windows of each user's first {enrolment_sessions} sessions trained their "
+                            help=f"Windows of each user's first {plural(enrolment_sessions, 'session')} trained their "
                                  "models; their scores are optimistic, so they are left out by default.")
 with right:
     st.markdown(f"**Bands of policy `{policy.policy_id}` revision {policy.revision}**")
@@ -154,7 +155,7 @@ else:
     figures[3].metric("AUC", "—" if rates.auc is None else f"{rates.auc:.3f}",
                       help="Area under the ROC curve: the chance that an attack window has a higher risk than a "
                            "genuine one (0.5 = guessing, 1 = perfect).")
-    st.caption(f"{rates.genuine.size:,} genuine and {rates.impostor.size:,} attack windows"
+    st.caption(f"{plural(rates.genuine.size, 'genuine window')} and {plural(rates.impostor.size, 'attack window')}"
                f"{'' if kind == 'all kinds' else f' of kind {kind}'}. Deltas against the stored setting "
                f"(sensitivity {stored_sensitivity:+.2f}, first edge {policy.bands[0].upper:g}). Windows whose models "
                "have no stored threshold are left out.")
@@ -204,9 +205,10 @@ else:
     columns[2].metric("SAFE → UNSAFE", f"{summary['safe_to_unsafe']:,}")
     columns[3].metric("UNSAFE → SAFE", f"{summary['unsafe_to_safe']:,}")
     st.caption(f"{summary['changed_action']:,} would change action. Rules fire as they did then (replays, too "
-               "little enrolment)." + (f" {summary['not_recomputed']:,} decisions without their models' stored risks "
-                                       "keep their decided risk under the new bands." if summary["not_recomputed"]
-                                       else ""))
+               "little enrolment)." + (" " + plural(summary["not_recomputed"],
+                                                    "decision without its models' stored risks keeps its",
+                                                    "decisions without their models' stored risks keep their")
+                                       + " decided risk under the new bands." if summary["not_recomputed"] else ""))
     moved = analysis.transitions(changed)
     if moved.height:
         st.dataframe(moved, hide_index=True, width="content")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from app.text import plural
 from store.db import Store
 from store.ingest import IngestReport, ingest_events
 from store.windows import WindowReport, ingest_feature_windows
@@ -33,7 +34,7 @@ class DatasetReport:
         return {**self.stored.as_dict(), "source_rows": self.source_rows, "dropped": self.dropped}
 
     def summary(self) -> str:
-        dropped = ", ".join(f"{n:,} {reason}" for reason, n in self.dropped.items() if n)
+        dropped = ", ".join(f"{plural(n, 'row')} ({reason})" for reason, n in self.dropped.items() if n)
         return self.stored.summary() + (f"; dropped by the parser: {dropped}" if dropped else "")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from app.text import plural
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
@@ -70,9 +71,9 @@ class IngestReport:
 
     def summary(self) -> str:
         text = (
-            f"{self.source}: read {self.rows_read:,} rows; stored {self.events_added:,} new events "
-            f"({self.already_stored:,} already stored), {self.sessions_added:,} new sessions, "
-            f"{self.users_added:,} new users"
+            f"{self.source}: read {plural(self.rows_read, 'row')}; stored {plural(self.events_added, 'new event')} "
+            f"({self.already_stored:,} already stored), {plural(self.sessions_added, 'new session')}, "
+            f"{plural(self.users_added, 'new user')}"
         )
         if self.sidecars:
             text += (f"; sidecars imported: {', '.join(self.sidecars)} ({self.labels_added:,} new labels, "
@@ -114,34 +115,39 @@ def ingest_events_csv(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     dry_run: bool = False,
     sidecars: bool = False,
+    source_name: str | None = None,
 ) -> IngestReport:
     """Stream a canonical events CSV into the store (see README, "The events CSV format").
 
     The file is read `chunk_rows` rows at a time so memory stays bounded whatever its size.
     `dry_run` runs every check, including those against stored data, and then rolls back.
     `sidecars=True` also imports the session starts, labels and CPU trace written beside it by
-    `simulate --out` (store.sidecars), whichever exist, in the same transaction.
+    `simulate --out` (store.sidecars), whichever exist, in the same transaction. `source_name` is what
+    errors, the report and the audit row call the file (default: its path); a page that stores an
+    upload under a name of its own passes the name the user uploaded.
     """
     path = Path(path)
-    header = check_csv_file(path)
+    source_name = str(path) if source_name is None else source_name
+    header = check_csv_file(path, source_name)
     found = read_sidecars(path) if sidecars else None
     estimated_rows = _estimate_rows(path)
-    batches = _csv_batches(path, header, chunk_rows, progress, estimated_rows)
+    batches = _csv_batches(path, header, chunk_rows, progress, estimated_rows, source_name)
     return _ingest_batches(
-        store, batches, source_name=str(path), sessions=found.table("sessions") if found else None,
+        store, batches, source_name=source_name, sessions=found.table("sessions") if found else None,
         labels=found.table("labels") if found else None, actor=actor, dry_run=dry_run, default_source="csv",
         sidecars=found,
     )
 
 
 # -- file-level checks ----------------------------------------------------------------------------
-def check_csv_file(path: Path) -> list[str]:
+def check_csv_file(path: Path, source_name: str | None = None) -> list[str]:
     """Refuse files that are not UTF-8 comma-separated text with the canonical header.
 
     Returns the column names in file order. Reads the file once in 4 MB blocks to check the
-    encoding, so a binary or mis-encoded file is refused before anything is parsed.
+    encoding, so a binary or mis-encoded file is refused before anything is parsed. Errors name
+    the file `source_name` (default: its path).
     """
-    where = str(path)
+    where = str(path) if source_name is None else source_name
     if not path.exists():
         raise ValidationError([Problem(f"no such file: {path}")], where)
     if path.is_dir():
@@ -153,7 +159,7 @@ def check_csv_file(path: Path) -> list[str]:
     if b"\x00" in head:
         raise ValidationError(
             [Problem("binary file (it contains NUL bytes); expected UTF-8 CSV text")], where)
-    _check_utf8(path)
+    _check_utf8(path, where)
     first_line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     if not first_line.strip():
         raise ValidationError([Problem("empty file: the first line should be the header")], where)
@@ -185,7 +191,7 @@ def check_csv_file(path: Path) -> list[str]:
     return header
 
 
-def _check_utf8(path: Path) -> None:
+def _check_utf8(path: Path, where: str) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines_before = 0
     with path.open("rb") as handle:
@@ -196,13 +202,13 @@ def _check_utf8(path: Path) -> None:
                 line = lines_before + block.count(b"\n", 0, error.start) + 1
                 raise ValidationError([Problem(
                     f"not UTF-8: byte 0x{block[error.start]:02x} on line {line} cannot be decoded; "
-                    "save the file as UTF-8")], str(path)) from None
+                    "save the file as UTF-8")], where) from None
             lines_before += block.count(b"\n")
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise ValidationError([Problem("not UTF-8: the file ends inside a multi-byte character")],
-                                  str(path)) from None
+                                  where) from None
 
 
 def _estimate_rows(path: Path) -> int:
@@ -213,7 +219,7 @@ def _estimate_rows(path: Path) -> int:
 
 
 def _csv_batches(
-    path: Path, header: list[str], chunk_rows: int, progress: Progress | None, estimated: int,
+    path: Path, header: list[str], chunk_rows: int, progress: Progress | None, estimated: int, source_name: str,
 ) -> Iterator[pl.DataFrame]:
     # null_values: a quoted empty field ("", as quote-all writers emit) is missing, like an unquoted one.
     scan = pl.scan_csv(path, infer_schema=False, row_index_name=ROW, row_index_offset=1, raise_if_empty=False,
@@ -226,7 +232,7 @@ def _csv_batches(
         except StopIteration:
             return
         except pl.exceptions.PolarsError as error:
-            raise _unreadable_csv(path, len(header), error) from None
+            raise _unreadable_csv(path, len(header), error, source_name) from None
         batch = batch.rename(lambda name: name.lstrip("\ufeff").strip())
         done += batch.height
         yield batch
@@ -234,7 +240,7 @@ def _csv_batches(
             progress(done, max(estimated, done))
 
 
-def _unreadable_csv(path: Path, columns: int, error: Exception) -> ValidationError:
+def _unreadable_csv(path: Path, columns: int, error: Exception, source_name: str) -> ValidationError:
     """Why Polars could not parse the file, naming the first row with more fields than the header
     (found by reading the file again with the csv module: only on this error path)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -245,11 +251,11 @@ def _unreadable_csv(path: Path, columns: int, error: Exception) -> ValidationErr
                 if row and len(fields) > columns:
                     return ValidationError([Problem(
                         f"{len(fields)} fields, but the header names {columns} columns (a value holding a comma "
-                        "must be quoted)", row=row)], str(path))
+                        "must be quoted)", row=row)], source_name)
         except csv.Error as unreadable:
-            return ValidationError([Problem(f"not readable as CSV: {unreadable}", row=row + 1)], str(path))
+            return ValidationError([Problem(f"not readable as CSV: {unreadable}", row=row + 1)], source_name)
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValidationError([Problem(f"not readable as CSV: {first_line[:200]}")], str(path))
+    return ValidationError([Problem(f"not readable as CSV: {first_line[:200]}")], source_name)
 
 
 # -- the shared pipeline --------------------------------------------------------------------------

@@ -73,9 +73,10 @@ def system_metrics_between(store: Store, since: datetime, until: datetime, limit
 def active_sessions(store: Store, since: datetime, until: datetime, limit: int = 50) -> pl.DataFrame:
     """Sessions with events in [since, until), most recently active first, with their current risk.
 
-    Columns: session_id, user_id, last_event_at (UTC), events (in the interval), risk, action,
-    verdict, decided_at (of the session's latest decision; null when it has none yet), max_risk and
-    decisions (over all of the session's decisions).
+    The caller says what "active" means: the Live monitor passes the last few seconds of the wall
+    clock. Columns: session_id, user_id, last_event_at (UTC), events (in the interval), risk,
+    action, verdict, decided_at, reasons (JSON text; all of the session's latest decision, null when
+    it has none yet), max_risk and decisions (over all of the session's decisions).
     """
     return store.frame(f"""
         WITH starts AS ({_STARTS}), recent AS (
@@ -84,14 +85,14 @@ def active_sessions(store: Store, since: datetime, until: datetime, limit: int =
             WHERE {_EVENT_MS} >= epoch_ms(CAST(? AS TIMESTAMP)) AND {_EVENT_MS} < epoch_ms(CAST(? AS TIMESTAMP))
             GROUP BY e.session_id
         ), judged AS (
-            SELECT session_id, risk, action, verdict, decided_at,
+            SELECT session_id, risk, action, verdict, decided_at, CAST(reasons AS VARCHAR) AS reasons,
                    max(risk) OVER (PARTITION BY session_id) AS max_risk,
                    count(*) OVER (PARTITION BY session_id) AS decisions
             FROM decisions WHERE session_id IN (SELECT session_id FROM recent)
             QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY decided_at DESC, decision_id) = 1
         )
         SELECT r.session_id, r.user_id, make_timestamp(CAST(r.last_ms * 1000 AS BIGINT)) AS last_event_at,
-               r.events, j.risk, j.action, j.verdict, j.decided_at, j.max_risk,
+               r.events, j.risk, j.action, j.verdict, j.decided_at, j.reasons, j.max_risk,
                coalesce(j.decisions, 0) AS decisions
         FROM recent r LEFT JOIN judged j USING (session_id)
         ORDER BY r.last_ms DESC, r.session_id LIMIT ?""", [until, since, until, int(limit)])
@@ -99,10 +100,11 @@ def active_sessions(store: Store, since: datetime, until: datetime, limit: int =
 
 def latest_decisions(store: Store, limit: int = 20) -> pl.DataFrame:
     """The newest `limit` decisions, newest first: decision_id, decided_at, user_id, session_id,
-    window_id, kind (of the window, when known), action, verdict, risk, policy_id, policy_rev."""
+    window_id, kind (of the window, when known), action, verdict, risk, policy_id, policy_rev,
+    reasons (JSON text)."""
     return store.frame("""
         SELECT d.decision_id, d.decided_at, d.user_id, d.session_id, d.window_id, w.kind, d.action, d.verdict,
-               d.risk, d.policy_id, d.policy_rev
+               d.risk, d.policy_id, d.policy_rev, CAST(d.reasons AS VARCHAR) AS reasons
         FROM (SELECT * FROM decisions ORDER BY decided_at DESC, decision_id LIMIT ?) d
         LEFT JOIN feature_windows w USING (window_id)
         ORDER BY d.decided_at DESC, d.decision_id""", [int(limit)])

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
+from app.text import plural
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
@@ -35,8 +36,9 @@ class WindowReport:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"{self.source}: read {self.rows_read:,} rows; stored {self.windows_added:,} new feature "
-                f"windows ({self.already_stored:,} already stored), {self.users_added:,} new users, "
+        return (f"{self.source}: read {plural(self.rows_read, 'row')}; stored "
+                f"{plural(self.windows_added, 'new feature window')} ({self.already_stored:,} already stored), "
+                f"{plural(self.users_added, 'new user')}, "
                 f"schema {self.schema_id}")
 
 

@@ -183,6 +183,17 @@ def test_decision_timeline_has_one_trace_per_action_in_severity_order_with_its_c
     assert "user" in allow.hovertemplate and "session" in allow.hovertemplate
 
 
+def test_decision_timeline_hover_says_why_when_the_decisive_reason_is_given() -> None:
+    reasons = ["risk 0.1 is in band ALLOW [0, 0.6)", "replayed pattern (the window is identical to an earlier one) "
+               "→ at least DENY", None, "risk 0.2 is in band ALLOW [0, 0.6)", "risk 0.7 is in band FLAG_SESSION"]
+    fig = charts.decision_timeline(DECISIONS.with_columns(reason=pl.Series(reasons)), colour_by="verdict")
+
+    unsafe = trace(fig, "UNSAFE")
+    assert [row[-1] for row in unsafe.customdata] == [reasons[1], "—", reasons[4]]
+    assert "customdata[4]" in unsafe.hovertemplate
+    assert "customdata[4]" not in trace(charts.decision_timeline(DECISIONS), "ALLOW").hovertemplate
+
+
 def test_decision_timeline_coloured_by_verdict() -> None:
     fig = charts.decision_timeline(DECISIONS, colour_by="verdict")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import polars as pl
+import psutil
+import pytest
 
 from app.inbox import drain_inbox, inbox_folder, post_batch
-from app.jobs import Job, Worker
+from app.jobs import Job, Worker, sample_system
 from app.live import LiveStream, live_simulation
 from store import Store
 
@@ -82,3 +85,49 @@ def test_stopping_the_worker_stores_what_waits_in_the_inbox(tmp_path: Path) -> N
         worker.shutdown()
         assert store.table_counts()["events"] == events.height
         assert not list(inbox_folder(store.path).glob("*.parquet"))
+
+
+class BusyMachine:
+    """A stand-in for `psutil.cpu_times()`: every core busy `busy` of the time, and time passes only
+    when the test says so (`advance`)."""
+
+    def __init__(self, busy: float):
+        self.busy, self.cores = busy, psutil.cpu_count() or 1
+        real = psutil.cpu_times()
+        self.times = real._replace(**dict.fromkeys(real._fields, 0.0))._replace(user=1e9, idle=1e9)
+
+    def advance(self, seconds: float) -> None:
+        spent = seconds * self.cores
+        self.times = self.times._replace(user=self.times.user + spent * self.busy,
+                                         idle=self.times.idle + spent * (1 - self.busy))
+
+    def __call__(self, percpu: bool = False):
+        assert not percpu
+        return self.times
+
+
+def test_cpu_samples_measure_the_load_since_the_samplers_own_previous_sample(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = BusyMachine(busy=0.99)
+    monkeypatch.setattr(psutil, "cpu_times", machine)
+
+    def sample_on_a_new_thread(store: Store) -> None:  # as a scheduler pool thread that never sampled
+        thread = threading.Thread(target=sample_system, args=(store,))
+        thread.start()
+        thread.join()
+
+    with Store(tmp_path / "cpu.duckdb") as store:
+        sample_system(store)  # the first reading of this fake machine: not asserted
+        first = store.scalar("SELECT count(*) FROM system_metrics")
+        machine.advance(1.0)
+        sample_system(store)
+        machine.advance(1.0)
+        psutil.cpu_percent(interval=None)  # another reader of the CPU, just before the sampler
+        sample_system(store)
+        machine.advance(1.0)
+        sample_on_a_new_thread(store)
+        sample_system(store)  # again at once: no time passed to measure over
+        machine.advance(1.0)
+        sample_system(store)
+        cpu = store.frame("SELECT cpu_percent FROM system_metrics ORDER BY rowid")["cpu_percent"]
+    assert cpu[first:].to_list() == pytest.approx([99.0] * 4)

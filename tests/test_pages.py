@@ -67,3 +67,61 @@ def test_data_page_simulate_form_stores_sessions(tmp_path: Path, monkeypatch: py
     from app.resources import get_store
 
     assert get_store().table_counts()["sessions"] >= 2
+
+
+#: Uploads refused by the file checks (a wrong delimiter) and by the row checks (a bad number).
+REFUSED_UPLOADS = [b"session_id;user_id;seq;t_ms;type\ns1;alice;0;0;key_down\n",
+                   b"session_id,user_id,seq,t_ms,type\ns1,alice,0,abc,key_down\n"]
+
+
+@pytest.mark.parametrize("content", REFUSED_UPLOADS, ids=["file", "row"])
+def test_a_refused_upload_is_named_as_the_user_uploaded_it(content: bytes, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tmp_path / "upload.duckdb", monkeypatch).run()
+    app.switch_page("../pages/data.py").run()
+    app.file_uploader[0].set_value(("my events.csv", content, "text/csv"))
+    app.run()
+    assert not app.exception, app.exception
+    [refused] = [e.value for e in app.error]
+    assert "**my events.csv** was refused" in refused
+    assert "uploads" not in refused and ".csv**" in refused
+
+
+def test_an_imported_upload_counts_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tmp_path / "words.duckdb", monkeypatch).run()
+    app.switch_page("../pages/data.py").run()
+    one = b"session_id,user_id,seq,t_ms,type\ns1,alice,0,0,focus\n"
+    app.file_uploader[0].set_value(("one.csv", one, "text/csv"))
+    app.run()
+    assert "1 row passes every check: 1 new event, 0 already stored." in _texts_of(app, "success")
+    [button] = [b for b in app.button if b.label == "Import one.csv"]
+    button.click().run()
+    assert not app.exception, app.exception
+    assert ("one.csv: read 1 row; stored 1 new event (0 already stored), 1 new session, 1 new user"
+            in _texts_of(app, "success"))
+
+
+def test_capture_enrolment_shows_the_models_it_just_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.pipeline import featurize_pending
+
+    db = tmp_path / "enrol.duckdb"
+    with Store(db) as store:
+        simulate_into(store, users=2, sessions=6, seed=3, load_seconds=5)
+        featurize_pending(store)
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+    monkeypatch.setenv("TELLTALE_ENROLMENT_REPETITIONS", "2")
+    app = _app(db, monkeypatch).run()
+    app.switch_page("../pages/capture.py").run()
+    app.text_input[0].input("u001").run()
+    assert "models: none yet" in _texts_of(app, "caption")
+
+    app.session_state["capture:enrol:u001"].completed.extend(["rep-1", "rep-2"])  # what the browser's batches do
+    app.run()
+    assert not app.exception, app.exception
+    assert "models: manhattan_log." in _texts_of(app, "caption")
+    assert "Enrolment complete" in _texts_of(app, "success")
+    assert "Enrolment complete" not in _texts_of(app, "error") + _texts_of(app, "warning")
+
+
+def _texts_of(app: AppTest, kind: str) -> str:
+    return "\n".join(str(element.value) for element in getattr(app, kind))

@@ -4,8 +4,10 @@ data and on scored sample data; the lab re-labels stored scores without touching
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -121,6 +123,76 @@ def test_live_monitor_shows_latest_decisions_and_can_pause(scored: Path, monkeyp
     assert not app.exception, app.exception
 
 
+def _app_store():
+    """The app's own Store (a second DuckDB connection to the file is refused while the app holds it)."""
+    from app.resources import get_store
+
+    return get_store()
+
+
+def _session_seconds_ago(session_id: str, user_id: str, seconds: float) -> None:
+    """A session of one key press whose events happened `seconds` before now (wall clock)."""
+    from store import ingest_events
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    events = pl.DataFrame({"session_id": [session_id] * 2, "user_id": [user_id] * 2, "seq": [0, 1],
+                           "t_ms": [0.0, 90.0], "type": ["key_down", "key_up"], "key_class": ["letter"] * 2,
+                           "press_id": [1, 1], "source": ["simulator"] * 2})
+    started = pl.DataFrame({"session_id": [session_id], "user_id": [user_id],
+                            "started_at": [now - timedelta(seconds=seconds)]})
+    ingest_events(_app_store(), events, sessions=started)
+
+
+def _session_tables(app: AppTest) -> list:
+    """The Live monitor's tables of sessions (a table without on_select has no key to find it by)."""
+    return [frame.value for frame in app.dataframe if "session_id" in frame.value.columns]
+
+
+def _rerun_uncached(app: AppTest) -> AppTest:
+    """Run again with the panel's one-second snapshot cache emptied (the store changed under it)."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_live_monitor_calls_active_only_sessions_with_events_moments_ago(scored: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _open(scored, LIVE, monkeypatch)
+    assert _metrics(app)["Active sessions"] == "0"  # the simulated sessions are from January
+    assert "No session is active" in _texts(app)
+    assert "(none of them active)" in _texts(app) and len(_session_tables(app)) == 1  # listed as what they are
+
+    _session_seconds_ago("moments-ago", "u001", 5)
+    _session_seconds_ago("ten-minutes-ago", "u002", 600)  # within the 15 min shown, but idle since
+    app.selectbox(key="live_minutes").set_value(15)
+    _rerun_uncached(app)
+    assert _metrics(app)["Active sessions"] == "1"
+    assert "No session is active" not in _texts(app)
+    [active] = _session_tables(app)
+    assert list(active["session_id"]) == ["moments-ago"]
+
+
+def test_live_monitor_says_why_a_low_risk_decision_denies(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.policy import DecisionContext, decide
+    from store.decisions import record_decision
+    from store.policies import latest_policy
+
+    app = _open(scored, LIVE, monkeypatch)
+    _session_seconds_ago("replayer", "u001", 5)
+    replayed = decide(0.04, latest_policy(_app_store()), DecisionContext(enrolment_windows=50, replayed=True))
+    assert replayed.action == "DENY"
+    record_decision(_app_store(), replayed, user_id="u001", session_id="replayer")
+    _rerun_uncached(app)
+
+    newest = next(m.value for m in app.markdown if "-badge[" in m.value)
+    assert "DENY" in newest and "risk 0.04" in newest and "replayed pattern" in newest
+    [active] = _session_tables(app)
+    assert active["action"].tolist() == ["DENY"] and "replayed pattern" in active["reason"][0]
+
+
 def test_investigation_shows_the_session_chosen_on_history(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(scored) as store:
         session_id, user_id, events = store.rows(
@@ -136,6 +208,8 @@ def test_investigation_shows_the_session_chosen_on_history(scored: Path, monkeyp
     assert f"Session `{session_id}`" in _texts(app)
     assert _metrics(app)["Events"] == f"{events:,}"
     assert "Ground truth (simulation label, never used to decide): hijack" in _texts(app)
+    decided = next(frame.value for frame in app.dataframe if "reasons" in frame.value.columns)
+    assert len(decided) and decided["reasons"].str.startswith("risk ").all()  # words, not a JSON list
 
     app.radio(key="inv_method").set_value("leave one feature out (model)").run()
     assert not app.exception, app.exception

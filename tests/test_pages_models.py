@@ -69,3 +69,26 @@ def test_an_evaluation_shows_its_table(tmp_path: Path, monkeypatch: pytest.Monke
     assert not app.exception
     table = "\n".join(m.value for m in app.markdown)
     assert "| manhattan_scaled |" in table and "mean EER" in table
+    [protocol] = [c.value for c in app.caption if c.value.startswith("Protocol")]
+    assert "{" not in protocol and "train 6 reps, impostors 2 reps each of every other subject" in protocol
+
+
+def test_protocols_read_as_sentences() -> None:
+    from app.evaluate import protocol_text
+
+    cmu = {"name": "cmu", "train_reps": 25, "impostor_reps": 1, "subjects": 56, "features": 71, "seed": 0,
+           "target_frr": 0.05, "calibration": "training", "open_set_folds": 0, "skipped_subjects": ["s9"],
+           "seconds": 3.2, "reference": "Killourhy & Maxion 2009"}
+    assert protocol_text(cmu) == (
+        "CMU protocol: 56 subjects, 71 features; train 25 reps, impostors 1 rep each of every other subject; "
+        "thresholds for a 5% false-reject rate on training scores; skipped (too few repetitions): s9; seed 0; 3.2 s.")
+    aalto = {"name": "aalto", "users": 1, "train_sentences": 10, "impostor_sentences": 2, "windows": 900,
+             "features": 30, "window": "the 20-keystroke free-text windows of each sentence", "seconds": 1.0}
+    assert protocol_text(aalto) == (
+        "Aalto protocol: 1 user, 30 features, 900 windows (the 20-keystroke free-text windows of each sentence); "
+        "train 10 sentences, impostors 2 sentences each of every other user; 1 s.")
+    balabit = {"name": "balabit", "split": "challenge test sessions scored against the claimed user", "users": 10,
+               "windows": 5000, "features": 40, "events": 2_000_000, "seconds": 12.0, "surprise": {"a": 1}}
+    assert protocol_text(balabit) == (
+        "Balabit protocol: 10 users, 40 features, 5,000 windows, 2,000,000 events; challenge test sessions scored "
+        "against the claimed user; surprise: {'a': 1}; 12 s.")

@@ -127,6 +127,49 @@ def test_history_row_selection_opens_the_investigation(tmp_path: Path, monkeypat
     assert app.session_state["investigate_user"] == newest["user_id"] == "bob"
 
 
+def test_history_shows_the_reasons_as_text_not_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _seed(tmp_path / "r.duckdb")
+    app = _app(tmp_path / "r.duckdb", monkeypatch, "../pages/history.py")
+    reasons = _table(app, "history_table")["reasons"]
+    assert reasons.str.startswith("risk ").all() and not reasons.str.contains('"', regex=False).any()
+    assert reasons.iloc[0].startswith("risk 0.99 is in band DENY [0.95, 1]")
+
+
+def test_reasons_text_joins_the_stored_list() -> None:
+    import polars as pl
+
+    from app import operate
+
+    frame = pl.DataFrame({"reasons": ['["risk 0.04 is in band ALLOW [0, 0.6)", "replayed pattern → at least DENY"]',
+                                      "[]", None]})
+    assert frame.select(operate.reasons_text("reasons"))["reasons"].to_list() == [
+        "risk 0.04 is in band ALLOW [0, 0.6); replayed pattern → at least DENY", "", None]
+
+
+def test_audit_details_read_as_key_value_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import operate
+
+    assert operate.details_lines('{"rows": 2, "filters": {"verdict": "UNSAFE", "users": ["alice", "bob"]}, '
+                                 '"dry_run": false, "error": null}') == [
+        "rows: 2", "filters.verdict: UNSAFE", "filters.users: alice; bob", "dry_run: no", "error: —"]
+    assert operate.details_lines('{"windows": [{"kind": "mouse", "n": 3}]}') == ["windows 1.kind: mouse",
+                                                                                  "windows 1.n: 3"]
+    assert operate.details_lines("not json {") == ["not json {"]
+    assert operate.details_lines(None) == [] and operate.details_lines("{}") == []
+
+    _seed(tmp_path / "d.duckdb")
+    app = _app(tmp_path / "d.duckdb", monkeypatch, "../pages/audit.py")
+    details = _table(app, "audit_table")["details"].dropna()
+    assert len(details) and not details.str.contains(r"^[\[{]", regex=True).any()
+    decision = next(text for text in details if text.startswith("action: DENY"))
+    assert "reasons: risk 0.99 is in band DENY" in decision
+    app.session_state["audit_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception, app.exception
+    shown = _texts(app, "text")
+    assert shown and "{" not in shown and ": " in shown
+
+
 def test_audit_shows_rows_filters_by_action_and_audits_its_export(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "a.duckdb")
@@ -239,6 +282,33 @@ def test_a_locked_challenge_can_be_unlocked_through_the_page(tmp_path: Path, mon
                          [locked]) == [(False, 0, "issued")]
     assert "unlocked" in _texts(app, "success")
     assert _store().scalar("SELECT actor FROM audit_log WHERE action = 'otp_unlocked'") == "stepup-page"
+
+
+def _wrong(code: str) -> str:
+    return "".join(str((int(digit) + 5) % 10) for digit in code)
+
+
+def test_the_locked_message_goes_once_the_challenge_is_unlocked(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "u.duckdb"
+    _seed(db)
+    with Store(db) as store:  # four wrong codes a minute ago, each after its throttle wait
+        start = time.time() - 60
+        challenge = issue_challenge(store, "carol", now=start - 1, actor="test").challenge_id
+        for offset in (0, 1, 4, 9):
+            result = verify(store, challenge, _wrong(current_code(store, "carol", start + offset).code), start + offset)
+        assert result.outcome == "wrong_code" and "(1 attempt left before the lock)" in result.message
+    app = _app(db, monkeypatch, "../pages/stepup.py")
+    app.selectbox(key="stepup_user").select("carol").run()
+    app.selectbox(key="stepup_challenge").select(challenge).run()
+    app.text_input(key="stepup_typed_code").input(_wrong(current_code(_store(), "carol", time.time()).code))
+    _click(app, "Submit code")  # the fifth wrong code in a row locks it
+    assert f"**Locked** (challenge {challenge})" in _texts(app, "error")
+
+    _click(app, "Unlock")
+    assert not app.exception, app.exception
+    assert "unlocked" in _texts(app, "success")
+    assert "locked" not in _texts(app, "error").lower()
 
 
 def test_challenge_states_and_double_submits() -> None:

@@ -24,6 +24,7 @@ from app.policy import (
     Rule,
     Verdict,
     decide,
+    decisive_reason,
 )
 from store import Store
 from store.decisions import (
@@ -425,3 +426,23 @@ def test_numpy_risks_and_edges_are_plain_numbers_to_the_policy() -> None:
     assert decide(np.float32(0.5), policy).action is Action.DENY
     assert Policy.from_json(policy.to_json()) == policy
     assert all(type(edge) is float for band in policy.bands for edge in (band.lower, band.upper))
+
+
+@pytest.mark.parametrize(("risk", "context", "decisive"), [
+    (0.05, DecisionContext(enrolment_windows=50), "is in band ALLOW"),  # the band alone
+    (0.05, DecisionContext(enrolment_windows=50, replayed=True), "replayed pattern"),  # a rule escalated
+    (0.7, DecisionContext(enrolment_windows=2), "is in band REQUIRE_OTP"),  # a rule fired, the band already asked
+    (0.05, DecisionContext(enrolment_windows=2, replayed=True), "replayed pattern"),  # the stricter of two rules
+    (0.97, DecisionContext(enrolment_windows=2), "is in band DENY"),
+])
+def test_the_decisive_reason_is_the_one_that_set_the_action(risk: float, context: DecisionContext,
+                                                            decisive: str) -> None:
+    decision = decide(risk, DEFAULT_POLICY, context)
+    reason = decisive_reason(decision.reasons, decision.action)
+    assert decisive in reason and reason in decision.reasons
+    assert decisive_reason(list(decision.reasons), str(decision.action)) == reason  # as read back from the store
+
+
+def test_a_decision_without_reasons_has_no_decisive_reason() -> None:
+    assert decisive_reason([], "ALLOW") is None
+    assert decisive_reason(["written by something else"], "DENY") == "written by something else"

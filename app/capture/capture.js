@@ -240,8 +240,9 @@ export default function (component) {
       }
       show();
       if (done >= data.repetitions) {
+        // Not in the red note: the page says "Enrolment complete" (in green) once the last one is stored.
         input.disabled = true;
-        note.textContent = "Enrolment complete.";
+        note.textContent = "";
         session = null;
       } else {
         start();
