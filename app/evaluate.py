@@ -161,7 +161,7 @@ PROTOCOL_NAMES = {"cmu": "CMU", "balabit": "Balabit", "aalto": "Aalto"}
 #: Protocol entries `protocol_text` words itself; any other entry is shown as "key: value".
 _WORDED = {"name", "subjects", "users", "features", "windows", "events", "window", "train_reps", "impostor_reps",
            "train_sentences", "impostor_sentences", "target_frr", "calibration", "open_set_folds",
-           "skipped_subjects", "split", "seed", "seconds", "reference"}
+           "skipped_subjects", "split", "seed", "seconds", "reference", "derived"}
 
 
 def protocol_text(protocol: Mapping[str, Any]) -> str:
@@ -185,6 +185,9 @@ def protocol_text(protocol: Mapping[str, Any]) -> str:
         parts.append(f"thresholds for a {get('target_frr'):.0%} false-reject rate on {get('calibration')} scores")
     if (get("open_set_folds") or 0) >= 2:
         parts.append(f"open set: impostor subjects kept out of the background ({get('open_set_folds')} folds)")
+    if get("derived"):
+        parts.append("sizes from the data: " + ", ".join(f"{key.replace('_', ' ')} {why}"
+                                                          for key, why in get("derived").items()))
     if get("skipped_subjects"):
         parts.append(f"skipped (too few repetitions): {', '.join(map(str, get('skipped_subjects')))}")
     parts += [f"{key}: {value}" for key, value in protocol.items() if key not in _WORDED]
