@@ -15,6 +15,7 @@ from app.ui import progress_callback, teach
 from detectors import DETECTORS
 from store.metrics import latest_drift
 from store.models import active_models
+from store.progress import clear_session_failures, session_failures
 from store.windows import window_counts
 
 st.title("Models")
@@ -53,6 +54,18 @@ else:
         st.rerun()  # redraw the table with the new models
     if "models_trained" in st.session_state:
         st.success(st.session_state.pop("models_trained"))
+
+failures = session_failures(store)
+if failures.height:
+    st.subheader("Sessions set aside")
+    st.caption(f"{plural(failures.height, 'session')} could not be windowed or scored; every other session "
+               "was decided. A session is tried again when it gets new events, or now with the button.")
+    st.dataframe(failures, hide_index=True)
+    if st.button("Try these sessions again"):
+        st.session_state["retried"] = clear_session_failures(store)
+        st.rerun()
+if "retried" in st.session_state:
+    st.success(f"{plural(st.session_state.pop('retried'), 'session')} queued for the next scoring run.")
 
 st.divider()
 st.subheader("Evaluate on a public dataset")

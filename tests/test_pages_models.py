@@ -92,3 +92,23 @@ def test_protocols_read_as_sentences() -> None:
     assert protocol_text(balabit) == (
         "Balabit protocol: 10 users, 40 features, 5,000 windows, 2,000,000 events; challenge test sessions scored "
         "against the claimed user; surprise: {'a': 1}; 12 s.")
+
+
+def test_sessions_set_aside_are_listed_with_their_error_and_can_be_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store.progress import record_scoring_failures, session_failures
+
+    db = tmp_path / "failed.duckdb"
+    with Store(db) as store:
+        simulate_into(store, users=2, sessions=2, seed=3, load_seconds=5)
+        record_scoring_failures(store, {"s-3-000001": "ValueError: a model refused these windows"})
+    app = _app(db, monkeypatch)
+    assert not app.exception
+    listed = next(frame.value for frame in app.dataframe if "error" in frame.value.columns)
+    assert listed["session_id"].tolist() == ["s-3-000001"]
+    assert listed["error"].tolist() == ["ValueError: a model refused these windows"]
+    next(b for b in app.button if b.label == "Try these sessions again").click().run()
+    assert not app.exception
+    assert any("1 session queued" in s.value for s in app.success)
+    with Store(db) as store:
+        assert session_failures(store).height == 0
