@@ -34,6 +34,7 @@ from store.schema import (
     QUOTE_LENGTH,
     REQUIRED_COLUMNS,
     number,
+    shorten,
 )
 from store.sidecars import Sidecars, read_sidecars
 
@@ -163,7 +164,10 @@ def check_csv_file(path: Path, source_name: str | None = None) -> list[str]:
     first_line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     if not first_line.strip():
         raise ValidationError([Problem("empty file: the first line should be the header")], where)
-    header = next(csv.reader([first_line]))
+    try:
+        header = next(csv.reader([first_line]))
+    except csv.Error as unreadable:
+        raise ValidationError([Problem(f"the header line is not readable as CSV: {unreadable}")], where) from None
     if len(header) == 1:
         for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if delimiter in first_line:
@@ -174,8 +178,8 @@ def check_csv_file(path: Path, source_name: str | None = None) -> list[str]:
     problems = []
     seen: set[str] = set()
     for name in header:
-        if name in seen:
-            problems.append(Problem("column appears twice in the header", column=name))
+        if name in seen and len(problems) < 3:
+            problems.append(Problem("column appears twice in the header", column=shorten(name)))
         seen.add(name)
     missing = [c for c in REQUIRED_COLUMNS if c not in seen]
     if missing:
@@ -184,8 +188,9 @@ def check_csv_file(path: Path, source_name: str | None = None) -> list[str]:
             f"(required: {', '.join(REQUIRED_COLUMNS)})"))
     unknown = [c for c in header if c not in EVENT_SCHEMA]
     if unknown:
-        problems.append(Problem(
-            f"unknown column(s): {', '.join(unknown)} (allowed: {', '.join(EVENT_COLUMNS)})"))
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        named = ", ".join(shorten(c) for c in unknown[:5]) + more
+        problems.append(Problem(f"unknown column(s): {named} (allowed: {', '.join(EVENT_COLUMNS)})"))
     if problems:
         raise ValidationError(problems, where)
     return header

@@ -114,10 +114,14 @@ def number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,}"
 
 
-def quote(value: object) -> str:
-    """A value as a refusal message shows it: repr, cut to `QUOTE_LENGTH` characters."""
-    text = repr(value)
+def shorten(text: str) -> str:
+    """Text as a refusal message shows it: cut to `QUOTE_LENGTH` characters, saying how long it was."""
     return text if len(text) <= QUOTE_LENGTH else text[:QUOTE_LENGTH] + f"… ({len(text):,} characters)"
+
+
+def quote(value: object) -> str:
+    """A value as a refusal message shows it: its repr, shortened."""
+    return shorten(repr(value))
 
 
 def value_problem(column: str, value: object) -> str | None:
