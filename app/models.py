@@ -20,12 +20,12 @@ import polars as pl
 
 from app import settings
 from app.text import plural
-from detectors.base import make_detector, requires_background
+from detectors.base import make_detector, requires_background, uses_background
 from detectors.features import model_columns
 from detectors.persistence import UserModel, fit_user_model, fit_user_models
 from store import Store
-from store.models import active_models, last_trained, model_blobs, save_model
-from store.windows import schema_names, training_windows, window_kinds
+from store.models import active_models, has_global_model, model_blobs, save_model
+from store.windows import schema_names, training_window_counts, training_windows, window_kinds
 
 Progress = Callable[[int, int], None]
 #: At most this many other users' windows form a background set (keeps fits fast).
@@ -102,9 +102,11 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
         columns = model_columns(kind, features)
         X_all = window_matrix(of_schema)
         user_of_row = of_schema["user_id"].to_numpy()
+        session_of_row = of_schema["session_id"].to_numpy()
         in_plan = of_schema["user_id"].unique(maintain_order=True).to_list()
-        any_background = any(requires_background(make_detector(name)) for name in detectors)
-        eligible: list[tuple[str, np.ndarray, np.ndarray | None]] = []  # user, their windows, a background
+        any_background = any(uses_background(make_detector(name)) for name in detectors)
+        # user, their windows, the session of each, a background
+        eligible: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
         for user_id in in_plan:
             if users is not None and user_id not in users:
                 continue
@@ -116,26 +118,31 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
             others = X_all[~mine] if any_background else None
             if others is not None and others.shape[0] > BACKGROUND_LIMIT:
                 others = others[np.random.default_rng(SEED).choice(others.shape[0], BACKGROUND_LIMIT, replace=False)]
-            eligible.append((user_id, X, others))
+            eligible.append((user_id, X, session_of_row[mine], others))
         for position, name in enumerate(detectors):
-            needs_background = requires_background(make_detector(name))
-            # a background model needs enough other users' windows
-            batch = [(u, X, others if needs_background else None) for u, X, others in eligible
-                     if not needs_background or (others is not None and others.shape[0] >= minimum)]
+            detector = make_detector(name)
+            needs, uses = requires_background(detector), uses_background(detector)
+            # other users' windows when there are enough of them; a detector that needs them waits until then
+            batch = [(u, X, sessions, others if uses and enough else None)
+                     for u, X, sessions, others in eligible
+                     for enough in [others is not None and others.shape[0] >= minimum]
+                     if enough or not needs]
             if batch:
-                models = fit_user_models(name, [X for _, X, _ in batch], schema_id=schema_id, feature_names=features,
-                                         X_backgrounds=[b for _, _, b in batch], target_frr=settings.get("target_frr"),
-                                         user_ids=[u for u, _, _ in batch], n_jobs=n_jobs, columns=columns)
-                for (user_id, X, _), model in zip(batch, models, strict=True):
+                models = fit_user_models(name, [X for _, X, _, _ in batch], schema_id=schema_id,
+                                         feature_names=features, X_backgrounds=[b for _, _, _, b in batch],
+                                         target_frr=settings.get("target_frr"), user_ids=[u for u, _, _, _ in batch],
+                                         n_jobs=n_jobs, columns=columns, groups=[g for _, _, g, _ in batch])
+                for (user_id, X, _, _), model in zip(batch, models, strict=True):
                     model.metadata["baseline"] = _baseline(X)
                     _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
                     report.models += 1
             if progress:
                 progress(done + len(in_plan) * (position + 1) // len(detectors), steps)
-        trained_users.update(u for u, _, _ in eligible)
+        trained_users.update(u for u, _, _, _ in eligible)
         done += len(in_plan) + 1
-        if users is None and X_all.shape[0] >= minimum:
-            report.models += _train_global(store, kind, schema_id, features, X_all, detectors, actor, columns)
+        if (users is None or not has_global_model(store, kind, schema_id)) and X_all.shape[0] >= minimum:
+            report.models += _train_global(store, kind, schema_id, features, X_all, session_of_row, detectors,
+                                           actor, columns)
         if progress:
             progress(done, steps)
     report.users = len(trained_users)
@@ -144,13 +151,15 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
 
 
 def _train_global(store: Store, kind: str, schema_id: str, features: list[str], X: np.ndarray,
-                  detectors: list[str], actor: str, columns: list[int] | None = None) -> int:
-    """One pooled model per kind and schema for users below the enrolment minimum."""
+                  sessions: np.ndarray, detectors: list[str], actor: str, columns: list[int] | None = None) -> int:
+    """One pooled model per kind and schema for users below the enrolment minimum (the first configured
+    detector that needs no background: everyone's windows are its own)."""
     if X.shape[0] > GLOBAL_LIMIT:
-        X = X[np.random.default_rng(SEED).choice(X.shape[0], GLOBAL_LIMIT, replace=False)]
-    name = next((d for d in detectors if not requires_background(make_detector(d))), "iforest")
+        keep = np.sort(np.random.default_rng(SEED).choice(X.shape[0], GLOBAL_LIMIT, replace=False))
+        X, sessions = X[keep], sessions[keep]
+    name = next((d for d in detectors if not uses_background(make_detector(d))), "manhattan_scaled")
     model = fit_user_model(name, X, schema_id=schema_id, feature_names=features,
-                           target_frr=settings.get("target_frr"), user_id=None, columns=columns)
+                           target_frr=settings.get("target_frr"), user_id=None, columns=columns, groups=sessions)
     model.metadata["baseline"] = _baseline(X)
     _save(store, model, user_id=None, kind=kind, detector=name, actor=actor)
     return 1
@@ -212,19 +221,12 @@ def load_active(store: Store, kind: str | None = None, users: list[str] | None =
 
 
 def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:
-    """Users with at least `new_windows` training windows newer than their newest active model."""
-    from store.windows import training_windows
-
-    due: set[str] = set()
-    trained = last_trained(store)
-    for kind in window_kinds(store):
-        windows = training_windows(store, kind, settings.get("enrolment_sessions"))
-        for (user_id,), mine in windows.group_by("user_id"):
-            since = trained.get((user_id, kind))
-            fresh = mine.height if since is None else mine.filter(pl.col("created_at") > since).height
-            if fresh >= new_windows and (since is not None or mine.height >= settings.get("min_enrolment_windows")):
-                due.add(str(user_id))
-    return sorted(due)
+    """Users with at least `new_windows` training windows (all kinds together) newer than their newest
+    models, or with a kind that has no model yet but enough windows for one."""
+    counts = training_window_counts(store, settings.get("enrolment_sessions"))
+    first_model = (~pl.col("has_model")) & (pl.col("windows") >= settings.get("min_enrolment_windows"))
+    per_user = counts.group_by("user_id").agg(fresh=pl.col("fresh").sum(), first=first_model.any())
+    return sorted(per_user.filter((pl.col("fresh") >= new_windows) | pl.col("first"))["user_id"].to_list())
 
 
 def drift_check(store: Store, recent: int = 20, limit: float = 2.0) -> pl.DataFrame:

@@ -7,17 +7,19 @@ have no score yet against the user's models, and turns each risk into a decision
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 
 from app import settings
+from app.evidence import EvidenceSettings, accumulate, increments, machine_like, risk_of, window_evidence
 from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
@@ -149,33 +151,22 @@ def describe_error(error: BaseException) -> str:
 # -- scoring ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowVerdict:
-    """What the page shows for one scored window."""
+    """What the page shows for one scored window: the decision on the session after it."""
 
     window_id: str
     session_id: str
     user_id: str
     kind: str
-    risk: float
+    risk: float  # the session's risk after this window (1 - e^-evidence)
     action: str
     verdict: str
     reasons: tuple[str, ...]
     top_features: list[dict[str, object]]
     decision_id: str
     challenge_id: str | None = None
-
-
-def align_to_policy(risk: np.ndarray, threshold: float, edge: float) -> np.ndarray:
-    """Map a user's risk so their calibrated threshold lands on the policy's first band edge.
-
-    Piecewise linear and increasing: [0, threshold] -> [0, edge], [threshold, 1] -> [edge, 1]. The
-    per-user threshold (set for the target false-reject rate, moved by the sensitivity) thus decides
-    where ALLOW ends, and the policy's higher bands grade everything above it.
-    """
-    risk = np.clip(np.asarray(risk, dtype=float), 0.0, 1.0)
-    threshold = float(np.clip(threshold, 1e-9, 1 - 1e-9))
-    below = risk / threshold * edge
-    above = edge + (risk - threshold) / (1 - threshold) * (1 - edge)
-    return np.where(risk <= threshold, below, above)
+    window_risk: float = 0.0  # this window on its own: the share of the user's genuine windows that score lower
+    evidence: float = 0.0  # the session's evidence after this window (nats)
+    evidence_change: float = 0.0  # how much this window moved it
 
 
 def _top_features(model: UserModel, x: np.ndarray, count: int = 3) -> list[dict[str, object]]:
@@ -207,6 +198,12 @@ def _native_threads():
     return ThreadpoolController()
 
 
+#: Window kinds checked for a replayed pattern: those whose vectors are many timings of one person's
+#: input. A time slice can be nearly empty (a focus change, no keys, no pointer), and two such slices
+#: are equal without anyone replaying anything.
+REPLAY_CHECKED_KINDS = ("fixed_text", "free_text", "mouse")
+
+
 def _compare_first(kind: str, width: int) -> int:
     """How many leading features identify a replayed pattern (fixed text: the timings only)."""
     if kind == "fixed_text":
@@ -214,21 +211,29 @@ def _compare_first(kind: str, width: int) -> int:
     return width
 
 
-def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
-    """Score windows against their user's active models (or the global one), decide, record.
+def evidence_settings() -> EvidenceSettings:
+    """How sessions accumulate evidence, from the settings table (TELLTALE_* variables)."""
+    return EvidenceSettings(shift=settings.get("evidence_shift"), weights=settings.get("kind_weights"),
+                            sensitivity=settings.get("sensitivity"))
 
-    Windows of a kind and schema that no model covers yet are left unscored for a later run. The
-    decisions, their audit rows, any step-up challenges and the raw scores are written in one
-    transaction (one commit per call, whatever the number of windows).
+
+def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
+    """Score windows against their user's active models (or the global ones) and decide each session on
+    the evidence it has shown so far (`app.evidence`), window by window in the order of their last event.
+
+    A session's evidence continues from its latest decision, or from 0 once the user answered a one-time
+    code after it. Each decision is dated by the behaviour it judges (the session's start plus the
+    window's end) and records the window's own risk, how much it moved the session, and the session's
+    evidence after it. Windows of a kind and schema that no model covers yet are left unscored for a
+    later run. Decisions, audit rows, step-up challenges and raw scores are written in one transaction.
     """
     from app import stepup
     from app.models import load_active, window_matrix
     from app.policy import DecisionContext, decide
-    from detectors.thresholds import apply_sensitivity, normalise
-    from store.decisions import DecisionRecord, record_decisions
+    from store.decisions import DecisionRecord, record_decisions, session_states
     from store.models import record_scores
     from store.policies import latest_policy
-    from store.windows import replayed_windows
+    from store.windows import replayed_windows, schema_names
 
     if windows.height == 0:
         return []
@@ -240,57 +245,84 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
     for model_id, user, kind, detector, sid in active.rows.select(
             "model_id", "user_id", "kind", "detector", "schema_id").iter_rows():
         covering.setdefault((user, kind, sid), []).append((detector, model_id))
-    policy = latest_policy(store)
-    edge = policy.bands[0].upper
-    sensitivity = settings.get("sensitivity")
-    pending: list[tuple[DecisionRecord, str, list[dict[str, object]]]] = []  # (record, kind, top features)
+    names = schema_names(store)
+    scored: list[dict[str, Any]] = []  # one per window a model covers
     score_rows: list[dict[str, object]] = []
     for (user_id, kind, schema_id), group in windows.group_by("user_id", "kind", "schema_id", maintain_order=True):
         own = covering.get((user_id, kind, schema_id), [])
-        personal = bool(own)
         chosen = own or covering.get((None, kind, schema_id), [])
         if not chosen:
             continue
         X = window_matrix(group)
-        replays = replayed_windows(store, group, _compare_first(kind, X.shape[1]))
-        aligned = []
+        replays = (replayed_windows(store, group, _compare_first(kind, X.shape[1]))
+                   if kind in REPLAY_CHECKED_KINDS else set())
+        machine = machine_like(kind, names[schema_id], X)
+        surprises = []
         for _, model_id in chosen:
             model = active.by_id[model_id]
             with _native_threads().limit(limits=1):
                 raw = model.score(X, schema_id)
-            risk = normalise(raw, model.normaliser)
-            aligned.append(align_to_policy(risk, apply_sensitivity(model.threshold, sensitivity), edge))
-            score_rows += [{"window_id": w, "model_id": model_id, "raw_score": float(r), "risk": float(k)}
-                           for w, r, k in zip(group["window_id"], raw, risk, strict=True)]
-        combined = np.mean(aligned, axis=0)
+            surprise = model.calibration.surprise(raw)
+            surprises.append(surprise)
+            score_rows += [{"window_id": w, "model_id": model_id, "raw_score": float(r), "risk": float(1 - p)}
+                           for w, r, p in zip(group["window_id"], raw, surprise, strict=True)]
+        z = window_evidence(surprises)
+        rarest = np.min(surprises, axis=0)  # the window on its own: its most surprised detector
         first = active.by_id[chosen[0][1]]
-        enrolled = int(first.metadata.get("n_samples", 0)) if personal else 0
-        detectors = dict(chosen)
-        for i, (window_id, session_id) in enumerate(group.select("window_id", "session_id").iter_rows()):
-            decision = decide(float(combined[i]), policy,
-                              DecisionContext(enrolment_windows=enrolled, replayed=window_id in replays))
-            top = _top_features(first, X[i])
-            record = DecisionRecord(decision, user_id, session_id, window_id, detectors,
-                                    [(f["feature"], f["z"]) for f in top])
-            pending.append((record, kind, top))
+        enrolled = int(first.metadata.get("n_samples", 0)) if own else 0
+        for i, (window_id, session_id, end_ms) in enumerate(group.select("window_id", "session_id",
+                                                                          "end_ms").iter_rows()):
+            scored.append({"window_id": window_id, "session_id": session_id, "user_id": user_id, "kind": kind,
+                           "end_ms": end_ms or 0.0, "z": float(z[i]), "rarest": float(rarest[i]),
+                           "detectors": dict(chosen),
+                           "top": _top_features(first, X[i]), "target_frr": first.target_frr,
+                           "context": DecisionContext(enrolment_windows=enrolled, replayed=window_id in replays,
+                                                      machine_like=machine[i])})
+    if not scored:
+        return []
+    policy = latest_policy(store)
+    tuning = evidence_settings()
+    states = session_states(store, sorted({row["session_id"] for row in scored}))
+    scored.sort(key=lambda row: (row["session_id"], row["end_ms"], row["window_id"]))
+    pending: list[tuple[DecisionRecord, dict[str, Any]]] = []
+    for session_id, group_rows in itertools.groupby(scored, key=lambda row: row["session_id"]):
+        rows = list(group_rows)
+        state = states[session_id]
+        steps = increments(np.array([row["z"] for row in rows]), [row["kind"] for row in rows], tuning)
+        levels = accumulate(state.evidence, steps)
+        before = np.r_[max(state.evidence, 0.0), levels[:-1]]
+        for row, level, previous in zip(rows, levels, before, strict=True):
+            decision = decide(float(risk_of(level)), policy, row["context"])
+            window_risk = 1.0 - row["rarest"]
+            row.update(evidence=float(level), change=float(level - previous), window_risk=window_risk)
+            at = None if state.started_at is None else state.started_at + timedelta(milliseconds=row["end_ms"])
+            pending.append((DecisionRecord(
+                decision, row["user_id"], session_id, row["window_id"], row["detectors"],
+                [(f["feature"], f["z"]) for f in row["top"]], decided_at=at, window_risk=window_risk,
+                evidence=row["evidence"], evidence_change=row["change"],
+                flagged=row["rarest"] < row["target_frr"]), row))
     verdicts: list[WindowVerdict] = []
     with store.transaction():
-        decision_ids = record_decisions(store, [record for record, _, _ in pending])
-        for decision_id, (record, kind, top) in zip(decision_ids, pending, strict=True):
+        decision_ids = record_decisions(store, [record for record, _ in pending])
+        challenged = {session_id for session_id, state in states.items() if state.challenge_open}
+        for decision_id, (record, row) in zip(decision_ids, pending, strict=True):
             decision = record.decision
             challenge_id = None
-            if decision.action.name == "REQUIRE_OTP" and stepup.is_enrolled(store, record.user_id):
+            if (decision.action.name == "REQUIRE_OTP" and record.session_id not in challenged
+                    and stepup.is_enrolled(store, record.user_id)):
                 try:
-                    challenge_id = stepup.issue_challenge(store, record.user_id, now=datetime.now(UTC),
-                                                          session_id=record.session_id,
-                                                          decision_id=decision_id).challenge_id
+                    challenge_id = stepup.issue_challenge(
+                        store, record.user_id, now=record.decided_at or datetime.now(UTC),
+                        session_id=record.session_id, decision_id=decision_id).challenge_id
+                    challenged.add(record.session_id)  # one open challenge per session at a time
                 except stepup.StepUpError:
                     challenge_id = None  # e.g. the user's earlier challenge is locked: the decision stands
             verdicts.append(WindowVerdict(
-                window_id=record.window_id, session_id=record.session_id, user_id=record.user_id, kind=kind,
-                risk=decision.risk, action=decision.action.name, verdict=decision.verdict.name,
-                reasons=tuple(decision.reasons), top_features=top, decision_id=decision_id,
-                challenge_id=challenge_id))
+                window_id=record.window_id, session_id=record.session_id, user_id=record.user_id,
+                kind=row["kind"], risk=decision.risk, action=decision.action.name, verdict=decision.verdict.name,
+                reasons=tuple(decision.reasons), top_features=row["top"], decision_id=decision_id,
+                challenge_id=challenge_id, window_risk=row["window_risk"], evidence=row["evidence"],
+                evidence_change=row["change"]))
         record_scores(store, pl.DataFrame(score_rows, schema={"window_id": pl.String, "model_id": pl.String,
                                                                "raw_score": pl.Float64, "risk": pl.Float64}))
     return verdicts

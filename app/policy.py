@@ -62,6 +62,8 @@ class Condition(StrEnum):
     INSUFFICIENT_ENROLMENT = "insufficient_enrolment"
     #: The window is identical to an earlier one (a recorded pattern played back).
     REPLAYED_PATTERN = "replayed_pattern"
+    #: The input is not a person's: sub-human holds, no variance, perfectly straight pointer paths.
+    MACHINE_LIKE = "machine_like"
 
 
 class PolicyError(ValueError):
@@ -102,6 +104,7 @@ class DecisionContext:
 
     enrolment_windows: int | None = None
     replayed: bool = False
+    machine_like: str | None = None  # why the input is not a person's (app.evidence.machine_like)
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,8 @@ def _rule_fires(condition: Condition, policy: Policy, context: DecisionContext) 
         return None
     if condition is Condition.REPLAYED_PATTERN:
         return "replayed pattern (the window is identical to an earlier one)" if context.replayed else None
+    if condition is Condition.MACHINE_LIKE:
+        return f"machine-like input: {context.machine_like}" if context.machine_like else None
     raise AssertionError(f"no check for condition {condition}")  # unreachable: conditions are an enum
 
 
@@ -354,16 +359,18 @@ def _validate_bands(bands: tuple[Band, ...]) -> None:
 #: Installed in the store on first use as policy "default", revision 1.
 DEFAULT_POLICY = Policy(
     policy_id="default",
-    description="Allow below 0.6; ask for a one-time code up to 0.8; flag up to 0.95; deny above.",
+    description="Risk is the session's evidence (1 - e^-S): allow below 0.7; ask for a one-time code up to 0.8; "
+                "flag up to 0.95; deny above. Replays and machine-like input are denied.",
     bands=(
-        Band(0.0, 0.6, Action.ALLOW),
-        Band(0.6, 0.8, Action.REQUIRE_OTP),
+        Band(0.0, 0.7, Action.ALLOW),
+        Band(0.7, 0.8, Action.REQUIRE_OTP),
         Band(0.8, 0.95, Action.FLAG_SESSION),
         Band(0.95, 1.0, Action.DENY),
     ),
     rules=(
         Rule(Condition.INSUFFICIENT_ENROLMENT, Action.REQUIRE_OTP),
         Rule(Condition.REPLAYED_PATTERN, Action.DENY),
+        Rule(Condition.MACHINE_LIKE, Action.DENY),
     ),
     min_enrolment_windows=5,
     revision=1,

@@ -53,7 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retrain_check_seconds", "TELLTALE_RETRAIN_CHECK_SECONDS", 60.0,
             "Interval of the job that retrains users with enough new genuine windows, in seconds.", float),
     Setting("retrain_after_windows", "TELLTALE_RETRAIN_AFTER_WINDOWS", 10,
-            "New training windows of a user (of any kind) that trigger a retrain of their models.", int),
+            "New training windows of a user (all kinds together) that trigger a retrain of their models; a kind "
+            "without a model is trained as soon as it has TELLTALE_MIN_ENROLMENT_WINDOWS.", int),
     Setting("nightly_hour", "TELLTALE_NIGHTLY_HOUR", 3, "Hour (UTC, 0-23) of the nightly full retrain.", int),
     Setting("drift_seconds", "TELLTALE_DRIFT_SECONDS", 600.0, "Interval of the drift check job, in seconds.", float),
     Setting("release_memory_seconds", "TELLTALE_RELEASE_MEMORY_SECONDS", 60.0,
@@ -67,16 +68,24 @@ SETTINGS: tuple[Setting, ...] = (
             "A user's first N sessions are their enrolment (training windows), with explicit 'enrol-' sessions "
             "and later sessions whose decisions were all SAFE.", int),
     Setting("sensitivity", "TELLTALE_SENSITIVITY", 0.0,
-            "Global detector sensitivity in [-1, 1]: moves every user's threshold without refitting "
-            "(positive flags more).", float),
+            "In [-1, 1]: how much a typical window wears a session's evidence down. 0 is the calibrated balance, "
+            "+1 never (flags more), -1 twice as much (flags less); nothing is refitted.", float),
     Setting("min_enrolment_windows", "TELLTALE_MIN_ENROLMENT_WINDOWS", 5,
             "Windows of a kind a user needs before a personal model is trained (else the global model "
             "scores them and the decision says 'not enough enrolment').", int),
-    Setting("detectors", "TELLTALE_DETECTORS", "manhattan_log,lof",
+    Setting("detectors", "TELLTALE_DETECTORS", "background,manhattan_scaled",
             "Detectors trained per user and window kind (comma-separated registry names).",
             lambda raw: _detector_list(raw)),
     Setting("target_frr", "TELLTALE_TARGET_FRR", 0.05,
-            "False-reject rate each user's threshold is calibrated for on their genuine training windows.", float),
+            "A window on its own is flagged when it is rarer than this share of the user's genuine windows "
+            "(measured on sessions the model did not see).", float),
+    Setting("evidence_shift", "TELLTALE_EVIDENCE_SHIFT", 1.0,
+            "How far above a genuine window (in standard deviations) a session's evidence expects an attacker's "
+            "windows: larger reacts harder to one strong window and forgives mild ones faster.",
+            lambda raw: _positive(float(raw))),
+    Setting("kind_weights", "TELLTALE_KIND_WEIGHTS", "fixed_text=1,free_text=1,mouse=1,time=0.5",
+            "Weight of each window kind in a session's evidence (kind=weight, comma-separated; 0 leaves a kind "
+            "out of decisions).", lambda raw: _weights(raw)),
     Setting("upload_limit_mb", "TELLTALE_UPLOAD_LIMIT_MB", 200,
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
     Setting("otp_expiry_seconds", "TELLTALE_OTP_EXPIRY_SECONDS", 300,
@@ -98,6 +107,27 @@ def _detector_list(raw: str) -> str:
     return ",".join(names)
 
 
+def _positive(value: float) -> float:
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(value)
+    return value
+
+
+WINDOW_KINDS = ("fixed_text", "free_text", "mouse", "time")
+
+
+def _weights(raw: str) -> dict[str, float]:
+    """"fixed_text=1,time=0.5" -> {kind: weight}; every kind named once, weights finite and >= 0."""
+    weights: dict[str, float] = {}
+    for part in (piece.strip() for piece in raw.split(",") if piece.strip()):
+        kind, _, value = part.partition("=")
+        number = float(value)
+        if kind.strip() not in WINDOW_KINDS or kind.strip() in weights or not 0 <= number < float("inf"):
+            raise ValueError(raw)
+        weights[kind.strip()] = number
+    return weights
+
+
 def _choice(raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ValueError(raw)
@@ -109,7 +139,7 @@ def get(name: str) -> Any:
     setting = _BY_NAME[name]
     raw = os.environ.get(setting.env)
     if raw is None or raw == "":
-        return setting.default
+        return setting.default if setting.parse in (str, int, float) else setting.parse(str(setting.default))
     try:
         return setting.parse(raw)
     except ValueError:

@@ -143,7 +143,7 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
                     detectors: Sequence[str] | None = None, retrain_budget_s: float = 120.0,
                     retrain_chunk: int = RETRAIN_CHUNK, n_jobs: int = 1, seed: int = SEED) -> dict[str, Any]:
     """Fit seconds per size, scoring windows/s and retrain seconds of each detector, and the baseline."""
-    from detectors.base import DETECTORS, make_detector, requires_background
+    from detectors.base import DETECTORS, make_detector, uses_background
     from detectors.features import feature_schema_id
 
     names_to_run = list(detectors) if detectors is not None else list(DETECTORS)
@@ -164,7 +164,7 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
     retrain_s: dict[str, float] = {}
     extrapolated: dict[str, int] = {}
     for name in names_to_run:
-        needs_background = requires_background(make_detector(name))
+        needs_background = uses_background(make_detector(name))
 
         def background(u: int, needs_background: bool = needs_background) -> np.ndarray | None:
             return data.background(u) if needs_background else None

@@ -34,10 +34,14 @@ from detectors.base import (
     DETECTORS,
     SCALINGS,
     BaseDetector,
+    Folds,
+    as_fold_assignment,
+    calibration_folds,
     check_features,
     cross_fitted_scores,
     detector_name,
     fit_detector,
+    fold_rows,
     make_detector,
     parameter_names,
     refit_fold_scores,
@@ -58,9 +62,18 @@ def _seed(random_state: int | None) -> int:
     return int(random_state)
 
 
-def _fold_blocks(n: int, folds: int) -> list[np.ndarray]:
-    """Contiguous blocks of row indices (enrolment order), as `refit_fold_scores` deals them."""
-    return np.array_split(np.arange(n), max(2, min(folds, n)))
+def _fold_blocks(n: int, folds: Folds) -> list[np.ndarray]:
+    """The rows of each calibration fold, as `refit_fold_scores` deals them (at least two folds)."""
+    fold_of = as_fold_assignment(n, folds)
+    return fold_rows(fold_of if fold_of.max(initial=-1) >= 1 else calibration_folds(n, 2))
+
+
+def _tree_folds(n: int, oob_folds: int, folds: np.ndarray | None) -> np.ndarray:
+    """The fold of each training window for a forest: the given calibration folds, else `oob_folds`
+    contiguous blocks (none when `oob_folds` is 1)."""
+    if folds is not None and oob_folds >= 2:
+        return as_fold_assignment(n, folds)
+    return calibration_folds(n, oob_folds)
 
 
 @register("iforest")
@@ -102,23 +115,28 @@ class IForestDetector(BaseDetector):
             return self.max_samples
         raise ValueError(f"max_samples must be 'auto', an int >= 2 or a share in (0, 1]; got {self.max_samples!r}")
 
-    def fit(self, X: np.ndarray) -> IForestDetector:
-        from detectors.forests import block_out_of_bag_mean, fold_blocks, grow_isolation_forest, leaf_values
+    folds_at_fit = True
+
+    def fit(self, X: np.ndarray, *, folds: np.ndarray | None = None) -> IForestDetector:
+        """`folds`: the calibration fold of each window (`calibration_folds`); default `oob_folds` blocks."""
+        from detectors.forests import block_out_of_bag_mean, grow_isolation_forest, leaf_values
 
         features = self._fit_input(X, log_transform=self.log_transform)
-        folds = max(1, min(self.oob_folds, features.shape[0]))
+        fold_of = _tree_folds(features.shape[0], self.oob_folds, folds)
+        count = int(fold_of.max(initial=-1)) + 1
         self.model_ = grow_isolation_forest(features, n_trees=self.n_estimators,
-                                            max_samples=self._sample_size(features.shape[0]), folds=folds,
+                                            max_samples=self._sample_size(features.shape[0]), fold_of=fold_of,
                                             seed=_seed(self.random_state))
         depths = leaf_values(self.model_, features)
-        out_of_bag = block_out_of_bag_mean(depths, fold_blocks(features.shape[0], folds), folds)
+        out_of_bag = block_out_of_bag_mean(depths, fold_of, count)
         # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
         self.training_scores_ = 2.0 ** -np.where(np.isfinite(out_of_bag), out_of_bag, depths.mean(axis=1))
         return self
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
-        """The block out-of-bag `training_scores_` (no extra fit); refits on `folds` folds when `oob_folds` is 1."""
+                           folds: Folds = 5) -> np.ndarray:
+        """The out-of-bag `training_scores_` of the folds given to `fit` (no extra fit); refits when the
+        forest has no folds (`oob_folds` 1)."""
         if min(self.oob_folds, len(self.training_scores_)) >= 2 and self.n_estimators >= self.oob_folds:
             return np.array(self.training_scores_)
         return refit_fold_scores(self, X, X_background, folds)
@@ -158,7 +176,7 @@ class LOFDetector(BaseDetector):
         return self
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """`refit_fold_scores` computed directly: per contiguous block, the scaling step and LOF fitted on
         the other blocks (NumPy, `_local_outlier_factors`) score the block. Same numbers without PyOD's
         per-fit overhead (a neighbour-search structure per refit: about 0.3 s per user for 5 folds)."""
@@ -408,7 +426,7 @@ class AutoEncoderDetector(BaseDetector):
                     trained[p] = layers
         return trained
 
-    def _fold_jobs(self, X: np.ndarray, folds: int) -> tuple[list[_Job], list[tuple[np.ndarray, np.ndarray]]]:
+    def _fold_jobs(self, X: np.ndarray, folds: Folds) -> tuple[list[_Job], list[tuple[np.ndarray, np.ndarray]]]:
         """Per fold: a training job on the other windows (scaled by a step fitted on them), and the held-out
         rows with their windows scaled the same way."""
         seed = _seed(self.random_state)
@@ -416,7 +434,7 @@ class AutoEncoderDetector(BaseDetector):
         for k, held_out in enumerate(_fold_blocks(X.shape[0], folds)):
             kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
             if kept.size < self.min_training_windows:
-                raise ValueError(f"{len(X)} windows are too few for {folds}-fold cross-fitting of the autoencoder")
+                raise ValueError(f"{len(X)} windows are too few for cross-fitting the autoencoder")
             train, query = _scaled(X[kept], X[held_out], self.scaling, self.log_transform)
             jobs.append((self, np.asarray(train, dtype=np.float32), seed + 1 + k))
             held.append((held_out, query))
@@ -424,16 +442,17 @@ class AutoEncoderDetector(BaseDetector):
 
     @classmethod
     def fit_calibrated_many(cls, detectors: Sequence[AutoEncoderDetector], Xs: Sequence[np.ndarray],
-                            backgrounds: Sequence[np.ndarray | None], folds: int = 5) -> list[np.ndarray]:
+                            backgrounds: Sequence[np.ndarray | None],
+                            folds: Sequence[Folds]) -> list[np.ndarray]:
         """Fit every detector on its windows and return their cross-fitted scores, all networks (one per
         detector plus `folds` per detector, each fitted without one contiguous block) in one loop."""
         _ = backgrounds  # an autoencoder learns from the user's windows only
         jobs: list[_Job] = []
         plans = []
-        for detector, X in zip(detectors, Xs, strict=True):
+        for detector, X, fold_of in zip(detectors, Xs, folds, strict=True):
             features = detector._fit_input(X, scaling=detector.scaling, log_transform=detector.log_transform)
             raw = check_features(X)
-            fold_jobs, held = detector._fold_jobs(raw, folds)
+            fold_jobs, held = detector._fold_jobs(raw, fold_of)
             plans.append((len(jobs), features, held))
             jobs += [(detector, np.asarray(features, dtype=np.float32), _seed(detector.random_state)), *fold_jobs]
         trained = cls._train(jobs)
@@ -458,7 +477,7 @@ class AutoEncoderDetector(BaseDetector):
         return self
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """Scores of the training windows from `folds` networks each trained without their block (one loop)."""
         jobs, held = self._fold_jobs(check_features(X), folds)
         trained = self._train(jobs)
@@ -515,7 +534,7 @@ class ManhattanScaledDetector(BaseDetector):
         return (np.abs(features - self.mean_) / self.mad_).sum(axis=1)
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """`refit_fold_scores` computed directly: each contiguous block against the mean and MAD of the
         other blocks (the log step has no fitted state). Same numbers without building `folds` detectors."""
         features = self._score_input(X)
@@ -560,7 +579,7 @@ class ZScoreCountDetector(BaseDetector):
         return (np.abs((features - self.mean_) / self.std_) > self.z_limit).sum(axis=1).astype(float)
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """`refit_fold_scores` computed directly: each contiguous block's z-scores against the mean and SD
         of the other blocks. Same numbers without building `folds` detectors."""
         features = self._score_input(X)
@@ -624,7 +643,12 @@ class BackgroundClassifierDetector(BaseDetector):
             return LogisticRegression(C=self.C, class_weight="balanced", max_iter=5000)
         raise ValueError(f"classifier must be one of {BACKGROUND_CLASSIFIERS}; got {self.classifier!r}")
 
-    def fit(self, X: np.ndarray, X_background: np.ndarray | None = None) -> BackgroundClassifierDetector:
+    folds_at_fit = True
+
+    def fit(self, X: np.ndarray, X_background: np.ndarray | None = None, *,
+            folds: np.ndarray | None = None) -> BackgroundClassifierDetector:
+        """`folds`: the calibration fold of each of the user's windows (`calibration_folds`); default
+        `oob_folds` blocks."""
         if X_background is None or len(X_background) == 0:
             raise ValueError(
                 "the background detector needs other users' windows: call fit(X, X_background=...) with "
@@ -635,15 +659,16 @@ class BackgroundClassifierDetector(BaseDetector):
         labels = np.r_[np.zeros(len(genuine)), np.ones(len(others))]  # 1 = not this user
         self.n_background_ = len(others)
         if self.classifier == "extra_trees":
-            from detectors.forests import block_out_of_bag_mean, fold_blocks, grow_extra_trees, leaf_values
+            from detectors.forests import block_out_of_bag_mean, grow_extra_trees, leaf_values
 
-            folds = max(1, min(self.oob_folds, len(genuine)))
-            fold_of = np.r_[fold_blocks(len(genuine), folds), np.full(len(others), -1)]  # others: any tree
+            own_folds = _tree_folds(len(genuine), self.oob_folds, folds)
+            count = int(own_folds.max(initial=-1)) + 1
+            fold_of = np.r_[own_folds, np.full(len(others), -1)]  # others: any tree
             self.model_ = grow_extra_trees(both, labels, n_trees=self.n_estimators,
                                            max_features=max(1, int(math.sqrt(both.shape[1]))),
-                                           seed=_seed(self.random_state), fold_of=fold_of, folds=folds)
+                                           seed=_seed(self.random_state), fold_of=fold_of)
             votes = leaf_values(self.model_, both[:len(genuine)])
-            out_of_bag = block_out_of_bag_mean(votes, fold_of, folds)
+            out_of_bag = block_out_of_bag_mean(votes, fold_of, count)
             # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
             self.training_scores_ = np.where(np.isfinite(out_of_bag), out_of_bag, votes.mean(axis=1))
             return self
@@ -661,7 +686,7 @@ class BackgroundClassifierDetector(BaseDetector):
         return predicted[:n_genuine, 1]
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """The out-of-sample `training_scores_` (block out-of-bag votes or cross-validated probabilities);
         refits on `folds` blocks when the trees have no blocks (`oob_folds` 1)."""
         if self.classifier == "extra_trees" and not (
@@ -698,17 +723,20 @@ class EnsembleDetector(BaseDetector):
     `members` are registry names or (name, params) pairs. `normalisation` "robust_z" maps a member's score
     to (score - median) / IQR of its training scores (unbounded, so a far-out window keeps counting);
     "rank" maps it to the mid-rank share of training scores below it (bounded in [0, 1]). A member that
-    needs a background gets the `X_background` passed to `fit`; `random_state` goes to members that take one.
+    needs a background gets the `X_background` passed to `fit`, and is left out when there is none (the
+    first user of a store has no one to be told apart from); `random_state` goes to members that take one.
+    The default pairs the user-against-everyone classifier (it tells enrolled users apart) with scaled
+    Manhattan distance (it sees input unlike any user's, such as a script's).
     """
 
-    def __init__(self, members: Sequence[MemberSpec] = ("manhattan_log", "background"),
+    def __init__(self, members: Sequence[MemberSpec] = ("background", "manhattan_scaled"),
                  normalisation: str = "robust_z", random_state: int | None = 0):
         self.members = members
         self.normalisation = normalisation
         self.random_state = random_state
 
     @property
-    def requires_background(self) -> bool:  # type: ignore[override]
+    def uses_background(self) -> bool:
         return any(requires_background(member) for member in self._new_members())
 
     def _new_members(self) -> list[Any]:
@@ -737,10 +765,17 @@ class EnsembleDetector(BaseDetector):
             return (scores - normaliser.center) / normaliser.scale
         return normalise(scores, normaliser)
 
-    def fit(self, X: np.ndarray, X_background: np.ndarray | None = None) -> EnsembleDetector:
+    folds_at_fit = True
+
+    def fit(self, X: np.ndarray, X_background: np.ndarray | None = None, *,
+            folds: np.ndarray | None = None) -> EnsembleDetector:
         self._fit_input(X)
         members = self._new_members()
-        self.members_ = [fit_detector(member, X, X_background) for member in members]
+        if X_background is None or len(X_background) < 2:
+            members = [member for member in members if not requires_background(member)]
+            if not members:
+                raise ValueError("every member of this ensemble needs other users' windows (X_background)")
+        self.members_ = [fit_detector(member, X, X_background, folds=folds) for member in members]
         member_training = [training_scores(member, X) for member in self.members_]
         self.normalisers_ = [self._member_normaliser(scores) for scores in member_training]
         self.training_scores_ = np.mean(
@@ -749,7 +784,7 @@ class EnsembleDetector(BaseDetector):
         return self
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
-                           folds: int = 5) -> np.ndarray:
+                           folds: Folds = 5) -> np.ndarray:
         """Each member's own out-of-sample scores (`cross_fitted_scores`: leave-one-out, out-of-bag or
         refits) through that member's normaliser, averaged as `decision_function` averages new windows'.
 

@@ -120,11 +120,67 @@ def requires_background(detector: object) -> bool:
     return bool(getattr(detector, "requires_background", False))
 
 
-def fit_detector(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None) -> Any:
-    """Fit on a user's windows, passing other users' windows only to detectors that use them."""
-    if requires_background(detector):
-        return detector.fit(X, X_background=X_background)
-    return detector.fit(X)
+def uses_background(detector: object) -> bool:
+    """True when `fit` takes other users' windows, needing them or using them when there are some."""
+    return requires_background(detector) or bool(getattr(detector, "uses_background", False))
+
+
+def fit_detector(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
+                 folds: np.ndarray | None = None) -> Any:
+    """Fit on a user's windows, passing other users' windows only to detectors that use them, and the
+    calibration folds (`calibration_folds`) to those that compute out-of-fold scores while fitting."""
+    extra: dict[str, Any] = {}
+    if uses_background(detector):
+        extra["X_background"] = X_background
+    if folds is not None and getattr(detector, "folds_at_fit", False):
+        extra["folds"] = folds
+    return detector.fit(X, **extra)
+
+
+Folds = int | np.ndarray
+"""How a user's training windows are dealt into calibration folds: a number of contiguous blocks, or
+the fold of each window (`calibration_folds`)."""
+
+
+def calibration_folds(n: int, folds: int = 5, groups: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
+    """The calibration fold (0, 1, ...) of each of `n` training windows; all -1 when two folds are impossible.
+
+    Without `groups`: `folds` contiguous blocks in enrolment order. With `groups` (each window's session,
+    windows in session order): whole sessions, dealt in order into at most `folds` runs, so no window
+    is ever scored by a model that saw its session. What later logins bring is mostly variation between
+    sessions, which only scores out of session show. A single session falls back to blocks.
+    """
+    fold_of = np.full(n, -1, dtype=np.int64)
+    if n < 2 or folds < 2:
+        return fold_of
+    if groups is not None:
+        labels = np.asarray(groups)
+        if labels.shape[0] != n:
+            raise ValueError(f"{labels.shape[0]} group labels for {n} windows")
+        _, first, session_of = np.unique(labels, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first))  # sessions numbered by first appearance
+        sessions = first.size
+        if sessions >= 2:
+            runs = min(folds, sessions)
+            return (order[session_of] * runs // sessions).astype(np.int64)
+    for k, rows in enumerate(np.array_split(np.arange(n), min(folds, n))):
+        fold_of[rows] = k
+    return fold_of
+
+
+def fold_rows(fold_of: np.ndarray) -> list[np.ndarray]:
+    """The rows of each fold, in fold order (rows without a fold, -1, belong to none)."""
+    return [np.flatnonzero(fold_of == k) for k in range(int(fold_of.max(initial=-1)) + 1)]
+
+
+def as_fold_assignment(n: int, folds: Folds) -> np.ndarray:
+    """`folds` as the fold of each window: a count becomes contiguous blocks."""
+    if isinstance(folds, int | np.integer):
+        return calibration_folds(n, int(folds))
+    fold_of = np.asarray(folds, dtype=np.int64)
+    if fold_of.shape != (n,):
+        raise ValueError(f"a fold assignment for {n} windows has shape {fold_of.shape}")
+    return fold_of
 
 
 def training_scores(detector: Any, X: np.ndarray | None = None) -> np.ndarray:
@@ -138,17 +194,19 @@ def training_scores(detector: Any, X: np.ndarray | None = None) -> np.ndarray:
 
 
 def refit_fold_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
-                      folds: int = 5) -> np.ndarray:
+                      folds: Folds = 5) -> np.ndarray:
     """Out-of-fold scores of a user's training windows: each fold scored by a clone fitted on the others.
 
-    Folds are contiguous blocks (enrolment order), not shuffled; costs `folds` extra fits. The generic
-    way to get honest calibration scores from any detector (`cross_fitted_scores` prefers a cheaper
-    one when the detector has it).
+    `folds`: contiguous blocks (enrolment order) or a fold per window (`calibration_folds`, e.g. by
+    session); costs one extra fit per fold. The generic way to get honest calibration scores from any
+    detector (`cross_fitted_scores` prefers a cheaper one when the detector has it).
     """
     X = check_features(X)
-    folds = max(2, min(folds, X.shape[0]))
+    fold_of = as_fold_assignment(X.shape[0], folds)
+    if fold_of.max(initial=-1) < 1:
+        fold_of = calibration_folds(X.shape[0], 2)
     scores = np.empty(X.shape[0])
-    for held_out in np.array_split(np.arange(X.shape[0]), folds):
+    for held_out in fold_rows(fold_of):
         kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
         member = fit_detector(clone(detector), X[kept], X_background)
         scores[held_out] = member.decision_function(X[held_out])
@@ -160,17 +218,17 @@ def _is_fitted(detector: object) -> bool:
 
 
 def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | None = None,
-                        folds: int = 5) -> np.ndarray:
-    """Out-of-sample scores of a user's training windows, for calibrating their normaliser and threshold.
+                        folds: Folds = 5) -> np.ndarray:
+    """Out-of-sample scores of a user's training windows, for calibrating how rare a score is.
 
     In-sample scores flatter most detectors (a window is close to a mean it helped make), so a threshold
-    calibrated on them rejects more genuine windows than intended. The windows are dealt into `folds`
-    contiguous blocks (enrolment order: a block is also a stretch of the user's time, as later logins are)
-    and each block is scored by a model that never saw it. A detector fitted on exactly these windows (and
-    `X_background`) that defines `out_of_fold_scores(X, X_background, folds)` computes that itself without
-    refitting: the refits' numbers in NumPy (Manhattan, z-score, LOF), the trees that never saw the block
-    (isolation forest, background), its members' own scores (ensemble), or all fold networks in one loop
-    (autoencoder). Otherwise (or for an unfitted detector) `refit_fold_scores`: `folds` refits.
+    calibrated on them rejects more genuine windows than intended. The windows are dealt into folds
+    (`folds`: contiguous blocks in enrolment order, or a fold per window from `calibration_folds`, whole
+    sessions) and each fold is scored by a model that never saw it. A detector fitted on exactly these
+    windows (and `X_background`) that defines `out_of_fold_scores(X, X_background, folds)` computes that
+    itself without refitting: the refits' numbers in NumPy (Manhattan, z-score, LOF), the trees that never
+    saw the fold (isolation forest, background), its members' own scores (ensemble), or all fold networks
+    in one loop (autoencoder). Otherwise (or for an unfitted detector) `refit_fold_scores`.
     """
     own = getattr(detector, "out_of_fold_scores", None)
     if own is None or not _is_fitted(detector):
@@ -183,15 +241,20 @@ def cross_fitted_scores(detector: Any, X: np.ndarray, X_background: np.ndarray |
 
 
 def fit_calibrated(detectors: Sequence[Any], Xs: Sequence[np.ndarray],
-                   backgrounds: Sequence[np.ndarray | None] | None = None, folds: int = 5) -> list[np.ndarray]:
-    """Fit each detector on its own user's windows; return each one's `cross_fitted_scores`.
+                   backgrounds: Sequence[np.ndarray | None] | None = None, folds: int = 5,
+                   groups: Sequence[Any | None] | None = None) -> list[np.ndarray]:
+    """Fit each detector on its own user's windows; return each one's `cross_fitted_scores`, the
+    folds being whole sessions where `groups` gives each window's session (`calibration_folds`).
 
     A class with a `fit_calibrated_many` classmethod fits its detectors together (the autoencoder trains
     every network of every user in one batched loop); the others are fitted one by one.
     """
     backgrounds = list(backgrounds) if backgrounds is not None else [None] * len(detectors)
-    if not (len(detectors) == len(Xs) == len(backgrounds)):
-        raise ValueError(f"got {len(detectors)} detectors, {len(Xs)} training sets and {len(backgrounds)} backgrounds")
+    groups = list(groups) if groups is not None else [None] * len(detectors)
+    if not (len(detectors) == len(Xs) == len(backgrounds) == len(groups)):
+        raise ValueError(f"got {len(detectors)} detectors, {len(Xs)} training sets, {len(backgrounds)} backgrounds "
+                         f"and {len(groups)} group labellings")
+    fold_ofs = [calibration_folds(len(X), folds, g) for X, g in zip(Xs, groups, strict=True)]
     scores: list[np.ndarray | None] = [None] * len(detectors)
     by_class: dict[type, list[int]] = {}
     for position, detector in enumerate(detectors):
@@ -200,13 +263,13 @@ def fit_calibrated(detectors: Sequence[Any], Xs: Sequence[np.ndarray],
         together = getattr(cls, "fit_calibrated_many", None)
         if together is not None:
             found = together([detectors[p] for p in positions], [Xs[p] for p in positions],
-                             [backgrounds[p] for p in positions], folds)
+                             [backgrounds[p] for p in positions], [fold_ofs[p] for p in positions])
             for p, s in zip(positions, found, strict=True):
                 scores[p] = np.asarray(s, dtype=float)
             continue
         for p in positions:
-            fit_detector(detectors[p], Xs[p], backgrounds[p])
-            scores[p] = cross_fitted_scores(detectors[p], Xs[p], backgrounds[p], folds)
+            fit_detector(detectors[p], Xs[p], backgrounds[p], folds=fold_ofs[p])
+            scores[p] = cross_fitted_scores(detectors[p], Xs[p], backgrounds[p], fold_ofs[p])
     if any(s is None for s in scores):
         raise RuntimeError("a detector was left without calibration scores")
     return [s for s in scores if s is not None]

@@ -23,8 +23,8 @@ from detectors.base import (
     fit_detector,
     make_detector,
     parameter_names,
-    requires_background,
     training_scores,
+    uses_background,
 )
 from detectors.thresholds import calibrate_threshold, finite_scores, fit_normaliser, normalise
 
@@ -242,7 +242,7 @@ def _subject_trials(name: str, params: Mapping[str, Any], seed: int, split: Subj
                     target_frr: float, open_set_folds: int) -> list[_Trial]:
     """One trial per subject, or with open_set_folds one per fold of impostor subjects held out of the background."""
     detector = _new_detector(name, params, seed)
-    if not requires_background(detector):
+    if not uses_background(detector):
         return [_trial(detector, split.train, None, split.genuine_test, split.impostors, calibration, target_frr)]
     if open_set_folds < 2:
         return [_trial(detector, split.train, split.background, split.genuine_test, split.impostors,

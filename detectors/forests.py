@@ -354,19 +354,11 @@ def mean_leaf_value(forest: Forest, X: np.ndarray) -> np.ndarray:
                         forest.value, forest.roots, forest.depths, True)[:, 0]
 
 
-def fold_blocks(n: int, folds: int) -> np.ndarray:
-    """Fold of each of n windows: `folds` contiguous blocks in enrolment order (the blocks of
-    `detectors.base.refit_fold_scores`), or all -1 (no folds) when folds < 2."""
-    fold_of = np.full(n, -1, dtype=np.int64)
-    if folds >= 2 and n >= 2:
-        for k, rows in enumerate(np.array_split(np.arange(n), min(folds, n))):
-            fold_of[rows] = k
-    return fold_of
-
-
-def _pools(fold_of: np.ndarray, n_trees: int, folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows each tree may draw from: tree t belongs to fold t % folds and never sees that fold's windows."""
+def _pools(fold_of: np.ndarray, n_trees: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows each tree may draw from: with k folds, tree t belongs to fold t % k and never sees that fold's
+    windows (rows of fold -1 are seen by every tree)."""
     n = fold_of.shape[0]
+    folds = int(fold_of.max(initial=-1)) + 1
     pool = np.zeros((n_trees, n), np.int64)
     size = np.zeros(n_trees, np.int64)
     for t in range(n_trees):
@@ -389,35 +381,35 @@ def block_out_of_bag_mean(values: np.ndarray, fold_of: np.ndarray, folds: int) -
     return out
 
 
-def grow_isolation_forest(X: np.ndarray, *, n_trees: int, max_samples: int, folds: int,
+def grow_isolation_forest(X: np.ndarray, *, n_trees: int, max_samples: int, fold_of: np.ndarray,
                           seed: int) -> Forest:
     """Isolation trees on `max_samples` windows each, drawn without replacement from the windows outside
-    the tree's fold: tree t belongs to fold t % folds, folds are `fold_blocks` (contiguous, enrolment order).
+    the tree's fold: with k folds (`fold_of`, from `detectors.base.calibration_folds`) tree t belongs to
+    fold t % k.
 
-    With folds >= 2 the trees of a window's fold (1/folds of the forest) never saw it nor its block:
-    their mean path length (`block_out_of_bag_mean`) is a score out of sample and, like contiguous
-    cross-fitting, out of the user's time. With folds = 1 every tree may see every window.
+    With k >= 2 the trees of a window's fold (1/k of the forest) never saw it nor its fold (a block of
+    enrolment, or whole sessions): their mean path length (`block_out_of_bag_mean`) is a score out of
+    sample and out of the user's time. Without folds (all -1) every tree may see every window.
     Leaf value = (depth + c(windows in the leaf)) / c(windows of the tree): the path length of Liu et al.
     (2008) in units of its expected value, so the anomaly score is 2 ** -mean(leaf values).
     """
     columns = np.ascontiguousarray(np.asarray(X, dtype=float).T)  # features x windows
-    folds = max(1, min(folds, columns.shape[1]))
-    pool, size = _pools(fold_blocks(columns.shape[1], folds), n_trees, folds)
+    pool, size = _pools(np.asarray(fold_of, np.int64), n_trees)
     return _flatten(_grow_isolation_forest(columns, pool, size, int(max_samples), int(n_trees), int(seed)))
 
 
 def grow_extra_trees(X: np.ndarray, y: np.ndarray, *, n_trees: int, max_features: int, seed: int,
-                     fold_of: np.ndarray | None = None, folds: int = 1) -> Forest:
+                     fold_of: np.ndarray | None = None) -> Forest:
     """Bootstrapped extremely randomised trees (labels 0/1), grown until leaves are pure; each tree weighs
     the two classes equally within its bootstrap sample (scikit-learn's "balanced_subsample").
 
-    With `folds` >= 2, tree t belongs to fold t % folds and bootstraps only from rows whose `fold_of` is
-    not that fold (-1: any tree), so `block_out_of_bag_mean` gives scores of the folded rows from trees
-    that never saw their block. Leaf value = weighted share of class 1 in the leaf.
+    With k >= 2 folds in `fold_of`, tree t belongs to fold t % k and bootstraps only from rows outside
+    that fold (-1: any tree), so `block_out_of_bag_mean` gives scores of the folded rows from trees
+    that never saw their fold. Leaf value = weighted share of class 1 in the leaf.
     """
     columns = np.ascontiguousarray(np.asarray(X, dtype=float).T)  # a feature's values contiguous: fewer cache misses
     labels = np.asarray(y, dtype=np.int64)
     fold_of = np.full(labels.shape[0], -1, np.int64) if fold_of is None else np.asarray(fold_of, np.int64)
-    pool, size = _pools(fold_of, n_trees, folds)
+    pool, size = _pools(fold_of, n_trees)
     return _flatten(_grow_extra_trees(columns, labels, pool, size, int(n_trees), int(max_features), int(seed)))
 

@@ -29,19 +29,10 @@ import numpy as np
 from detectors.base import (
     detector_name,
     fit_calibrated,
-    fit_detector,
     get_params,
     make_detector,
-    training_scores,
 )
-from detectors.thresholds import (
-    ScoreNormaliser,
-    apply_sensitivity,
-    calibrate_threshold,
-    fit_normaliser,
-    normalise,
-    verdict,
-)
+from detectors.thresholds import ScoreCalibration
 
 MAGIC = b"TELLTALE-MODEL\n"
 FORMAT_VERSION = 1
@@ -60,13 +51,19 @@ class SchemaMismatch(ValueError):
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a fitted model depends on (and Python's)."""
+    return dict(_installed_versions())
+
+
+@lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Read once per process: looking them up cost about 5 ms a saved model."""
     versions = {"python": platform.python_version()}
     for name in TRACKED_LIBRARIES:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
+    return tuple(versions.items())
 
 
 def _json_safe(value: Any, where: str) -> Any:
@@ -152,13 +149,13 @@ def load_model(blob: bytes) -> tuple[Any, dict[str, Any]]:
 
 @dataclass
 class UserModel:
-    """A user's fitted detector plus what turns its scores into decisions, tied to one feature schema."""
+    """A user's fitted detector plus how rare its scores are for that user, tied to one feature schema."""
 
     detector: Any
     schema_id: str
     feature_names: list[str]
-    normaliser: ScoreNormaliser
-    threshold: float  # on the risk scale [0, 1]; flagged when risk > threshold
+    calibration: ScoreCalibration
+    target_frr: float = 0.05  # a window is flagged on its own when its surprise is below this
     metadata: dict[str, Any] = field(default_factory=dict)
     #: positions in the schema of the features the detector learned from (None: all of them)
     columns: list[int] | None = None
@@ -190,13 +187,17 @@ class UserModel:
         """Positions of the features that can move this model's score."""
         return list(range(len(self.feature_names))) if self.columns is None else list(self.columns)
 
-    def risk(self, X: np.ndarray, schema_id: str) -> np.ndarray:
-        """Risks in [0, 1] against this user's genuine training scores."""
-        return normalise(self.score(X, schema_id), self.normaliser)
+    def surprise(self, X: np.ndarray, schema_id: str) -> np.ndarray:
+        """How rarely a genuine window of this user scores this high (`ScoreCalibration.surprise`)."""
+        return self.calibration.surprise(self.score(X, schema_id))
 
-    def flagged(self, X: np.ndarray, schema_id: str, sensitivity: float = 0.0) -> np.ndarray:
-        """True where a window is not like the user, at the calibrated threshold moved by `sensitivity`."""
-        return np.asarray(verdict(self.risk(X, schema_id), apply_sensitivity(self.threshold, sensitivity)))
+    def risk(self, X: np.ndarray, schema_id: str) -> np.ndarray:
+        """1 - surprise: the share of the user's genuine windows that score lower, in (0, 1)."""
+        return 1.0 - self.surprise(X, schema_id)
+
+    def flagged(self, X: np.ndarray, schema_id: str) -> np.ndarray:
+        """True where a window on its own is rarer than the target false-reject rate allows."""
+        return self.surprise(X, schema_id) < self.target_frr
 
     def to_bytes(self) -> bytes:
         return save_model(self.detector, {
@@ -204,53 +205,53 @@ class UserModel:
             "schema_id": self.schema_id,
             "feature_names": list(self.feature_names),
             "columns": self.columns,
-            "normaliser": self.normaliser.to_dict(),
-            "threshold": {**self.metadata.get("threshold", {}), "risk": self.threshold},
+            "calibration": self.calibration.to_dict(),
+            "target_frr": self.target_frr,
         })
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> UserModel:
         detector, metadata = load_model(blob)
-        for key in ("schema_id", "feature_names", "normaliser", "threshold"):
+        for key in ("schema_id", "feature_names"):
             if key not in metadata:
                 raise ModelFormatError(f"saved model has no {key!r}: it was saved with save_model, not as a UserModel")
+        if "calibration" not in metadata:
+            raise ModelFormatError("the model was saved before scores were calibrated on held-out sessions: "
+                                   "retrain it (`python -m app train`)")
         return cls(detector=detector, schema_id=metadata["schema_id"], feature_names=list(metadata["feature_names"]),
-                   normaliser=ScoreNormaliser.from_dict(metadata["normaliser"]),
-                   threshold=float(metadata["threshold"]["risk"]), metadata=metadata,
+                   calibration=ScoreCalibration.from_dict(metadata["calibration"]),
+                   target_frr=float(metadata.get("target_frr", 0.05)), metadata=metadata,
                    columns=metadata.get("columns"))
 
 
 def fit_user_model(name: str, X: np.ndarray, *, schema_id: str, feature_names: list[str],
                    params: dict[str, Any] | None = None, X_background: np.ndarray | None = None,
-                   target_frr: float = 0.05, normaliser_method: str = "robust_logistic",
-                   calibration: str = "cross_fitted", user_id: str | None = None, folds: int = 5,
-                   columns: Sequence[int] | None = None) -> UserModel:
-    """Fit a registered detector on one user's windows and calibrate their normaliser and risk threshold.
+                   target_frr: float = 0.05, user_id: str | None = None, folds: int = 5,
+                   columns: Sequence[int] | None = None, groups: Sequence[Any] | None = None) -> UserModel:
+    """Fit a registered detector on one user's windows and calibrate how rare its scores are for them.
 
-    `calibration` "cross_fitted" (default) normalises and calibrates on out-of-fold scores of the training
-    windows (`detectors.base.cross_fitted_scores`: `folds` contiguous blocks, each scored by a model that
-    never saw it, computed without refits where the detector allows), because in-sample scores are
-    optimistic: on MEU-Mobile KSD a threshold for 5% FRR on in-sample scaled-Manhattan scores rejected 27%
-    of later genuine windows, on cross-fitted scores 7%. "training" uses the detector's own
-    `training_scores_` (no extra work).
+    The calibration scores are out of fold (`detectors.base.cross_fitted_scores`): with `groups` (each
+    window's session) every window is scored by a model that never saw its session, in at most `folds`
+    folds; without, by `folds` contiguous blocks. In-sample scores are optimistic: on MEU-Mobile KSD a
+    threshold for 5% FRR on in-sample scaled-Manhattan scores rejected 27% of later genuine windows.
     """
     [model] = fit_user_models(name, [X], schema_id=schema_id, feature_names=feature_names, params=params,
-                              X_backgrounds=[X_background], target_frr=target_frr,
-                              normaliser_method=normaliser_method, calibration=calibration, user_ids=[user_id],
-                              folds=folds, columns=columns)
+                              X_backgrounds=[X_background], target_frr=target_frr, user_ids=[user_id],
+                              folds=folds, columns=columns, groups=[groups])
     return model
 
 
 def fit_user_models(name: str, Xs: Sequence[np.ndarray], *, schema_id: str, feature_names: list[str],
                     params: dict[str, Any] | None = None,
                     X_backgrounds: Sequence[np.ndarray | None] | None = None, target_frr: float = 0.05,
-                    normaliser_method: str = "robust_logistic", calibration: str = "cross_fitted",
                     user_ids: Sequence[str | None] | None = None, folds: int = 5,
-                    n_jobs: int = 1, columns: Sequence[int] | None = None) -> list[UserModel]:
+                    n_jobs: int = 1, columns: Sequence[int] | None = None,
+                    groups: Sequence[Sequence[Any] | None] | None = None) -> list[UserModel]:
     """`fit_user_model` for many users at once (one detector kind), models in the order of `Xs`.
 
     `Xs` hold every feature of the schema; with `columns` the detectors learn from those positions only
-    (the models still take and check whole vectors of the schema).
+    (the models still take and check whole vectors of the schema). `groups[i]` gives the session of each
+    of user i's windows (calibration folds of whole sessions).
 
     Fitting them together lets a detector share work across users (`detectors.base.fit_calibrated`: the
     autoencoder trains all users' networks in one batched loop). With `n_jobs` > 1 the users are split
@@ -261,24 +262,24 @@ def fit_user_models(name: str, Xs: Sequence[np.ndarray], *, schema_id: str, feat
     count = len(Xs)
     backgrounds = list(X_backgrounds) if X_backgrounds is not None else [None] * count
     owners = list(user_ids) if user_ids is not None else [None] * count
-    if not len(backgrounds) == len(owners) == count:
-        raise ValueError(f"got {count} training sets, {len(backgrounds)} backgrounds and {len(owners)} user ids")
-    if calibration not in ("cross_fitted", "training"):
-        raise ValueError(f"calibration must be 'cross_fitted' or 'training'; got {calibration!r}")
+    sessions = list(groups) if groups is not None else [None] * count
+    if not len(backgrounds) == len(owners) == len(sessions) == count:
+        raise ValueError(f"got {count} training sets, {len(backgrounds)} backgrounds, {len(owners)} user ids and "
+                         f"{len(sessions)} session labellings")
     settings = {"schema_id": schema_id, "feature_names": feature_names, "params": params, "target_frr": target_frr,
-                "normaliser_method": normaliser_method, "calibration": calibration, "folds": folds,
-                "columns": None if columns is None else [int(c) for c in columns]}
+                "folds": folds, "columns": None if columns is None else [int(c) for c in columns]}
     if n_jobs > 1 and count > 1:
         from joblib import Parallel, delayed
 
-        groups = np.array_split(np.arange(count), min(n_jobs, count))
-        parts = Parallel(n_jobs=len(groups), backend="loky")(
-            delayed(fit_user_models)(name, [Xs[i] for i in group], X_backgrounds=[backgrounds[i] for i in group],
-                                     user_ids=[owners[i] for i in group], **settings)
-            for group in groups)
+        parts_of = np.array_split(np.arange(count), min(n_jobs, count))
+        parts = Parallel(n_jobs=len(parts_of), backend="loky")(
+            delayed(fit_user_models)(name, [Xs[i] for i in part], X_backgrounds=[backgrounds[i] for i in part],
+                                     user_ids=[owners[i] for i in part], groups=[sessions[i] for i in part],
+                                     **settings)
+            for part in parts_of)
         return [model for part in parts for model in part]
     with _native_threads().limit(limits=1):
-        return _fit_user_models(name, Xs, backgrounds, owners, **settings)
+        return _fit_user_models(name, Xs, backgrounds, owners, sessions, **settings)
 
 
 @lru_cache(maxsize=1)
@@ -294,9 +295,9 @@ def _native_threads() -> Any:
 
 
 def _fit_user_models(name: str, Xs: Sequence[np.ndarray], backgrounds: list[np.ndarray | None],
-                     owners: list[str | None], *, schema_id: str, feature_names: list[str],
-                     params: dict[str, Any] | None, target_frr: float, normaliser_method: str, calibration: str,
-                     folds: int, columns: list[int] | None) -> list[UserModel]:
+                     owners: list[str | None], sessions: list[Sequence[Any] | None], *, schema_id: str,
+                     feature_names: list[str], params: dict[str, Any] | None, target_frr: float, folds: int,
+                     columns: list[int] | None) -> list[UserModel]:
     arrays = []
     for X in Xs:
         X = np.asarray(X, dtype=float)
@@ -306,29 +307,11 @@ def _fit_user_models(name: str, Xs: Sequence[np.ndarray], backgrounds: list[np.n
     if columns is not None:
         backgrounds = [None if b is None else np.asarray(b, dtype=float)[:, columns] for b in backgrounds]
     detectors = [make_detector(name, **(params or {})) for _ in arrays]
-    if calibration == "cross_fitted":
-        enrolments = fit_calibrated(detectors, arrays, backgrounds, folds=folds)
-    else:
-        enrolments = [training_scores(fit_detector(d, X, b), X)
-                      for d, X, b in zip(detectors, arrays, backgrounds, strict=True)]
-    return [_calibrated(detector, enrolment, X, background, owner, schema_id=schema_id, feature_names=feature_names,
-                        target_frr=target_frr, normaliser_method=normaliser_method, calibration=calibration,
-                        columns=columns)
-            for detector, enrolment, X, background, owner in zip(detectors, enrolments, arrays, backgrounds, owners,
-                                                                   strict=True)]
-
-
-def _calibrated(detector: Any, enrolment: np.ndarray, X: np.ndarray, X_background: np.ndarray | None,
-                user_id: str | None, *, schema_id: str, feature_names: list[str], target_frr: float,
-                normaliser_method: str, calibration: str, columns: list[int] | None = None) -> UserModel:
-    """A fitted detector plus the normaliser and risk threshold learned from its enrolment scores."""
-    normaliser = fit_normaliser(enrolment, method=normaliser_method)
-    threshold = calibrate_threshold(normalise(enrolment, normaliser), target_frr)
-    metadata = {
-        "user_id": user_id,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "n_samples": int(X.shape[0]),
-        "n_background": None if X_background is None else len(X_background),
-        "threshold": {"target_frr": target_frr, "calibration": calibration, "normaliser": normaliser_method},
-    }
-    return UserModel(detector, schema_id, list(feature_names), normaliser, threshold, metadata, columns)
+    held_out = fit_calibrated(detectors, arrays, backgrounds, folds=folds, groups=sessions)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return [UserModel(detector, schema_id, list(feature_names),
+                      ScoreCalibration.of(scores, sessions=0 if labels is None else len(set(labels))),
+                      target_frr, {"user_id": owner, "trained_at": now, "n_samples": int(X.shape[0]),
+                                   "n_background": None if background is None else len(background)}, columns)
+            for detector, scores, X, background, owner, labels in zip(detectors, held_out, arrays, backgrounds,
+                                                                      owners, sessions, strict=True)]

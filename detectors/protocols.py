@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from detectors.base import fit_detector, make_detector, requires_background
+from detectors.base import fit_detector, make_detector, uses_background
 from detectors.evaluation import det_points, eer, far_frr_at, roc_auc
 from detectors.thresholds import calibrate_threshold, fit_normaliser, normalise
 
@@ -75,7 +75,7 @@ def evaluate_sessions(windows: pl.DataFrame, feature_names: Sequence[str], detec
             params = (detector_params or {}).get(name, {})
             detector = make_detector(name, **params)
             background = None
-            if requires_background(detector):
+            if uses_background(detector):
                 others = np.concatenate([index[s] for u, ss in split.train.items() if u != user for s in ss])
                 if others.size > BACKGROUND_LIMIT:
                     others = np.random.default_rng(SEED).choice(others, BACKGROUND_LIMIT, replace=False)

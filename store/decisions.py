@@ -29,7 +29,8 @@ BUCKETS = ("minute", "hour", "day", "week", "month")
 #: secrets; the export still names its columns so that a column added later is not exported unseen.
 DECISION_COLUMNS = (
     "decision_id", "decided_at", "user_id", "session_id", "window_id", "action", "verdict", "risk",
-    "policy_id", "policy_rev", "reasons", "detectors", "top_features",
+    "window_risk", "evidence", "evidence_change", "flagged", "policy_id", "policy_rev", "reasons", "detectors",
+    "top_features",
 )
 
 FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
@@ -49,7 +50,11 @@ class DecisionRecord:
     window_id: str | None = None
     detectors: Mapping[str, Any] | None = None
     top_features: FeatureWeights | None = None
-    decided_at: datetime | None = None
+    decided_at: datetime | None = None  # the time of the behaviour judged (default: now)
+    window_risk: float | None = None  # the window on its own: share of the user's genuine windows scoring lower
+    evidence: float | None = None  # the session's evidence after this window (nats, app.evidence)
+    evidence_change: float | None = None  # how much this window moved it
+    flagged: bool | None = None  # the window on its own is rarer than the target false-reject rate allows
 
 
 def record_decision(store: Store, decision: Decision, *, user_id: str | None, session_id: str | None = None,
@@ -86,7 +91,9 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
             "risk": decision.risk, "action": str(decision.action), "verdict": str(decision.verdict),
             "reasons": json.dumps(list(decision.reasons)),
             "detectors": json.dumps(dict(record.detectors or {}), default=str, sort_keys=True),
-            "top_features": json.dumps(_feature_list(record.top_features)), "decided_at": when})
+            "top_features": json.dumps(_feature_list(record.top_features)), "decided_at": when,
+            "window_risk": record.window_risk, "evidence": record.evidence,
+            "evidence_change": record.evidence_change, "flagged": record.flagged})
         audits.append({"actor": actor, "action": "decision", "subject": decision_id, "details": json.dumps({
             "user_id": record.user_id, "session_id": record.session_id, "window_id": record.window_id,
             "action": str(decision.action), "verdict": str(decision.verdict), "risk": decision.risk,
@@ -112,8 +119,43 @@ _DECISION_SCHEMA = {
     "decision_id": pl.String, "window_id": pl.String, "session_id": pl.String, "user_id": pl.String,
     "policy_id": pl.String, "policy_rev": pl.Int64, "risk": pl.Float64, "action": pl.String, "verdict": pl.String,
     "reasons": pl.String, "detectors": pl.String, "top_features": pl.String, "decided_at": pl.Datetime("us"),
+    "window_risk": pl.Float64, "evidence": pl.Float64, "evidence_change": pl.Float64, "flagged": pl.Boolean,
 }
 _AUDIT_SCHEMA = {"actor": pl.String, "action": pl.String, "subject": pl.String, "details": pl.String}
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """Where a session stands before new windows are decided: its start (UTC), the evidence its
+    latest decision left (0 when the user answered a one-time code after it), and whether one of its
+    challenges is still open."""
+
+    started_at: datetime | None
+    evidence: float
+    challenge_open: bool
+
+
+def session_states(store: Store, session_ids: Sequence[str]) -> dict[str, SessionState]:
+    """`SessionState` of each session (one query; unknown sessions start from nothing)."""
+    found = store.rows("""
+        WITH latest AS (
+            SELECT session_id, arg_max(evidence, (decided_at, decision_id)) AS evidence,
+                   max(decided_at) AS decided_at
+            FROM decisions WHERE list_contains(?, session_id) GROUP BY session_id
+        ), challenges AS (
+            SELECT session_id, max(resolved_at) FILTER (WHERE status = 'verified') AS verified_at,
+                   bool_or(status = 'issued') AS open
+            FROM otp_challenges WHERE list_contains(?, session_id) GROUP BY session_id
+        )
+        SELECT s.session_id, s.started_at,
+               CASE WHEN c.verified_at IS NOT NULL AND c.verified_at >= l.decided_at THEN 0
+                    ELSE coalesce(l.evidence, 0) END,
+               coalesce(c.open, false)
+        FROM sessions s LEFT JOIN latest l USING (session_id) LEFT JOIN challenges c USING (session_id)
+        WHERE list_contains(?, s.session_id)""", [list(session_ids)] * 3)
+    states = {session_id: SessionState(started, float(level), bool(is_open))
+              for session_id, started, level, is_open in found}
+    return {session_id: states.get(session_id, SessionState(None, 0.0, False)) for session_id in session_ids}
 
 
 def decisions(

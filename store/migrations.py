@@ -206,6 +206,24 @@ MIGRATIONS.append((
     """,
 ))
 
+MIGRATIONS.append((
+    5,
+    "session evidence on decisions; models recalibrated on held-out sessions",
+    """
+    -- A decision judges the session after one window: the window on its own (window_risk: the share of
+    -- the user's genuine windows that score lower; flagged: rarer than the target false-reject rate),
+    -- how much the window moved the session's evidence, and the evidence after it (nats, app.evidence).
+    -- decided_at is the time of the behaviour judged: the session's start plus the window's end.
+    ALTER TABLE decisions ADD COLUMN window_risk DOUBLE;
+    ALTER TABLE decisions ADD COLUMN evidence DOUBLE;
+    ALTER TABLE decisions ADD COLUMN evidence_change DOUBLE;
+    ALTER TABLE decisions ADD COLUMN flagged BOOLEAN;
+    -- Models saved before calibration on held-out sessions cannot say how rare a score is: retired, and
+    -- retrained by the retrain job (or `python -m app train`).
+    UPDATE models SET active = false;
+    """,
+))
+
 LATEST_VERSION: int = MIGRATIONS[-1][0]
 
 #: Tables a user sees counted by `stats`, in display order.

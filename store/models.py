@@ -75,10 +75,10 @@ def scored_windows(store: Store, kind: str | None = None, limit: int = 200_000) 
         {where} ORDER BY s.scored_at DESC LIMIT ?""", [*params, limit])
 
 
-def last_trained(store: Store) -> dict[tuple[str, str], datetime]:
-    """(user, kind) -> when their newest active personal model was trained."""
-    return {(u, k): t for u, k, t in store.rows(
-        "SELECT user_id, kind, max(trained_at) FROM models WHERE active AND user_id IS NOT NULL GROUP BY ALL")}
+def has_global_model(store: Store, kind: str, schema_id: str) -> bool:
+    """Whether an active global model covers this window kind and feature schema."""
+    return bool(store.scalar("SELECT count(*) FROM models WHERE active AND user_id IS NULL AND kind = ? "
+                             "AND schema_id = ?", [kind, schema_id]))
 
 
 def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> pl.DataFrame:

@@ -184,26 +184,51 @@ def window_counts(store: Store) -> pl.DataFrame:
     return store.frame("SELECT user_id, kind, count(*) AS windows FROM feature_windows GROUP BY ALL ORDER BY ALL")
 
 
-def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.DataFrame:
-    """Windows a user's model may learn from: those of the user's first `enrolment_sessions`
-    sessions (by start), of explicit enrolment sessions (ids starting with "enrol-"), and of later
-    sessions whose every decision so far was SAFE. Ground-truth labels are never read here."""
-    return store.frame("""
-        WITH ranked AS (
-            SELECT session_id, user_id,
-                   row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
-            FROM sessions
-        ), judged AS (
-            SELECT session_id, bool_and(verdict = 'SAFE') AS all_safe FROM decisions
-            WHERE session_id IS NOT NULL GROUP BY session_id
-        )
+#: The sessions a user's models may learn from (parameter: enrolment sessions): the user's first N
+#: sessions by start (enrolment), explicit enrolment sessions ("enrol-..."), imported feature vectors
+#: that have no session row, and later sessions that passed: finished, never flagged or denied, and
+#: any one-time code they were asked for answered. Ground-truth labels are never read here.
+_TRAINED_ON = """
+    WITH ranked AS (
+        SELECT session_id, row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
+        FROM sessions
+    ), judged AS (
+        SELECT session_id, bool_or(action IN ('FLAG_SESSION', 'DENY')) AS flagged,
+               bool_or(action = 'REQUIRE_OTP') AS asked
+        FROM decisions WHERE session_id IS NOT NULL GROUP BY session_id
+    ), answered AS (
+        SELECT DISTINCT session_id FROM otp_challenges WHERE status = 'verified' AND session_id IS NOT NULL
+    ), trained_on AS (
         SELECT w.* FROM feature_windows w
         LEFT JOIN ranked r USING (session_id)
         LEFT JOIN judged j USING (session_id)
-        WHERE w.kind = ?
-          AND (r.nth <= ? OR w.session_id LIKE 'enrol-%' OR coalesce(j.all_safe, false)
-               OR r.session_id IS NULL)  -- imported feature vectors (CMU layout) have no session row
-        ORDER BY w.user_id, w.session_id, w.start_ms, w.window_id""", [kind, enrolment_sessions])
+        LEFT JOIN answered a USING (session_id)
+        LEFT JOIN session_progress p USING (session_id)
+        WHERE r.nth <= ? OR starts_with(w.session_id, 'enrol-') OR r.session_id IS NULL
+           OR (j.session_id IS NOT NULL AND NOT j.flagged AND (NOT j.asked OR a.session_id IS NOT NULL)
+               AND coalesce(p.finalized, false))
+    )"""
+
+
+def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.DataFrame:
+    """Windows of `kind` a user's model may learn from (see `_TRAINED_ON`): the enrolment, then the
+    sessions that passed, so slow drift in a person's behaviour is followed and an attack never is."""
+    return store.frame(f"""{_TRAINED_ON}
+        SELECT * FROM trained_on WHERE kind = ?
+        ORDER BY user_id, session_id, start_ms, window_id""", [enrolment_sessions, kind])
+
+
+def training_window_counts(store: Store, enrolment_sessions: int) -> pl.DataFrame:
+    """Per user and kind: training windows in all (`windows`) and added since the user's newest active
+    model of that kind (`fresh`; all of them when there is none): what the retrain job checks."""
+    return store.frame(f"""{_TRAINED_ON}, newest AS (
+            SELECT user_id, kind, max(trained_at) AS trained_at FROM models
+            WHERE active AND user_id IS NOT NULL GROUP BY ALL)
+        SELECT t.user_id, t.kind, count(*) AS windows,
+               count(*) FILTER (WHERE n.trained_at IS NULL OR t.created_at > n.trained_at) AS fresh,
+               any_value(n.trained_at) IS NOT NULL AS has_model
+        FROM trained_on t LEFT JOIN newest n USING (user_id, kind)
+        GROUP BY ALL ORDER BY ALL""", [enrolment_sessions])
 
 
 #: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
