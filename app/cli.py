@@ -85,14 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--speed", type=float, default=1.0, help="live: times real time (default 1.0)")
 
     evaluate = command("evaluate", cmd_evaluate,
-                       "Evaluate detectors on a public dataset, straight from the files (no database).", db=False)
-    evaluate.add_argument("path", type=Path, help="CMU-layout CSV, Balabit folder or Aalto file/folder")
-    evaluate.add_argument("--format", required=True, choices=["cmu", "balabit", "aalto"])
+                       "Evaluate detectors on a public dataset, straight from the files (no database); or, with "
+                       "--format events, the app's decisions on a labelled population replayed through its own "
+                       "path into a temporary store.", db=False)
+    evaluate.add_argument("path", type=Path, help="CMU-layout CSV, Balabit folder, Aalto file/folder, or an "
+                                                  "events CSV with .sessions.csv and .labels.csv beside it")
+    evaluate.add_argument("--format", required=True, choices=["events", "cmu", "balabit", "aalto"])
     evaluate.add_argument("--detectors", help="comma-separated registry names (default: per format)")
     evaluate.add_argument("--train-reps", type=int,
                           help="cmu: training repetitions per subject (default: the published 200 when every "
                                "subject has 400, else half the smallest subject's); aalto: training sentences "
                                "per user (default: half the smallest user's)")
+    evaluate.add_argument("--tick-seconds", type=float, default=10.0,
+                          help="events: seconds of session time between runs of the score job (default 10)")
+    evaluate.add_argument("--keep", type=Path, help="events: keep the replayed store in this DuckDB file")
     evaluate.add_argument("--impostor-reps", type=int,
                           help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors "
                                "(default: 5, at most half the training ones)")
@@ -302,6 +308,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.path.exists():
         print(f"error: {args.path} not found", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.format == "events":
+        return _evaluate_decisions(args)
     detectors = args.detectors.split(",") if args.detectors else None
     update, close = progress_bar(f"evaluating {args.path.name}", unit="fits")
     try:
@@ -318,6 +326,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                    for name, why in protocol["derived"].items())
               + "; --train-reps / --impostor-reps to choose", file=sys.stderr)
     _emit(args, result, markdown(result, args.format))
+    return EXIT_OK
+
+
+def _evaluate_decisions(args: argparse.Namespace) -> int:
+    from app.replay import ReplayOptions, evaluate_events, summary_text
+
+    if not args.tick_seconds > 0:
+        print("error: --tick-seconds must be greater than 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.keep is not None and args.keep.exists():
+        print(f"error: {args.keep} exists; --keep writes a new store", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    update, close = progress_bar(f"replaying {args.path.name}", unit="sessions")
+    try:
+        result = evaluate_events(args.path, options=ReplayOptions(tick_seconds=args.tick_seconds), progress=update,
+                                 keep=args.keep)
+    finally:
+        close()
+    _emit(args, result, summary_text(result))
     return EXIT_OK
 
 

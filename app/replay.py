@@ -218,3 +218,29 @@ def _window_figures(store: Store, after: pl.DataFrame) -> dict[str, dict[str, fl
                          "target_frr": target,
                          "attack_flagged": round(float(attack.mean()), 4) if attack.len() else None}
     return dict(sorted(figures.items()))
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """The figures as a person reads them (the --json output carries the same numbers)."""
+    protocol, sessions = result["protocol"], result["sessions"]
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    lines = [f"{protocol['events_csv']}: {protocol['sessions']:,} sessions of {protocol['users']} users replayed "
+             f"through the app in {protocol['seconds']:g} s (first {protocol['enrolment_sessions']} sessions of each "
+             f"account are enrolment; detectors {protocol['detectors']})", "",
+             "sessions after enrolment    n  challenged/detected  denied"]
+    for label, entry in sessions.items():
+        caught = entry.get("challenged", entry.get("detected"))
+        lines.append(f"  {label:<10} {entry['n']:>10}  {share(caught):>19}  {share(entry['denied']):>6}")
+    hijack = sessions.get("hijack", {})
+    if hijack.get("n"):
+        median, p90 = hijack.get("delay_s_median"), hijack.get("delay_s_p90")
+        lines.append(f"  hijacks caught after the takeover: median {'—' if median is None else f'{median:g} s'}, "
+                     f"90th percentile {'—' if p90 is None else f'{p90:g} s'}")
+    lines += ["", "windows on their own       genuine flagged  target  attack flagged"]
+    for kind, entry in result["windows"].items():
+        lines.append(f"  {kind:<12} {share(entry['genuine_flagged']):>20}  {share(entry['target_frr']):>6}  "
+                     f"{share(entry['attack_flagged']):>14}")
+    return "\n".join(lines)

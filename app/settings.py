@@ -23,6 +23,10 @@ class Setting:
     help: str
     parse: Callable[[str], Any] = str
 
+    def default_value(self) -> Any:
+        """The default as `get` returns it (a setting written as text, like kind weights, parsed)."""
+        return self.default if self.parse in (str, int, float) else self.parse(str(self.default))
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("db", "TELLTALE_DB", str(ROOT / "var" / "telltale.duckdb"),
@@ -139,7 +143,7 @@ def get(name: str) -> Any:
     setting = _BY_NAME[name]
     raw = os.environ.get(setting.env)
     if raw is None or raw == "":
-        return setting.default if setting.parse in (str, int, float) else setting.parse(str(setting.default))
+        return setting.default_value()
     try:
         return setting.parse(raw)
     except ValueError:

@@ -18,7 +18,7 @@ from detectors.base import (
     refit_fold_scores,
     requires_background,
 )
-from detectors.persistence import fit_user_models
+from detectors.persistence import fit_user_model, fit_user_models
 from detectors.thresholds import calibrate_threshold
 
 NAMES = sorted(DETECTORS)
@@ -127,7 +127,7 @@ def test_a_retrain_gives_the_same_models(name: str) -> None:
                                X_backgrounds=backgrounds[:2] if needs else None)
 
     for first, again in zip(retrain(), retrain(), strict=True):
-        assert (first.threshold, first.normaliser) == (again.threshold, again.normaliser)
+        assert first.calibration == again.calibration
         np.testing.assert_array_equal(first.score(own[3][:20], "s"), again.score(own[3][:20], "s"))
 
 
@@ -138,7 +138,7 @@ def test_user_models_do_not_depend_on_worker_processes() -> None:
     two = fit_user_models("lof", own, schema_id="s", feature_names=names, user_ids=["a", "b", "c", "d"], n_jobs=2)
     assert [m.metadata["user_id"] for m in two] == ["a", "b", "c", "d"]
     for a, b in zip(one, two, strict=True):
-        assert a.threshold == b.threshold and a.normaliser == b.normaliser
+        assert a.calibration == b.calibration
         np.testing.assert_array_equal(a.score(own[0][:10], "s"), b.score(own[0][:10], "s"))
 
 
@@ -194,3 +194,22 @@ def test_models_saved_before_the_compiled_forests_and_batched_training_still_sco
         np.testing.assert_allclose(restored.decision_function(X[:5]), expected[name], rtol=1e-6)
         if name != "autoencoder":
             assert get_params(restored)["oob_folds"] == 1  # their trees had no blocks
+
+
+@pytest.mark.parametrize("name", ["manhattan_scaled", "background", "iforest"])
+def test_calibration_scores_come_from_models_that_never_saw_the_windows_session(name: str) -> None:
+    """Four sessions, each tight around its own level: scored out of session, a window is far from the
+    others; scored by contiguous blocks of windows, its session's other windows trained the model."""
+    rng = np.random.default_rng(7)
+    levels = np.array([0.0, 3.0, 6.0, 9.0])
+    X = np.vstack([level + rng.normal(0, 0.05, (10, N_FEATURES)) for level in levels])
+    sessions = np.repeat(["a", "b", "c", "d"], 10)
+    background = rng.uniform(-2, 11, (80, N_FEATURES))  # other users, all over the same range
+    names = [f"f{i}" for i in range(N_FEATURES)]
+    params = _small(name)
+    by_session = fit_user_model(name, X, schema_id="s", feature_names=names, params=params, groups=sessions,
+                                X_background=background if requires_background(make_detector(name)) else None)
+    by_block = fit_user_model(name, X, schema_id="s", feature_names=names, params=params, folds=8,
+                              X_background=background if requires_background(make_detector(name)) else None)
+    assert by_session.calibration.sessions == 4
+    assert np.mean(by_session.calibration.reference) > np.mean(by_block.calibration.reference)

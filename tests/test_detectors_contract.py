@@ -216,20 +216,33 @@ def test_user_model_refuses_vectors_of_another_schema() -> None:
         model.score(data.impostors[:, :5], "schema-a")
 
 
-def test_user_model_round_trip_keeps_risks_threshold_and_schema() -> None:
+def test_user_model_round_trip_keeps_risks_calibration_and_schema() -> None:
     data = users()
     names = [f"f{i}" for i in range(N_FEATURES)]
     model = fit_user_model("background", data.train, schema_id="schema-a", feature_names=names,
                            X_background=data.background, user_id="u1")
     restored = UserModel.from_bytes(model.to_bytes())
     np.testing.assert_array_equal(restored.risk(data.impostors, "schema-a"), model.risk(data.impostors, "schema-a"))
-    assert (restored.schema_id, restored.feature_names, restored.threshold) == ("schema-a", names, model.threshold)
-    assert restored.metadata["threshold"]["target_frr"] == 0.05
+    assert (restored.schema_id, restored.feature_names) == ("schema-a", names)
+    assert (restored.calibration, restored.target_frr) == (model.calibration, 0.05)
     assert restored.flagged(data.impostors, "schema-a").mean() > restored.flagged(data.genuine_test, "schema-a").mean()
-    assert restored.flagged(data.impostors, "schema-a", sensitivity=1.0).all()
-    assert not restored.flagged(data.impostors, "schema-a", sensitivity=-1.0).any()
+    surprise = restored.surprise(data.genuine_test, "schema-a")
+    assert ((surprise > 0) & (surprise < 1)).all()
+    np.testing.assert_allclose(restored.risk(data.genuine_test, "schema-a"), 1 - surprise)
     with pytest.raises(SchemaMismatch):
         restored.flagged(data.impostors, "schema-b")
+
+
+def test_a_model_saved_before_calibration_on_held_out_sessions_asks_to_be_retrained() -> None:
+    from detectors.persistence import ModelFormatError, save_model
+
+    data = users()
+    names = [f"f{i}" for i in range(N_FEATURES)]
+    model = fit_user_model("manhattan_scaled", data.train, schema_id="schema-a", feature_names=names)
+    old = save_model(model.detector, {"schema_id": "schema-a", "feature_names": names,
+                                      "normaliser": {"method": "ecdf"}, "threshold": {"risk": 0.5}})
+    with pytest.raises(ModelFormatError, match="retrain"):
+        UserModel.from_bytes(old)
 
 
 def test_saved_metadata_is_readable_without_unpickling_and_damage_is_detected() -> None:

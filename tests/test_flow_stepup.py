@@ -3,7 +3,7 @@ code verifies it -> History and Audit hold every step. Real DuckDB, real models,
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,11 @@ def test_a_window_that_needs_a_code_is_stepped_up_and_verified(scored_store: Sto
     assert first.action == "REQUIRE_OTP"
     assert all(v.challenge_id is None for v in verdicts if v.user_id != "u001")  # not enrolled: no challenge
 
-    now = datetime.now(UTC)
+    issued = stepup.challenge(store, first.challenge_id)
+    # a challenge is dated by the behaviour that asked for it (a simulated session of January): the user
+    # answers ten seconds later on that clock
+    assert issued.issued_at < datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
+    now = issued.issued_at.replace(tzinfo=UTC) + timedelta(seconds=10)
     code = stepup.current_code(store, "u001", now).code
     result = stepup.verify(store, first.challenge_id, code, now, actor="u001")
     assert result.accepted

@@ -9,7 +9,8 @@ from app.settings import ROOT, SETTINGS, Setting
 
 README = ROOT / "README.md"
 #: A valid, non-default value for settings whose parser is neither a number nor free text.
-EXAMPLES = {"scheduler": "off", "detectors": "iforest,lof"}
+EXAMPLES = {"scheduler": "off", "detectors": "iforest,lof", "evidence_shift": "1.5",
+            "kind_weights": "fixed_text=1,free_text=1,mouse=0.5,time=0"}
 
 
 def example_value(setting: Setting) -> str:
@@ -40,15 +41,15 @@ def test_setting_names_and_variables_are_unique() -> None:
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
 def test_environment_variable_overrides_the_default(setting: Setting, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(setting.env, raising=False)
-    assert settings.get(setting.name) == setting.default
+    assert settings.get(setting.name) == setting.default_value()
 
     raw = example_value(setting)
     monkeypatch.setenv(setting.env, raw)
     assert settings.get(setting.name) == setting.parse(raw)
-    assert settings.get(setting.name) != setting.default
+    assert settings.get(setting.name) != setting.default_value()
 
     monkeypatch.setenv(setting.env, "")  # set but empty: the default
-    assert settings.get(setting.name) == setting.default
+    assert settings.get(setting.name) == setting.default_value()
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.parse is not str], ids=lambda s: s.name)
