@@ -66,11 +66,13 @@ def _baseline(X: np.ndarray) -> dict[str, list[float]]:
 
 
 def _save(store: Store, model: UserModel, *, user_id: str | None, kind: str, detector: str, actor: str) -> None:
+    """Store the model (active from the commit on) and keep it unpickled: scoring needs it next."""
     model.metadata["baseline"] = model.metadata.get("baseline") or {}
-    save_model(store, model_id=f"{kind}-{detector}-{user_id or 'global'}-{uuid.uuid4().hex[:8]}", user_id=user_id,
-               kind=kind, detector=detector, schema_id=model.schema_id,
+    model_id = f"{kind}-{detector}-{user_id or 'global'}-{uuid.uuid4().hex[:8]}"
+    save_model(store, model_id=model_id, user_id=user_id, kind=kind, detector=detector, schema_id=model.schema_id,
                trained_at=datetime.now(UTC).replace(tzinfo=None), n_samples=int(model.metadata["n_samples"]),
                seed=SEED, metadata=model.metadata, blob=model.to_bytes(), actor=actor)
+    _MODEL_CACHE.put(store, model_id, model)
 
 
 def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...] | None = None,
@@ -86,14 +88,31 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
     report = TrainingReport()
     names = schema_names(store)
     detectors = detector_names()
-    minimum = settings.get("min_enrolment_windows")
     enrolment_sessions = settings.get("enrolment_sessions")
-    kinds = kinds or tuple(window_kinds(store))
+    every_kind = training_windows(store, None, enrolment_sessions)  # one query for every kind
+    kinds = kinds or tuple(sorted(every_kind["kind"].unique().to_list()))
     plans: list[tuple[str, str, pl.DataFrame]] = []
     for kind in kinds:
-        windows = training_windows(store, kind, enrolment_sessions)
+        windows = every_kind.filter(pl.col("kind") == kind)
         for (schema_id,), of_schema in windows.group_by("schema_id", maintain_order=True):
             plans.append((kind, str(schema_id), of_schema))
+    fitted: list[Fitted] = []
+    _train_plans(store, plans, names, detectors, users, report, progress, n_jobs, fitted)
+    with store.transaction():  # fitted first, stored together: every new model becomes active at once
+        for model, user_id, kind, detector in fitted:
+            _save(store, model, user_id=user_id, kind=kind, detector=detector, actor=actor)
+    report.seconds = (datetime.now(UTC) - started).total_seconds()
+    return report
+
+
+#: A model fitted by `train`, waiting to be stored: (model, user or None for global, kind, detector).
+Fitted = tuple[UserModel, str | None, str, str]
+
+
+def _train_plans(store: Store, plans: list[tuple[str, str, pl.DataFrame]], names: dict[str, list[str]],
+                 detectors: list[str], users: list[str] | None, report: TrainingReport, progress: Progress | None,
+                 n_jobs: int, fitted: list[Fitted]) -> None:
+    minimum = settings.get("min_enrolment_windows")
     steps = sum(of_schema["user_id"].n_unique() + 1 for _, _, of_schema in plans) or 1
     done = 0
     trained_users: set[str] = set()
@@ -134,26 +153,24 @@ def train(store: Store, *, users: list[str] | None = None, kinds: tuple[str, ...
                                          n_jobs=n_jobs, columns=columns, groups=[g for _, _, g, _ in batch])
                 for (user_id, X, _, _), model in zip(batch, models, strict=True):
                     model.metadata["baseline"] = _baseline(X)
-                    _save(store, model, user_id=user_id, kind=kind, detector=name, actor=actor)
+                    fitted.append((model, user_id, kind, name))
                     report.models += 1
             if progress:
                 progress(done + len(in_plan) * (position + 1) // len(detectors), steps)
         trained_users.update(u for u, _, _, _ in eligible)
         done += len(in_plan) + 1
         if (users is None or not has_global_model(store, kind, schema_id)) and X_all.shape[0] >= minimum:
-            report.models += _train_global(store, kind, schema_id, features, X_all, session_of_row, detectors,
-                                           actor, columns)
+            fitted.append(_fit_global(kind, schema_id, features, X_all, session_of_row, detectors, columns))
+            report.models += 1
         if progress:
             progress(done, steps)
     report.users = len(trained_users)
-    report.seconds = (datetime.now(UTC) - started).total_seconds()
-    return report
 
 
-def _train_global(store: Store, kind: str, schema_id: str, features: list[str], X: np.ndarray,
-                  sessions: np.ndarray, detectors: list[str], actor: str, columns: list[int] | None = None) -> int:
+def _fit_global(kind: str, schema_id: str, features: list[str], X: np.ndarray, sessions: np.ndarray,
+                detectors: list[str], columns: list[int] | None = None) -> Fitted:
     """One pooled model per kind and schema for users below the enrolment minimum (the first configured
-    detector that needs no background: everyone's windows are its own)."""
+    detector that takes no background: everyone's windows are its own)."""
     if X.shape[0] > GLOBAL_LIMIT:
         keep = np.sort(np.random.default_rng(SEED).choice(X.shape[0], GLOBAL_LIMIT, replace=False))
         X, sessions = X[keep], sessions[keep]
@@ -161,8 +178,7 @@ def _train_global(store: Store, kind: str, schema_id: str, features: list[str], 
     model = fit_user_model(name, X, schema_id=schema_id, feature_names=features,
                            target_frr=settings.get("target_frr"), user_id=None, columns=columns, groups=sessions)
     model.metadata["baseline"] = _baseline(X)
-    _save(store, model, user_id=None, kind=kind, detector=name, actor=actor)
-    return 1
+    return model, None, kind, name
 
 
 class _ModelCache:
@@ -173,6 +189,14 @@ class _ModelCache:
         self.size = size
         self._models: OrderedDict[tuple[str, str], UserModel] = OrderedDict()
         self._lock = threading.Lock()
+
+    def put(self, store: Store, model_id: str, model: UserModel) -> None:
+        """Keep a model just trained (a rolled-back training leaves an id no active row names: harmless)."""
+        with self._lock:
+            self._models[(store.path, model_id)] = model
+            self._models.move_to_end((store.path, model_id))
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
 
     def get_many(self, store: Store, model_ids: list[str]) -> list[UserModel]:
         with self._lock:

@@ -197,7 +197,7 @@ def _hijack_delays(store: Store, hijacks: pl.DataFrame) -> dict[str, float | Non
                       .group_by("session_id").agg(caught_ms=pl.col("end_ms").min()))
     delays = hijacks.join(after_takeover, on="session_id", how="left").select(
         ((pl.col("caught_ms") - pl.col("takeover_ms")) / 1000).fill_null(math.inf))["caught_ms"].to_numpy()
-    median, p90 = (float(np.percentile(delays, q)) for q in (50, 90))
+    median, p90 = (float(np.quantile(delays, q, method="inverted_cdf")) for q in (0.5, 0.9))
     return {"delay_s_median": round(median, 1) if math.isfinite(median) else None,
             "delay_s_p90": round(p90, 1) if math.isfinite(p90) else None}
 

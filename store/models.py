@@ -77,8 +77,8 @@ def scored_windows(store: Store, kind: str | None = None, limit: int = 200_000) 
 
 def has_global_model(store: Store, kind: str, schema_id: str) -> bool:
     """Whether an active global model covers this window kind and feature schema."""
-    return bool(store.scalar("SELECT count(*) FROM models WHERE active AND user_id IS NULL AND kind = ? "
-                             "AND schema_id = ?", [kind, schema_id]))
+    rows = active_models(store, kind)
+    return bool(rows.filter(pl.col("user_id").is_null() & (pl.col("schema_id") == schema_id)).height)
 
 
 def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> pl.DataFrame:

@@ -210,12 +210,13 @@ _TRAINED_ON = """
     )"""
 
 
-def training_windows(store: Store, kind: str, enrolment_sessions: int) -> pl.DataFrame:
-    """Windows of `kind` a user's model may learn from (see `_TRAINED_ON`): the enrolment, then the
-    sessions that passed, so slow drift in a person's behaviour is followed and an attack never is."""
+def training_windows(store: Store, kind: str | None, enrolment_sessions: int) -> pl.DataFrame:
+    """Windows of `kind` (None: every kind) a user's model may learn from (see `_TRAINED_ON`): the
+    enrolment, then the sessions that passed, so slow drift in a person's behaviour is followed and an
+    attack never is."""
     return store.frame(f"""{_TRAINED_ON}
-        SELECT * FROM trained_on WHERE kind = ?
-        ORDER BY user_id, session_id, start_ms, window_id""", [enrolment_sessions, kind])
+        SELECT * FROM trained_on WHERE ? IS NULL OR kind = ?
+        ORDER BY kind, user_id, session_id, start_ms, window_id""", [enrolment_sessions, kind, kind])
 
 
 def training_window_counts(store: Store, enrolment_sessions: int) -> pl.DataFrame:

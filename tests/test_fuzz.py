@@ -72,8 +72,8 @@ HOSTILE_NUMBERS = st.one_of(
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=40), st.sampled_from(["", " ", "\x00", "a\nb", "é", "k" * 100_000, "<script>", "1e5", "NaN"]),
     st.sampled_from([*EVENT_TYPES, *KEY_CLASSES, *BUTTONS, *BROWSER_FIELDS, *SOURCES]))
-ANY_VALUE = st.one_of(st.none(), st.booleans(), HOSTILE_NUMBERS, HOSTILE_TEXT,
-                      st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+ANY_VALUE = st.one_of(st.none(), st.booleans(), HOSTILE_NUMBERS, HOSTILE_TEXT, st.lists(st.integers(), max_size=2),
+                      st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 @st.composite
@@ -113,8 +113,9 @@ def well_formed_events(draw: st.DrawFn, max_events: int = 30) -> list[dict[str, 
 def capture_batches(draw: st.DrawFn, prefix: str, user_id: str) -> dict[str, Any]:
     """A batch as capture.js sends it, often broken: an event value, an event, a field or the structure."""
     sessions = {f"{prefix}-m-{i}": draw(well_formed_events()) for i in range(draw(st.integers(1, 3)))}
-    payload: dict[str, Any] = {"mount_id": "m", "batch_seq": 1, "mode": draw(st.sampled_from(["enrol", "login", "pad"])),
-                               "user_id": user_id, "sessions": sessions, "sent_at_ms": SENT_AT_MS}
+    mode = draw(st.sampled_from(["enrol", "login", "pad"]))
+    payload: dict[str, Any] = {"mount_id": "m", "batch_seq": 1, "mode": mode, "user_id": user_id,
+                               "sessions": sessions, "sent_at_ms": SENT_AT_MS}
     last = {sid: max(e["t_ms"] for e in events) for sid, events in sessions.items()}
     payload["origins"] = {sid: SENT_AT_MS - last[sid] - draw(st.floats(0, 5_000)) for sid in sessions}
     breakage = draw(st.sampled_from(["none", "none", "value", "value", "value", "extra field", "drop field",
