@@ -34,13 +34,12 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from app.policy import Action, Band, Policy
+from app.policy import Action, Band, Condition, Policy, decide_many
 from app.text import plural
 from detectors.features import FEATURE_DICTIONARY, key_presses, pointer_samples, with_flights
 
 #: A baseline spread at or below this is "no spread": the z-score is undefined (null), not infinite.
 MIN_STD = 1e-9
-SEVERITIES = tuple(Action)  # mildest first; index = severity
 #: Decision reasons written by `app.policy.decide` when a rule fired (tests pin them to its output).
 REPLAYED_REASON = "replayed pattern"
 ENROLMENT_REASON = r"not enough enrolment \((\d+) of"
@@ -405,30 +404,6 @@ def policy_with_edges(policy: Policy, edges: Sequence[float], description: str |
                   description=policy.description if description is None else description)
 
 
-def decide_many(risks: Any, policy: Policy, replayed: Any = None, enrolment_windows: Any = None) -> np.ndarray:
-    """`app.policy.decide(...).action` over arrays (as strings): the band of each risk (lower edge
-    inclusive, 1.0 in the last band), escalated by the policy's rules where `replayed` is true or
-    `enrolment_windows` (NaN = unknown) is below the policy's minimum."""
-    from app.policy import Condition
-
-    risk = np.asarray(risks, dtype=float).reshape(-1)
-    if risk.size and (not np.isfinite(risk).all() or risk.min() < 0 or risk.max() > 1):
-        raise ValueError("risks must be finite numbers in [0, 1]")
-    uppers = np.array([band.upper for band in policy.bands[:-1]], dtype=float)
-    band_severity = np.array([band.action.severity for band in policy.bands])
-    severity = band_severity[np.searchsorted(uppers, risk, side="right")]
-    fired = {
-        Condition.REPLAYED_PATTERN: np.zeros(risk.size, bool) if replayed is None
-        else np.asarray(replayed, dtype=bool).reshape(-1),
-        Condition.INSUFFICIENT_ENROLMENT: np.zeros(risk.size, bool) if enrolment_windows is None
-        else np.nan_to_num(np.asarray(enrolment_windows, dtype=float).reshape(-1), nan=np.inf)
-        < policy.min_enrolment_windows,
-    }
-    for rule in policy.rules:
-        severity = np.where(fired[rule.condition], np.maximum(severity, rule.action.severity), severity)
-    return np.array([a.value for a in SEVERITIES], dtype=object)[severity]
-
-
 def what_if(decisions: pl.DataFrame, thresholds: Mapping[str, float], sensitivity: float,
             policy: Policy) -> pl.DataFrame:
     """Past decisions re-decided under `sensitivity` and `policy`, from their stored per-model risks.
@@ -462,8 +437,10 @@ def what_if(decisions: pl.DataFrame, thresholds: Mapping[str, float], sensitivit
                            replayed=pl.col("reasons").fill_null("").str.contains(REPLAYED_REASON, literal=True),
                            enrolment=pl.col("reasons").fill_null("").str.extract(ENROLMENT_REASON, 1)
                            .cast(pl.Float64)))
-    actions = decide_many(frame["new_risk"].to_numpy(), policy, frame["replayed"].to_numpy(),
-                          frame["enrolment"].fill_null(np.nan).to_numpy())
+    fired = {Condition.REPLAYED_PATTERN: frame["replayed"].to_numpy(),
+             Condition.INSUFFICIENT_ENROLMENT: frame["enrolment"].fill_null(np.inf).to_numpy()
+             < policy.min_enrolment_windows}
+    actions = decide_many(frame["new_risk"].to_numpy(), policy, fired)
     verdicts = [Action(a).verdict.value for a in actions]
     return frame.with_columns(new_action=pl.Series(actions, dtype=pl.String),
                               new_verdict=pl.Series(verdicts, dtype=pl.String)).select(

@@ -206,17 +206,6 @@ def test_policy_with_edges_keeps_actions_and_rules_and_names_a_bad_band() -> Non
         analysis.policy_with_edges(DEFAULT_POLICY, [0.5])
 
 
-def test_decide_many_matches_decide_at_every_edge_and_rule() -> None:
-    risks = [0.0, 0.3, 0.6, 0.61, 0.8, 0.95, 1.0, 0.1, 0.1, 0.1]
-    replayed = [False] * 7 + [True, False, False]
-    enrolment = [np.nan] * 8 + [2, 7]
-    got = analysis.decide_many(risks, DEFAULT_POLICY, replayed, enrolment)
-    expected = [decide(r, DEFAULT_POLICY, DecisionContext(None if np.isnan(e) else int(e), p)).action.value
-                for r, p, e in zip(risks, replayed, enrolment, strict=True)]
-    assert got.tolist() == expected
-    assert expected[7:] == ["DENY", "REQUIRE_OTP", "ALLOW"]
-
-
 def _decision_rows() -> pl.DataFrame:
     """Five decisions under the default policy (edge 0.6), one model m1 with threshold 0.5, reasons
     written by app.policy.decide itself."""
