@@ -5,21 +5,19 @@ Three groups:
 
 - **Explaining a window**: z-scores of its features against the user's enrolled baseline (units
   from `FEATURE_DICTIONARY`), and per-feature contributions, either the share of the total
-  deviation (`deviation_contributions`) or leave-one-feature-out with the user's model
-  (`leave_one_out_contributions`).
+  deviation (`deviation_contributions`) or leave-one-feature-out with the user's models
+  (`leave_one_out_contributions` of `mean_model_risk`).
 - **One session's behaviour**: key presses with flights, the pointer path with speeds, and an
   animated replay figure.
-- **Re-labelling stored scores** (STYLE.md §2): the store keeps every model's per-user risk of
-  every window; the decided risk is their mean after each model's calibrated threshold, moved by
-  the sensitivity, is aligned to the policy's first band edge (`app.pipeline.align_to_policy`).
-  Redoing that arithmetic under another sensitivity or other bands re-labels history without
-  refitting or even loading a model: error rates on labelled windows (`error_rates`) and past
-  decisions that would change (`what_if`).
+- **Re-deciding history** (STYLE.md §2): the store keeps every model's risk of every window (1 minus
+  its surprise) and the rules that fired on every decision. Redoing the session evidence
+  (`app.evidence`) and the policy (`app.policy.decide_many`) on them under another sensitivity or
+  other bands re-decides history without refitting or even loading a model (`redecide`); the
+  outcome per session (`session_outcomes`, `outcome_rates`: the figures `app.replay` reports) and
+  the error rates of windows on their own (`error_rates`) measure it on labelled sessions.
 
 Conventions as in `detectors.evaluation`: higher risk = less like the user; FRR = share of genuine
-windows not allowed, FAR = share of impostor windows allowed. A window is allowed when its aligned
-risk is below the first band edge (bands include their lower edge), which is what `app.policy.decide`
-does with it.
+windows (or sessions) rejected, FAR = share of attack windows accepted.
 """
 
 from __future__ import annotations
@@ -34,16 +32,21 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from app.policy import Action, Band, Policy
+from app.charts import LABEL_ORDER
+from app.evidence import EvidenceSettings, accumulate_sessions, increments, risk_of
+from app.policy import Action, Band, Condition, Policy, decide_many
 from app.text import plural
 from detectors.features import FEATURE_DICTIONARY, key_presses, pointer_samples, with_flights
 
 #: A baseline spread at or below this is "no spread": the z-score is undefined (null), not infinite.
 MIN_STD = 1e-9
-SEVERITIES = tuple(Action)  # mildest first; index = severity
 #: Decision reasons written by `app.policy.decide` when a rule fired (tests pin them to its output).
 REPLAYED_REASON = "replayed pattern"
+MACHINE_REASON = "machine-like input"
 ENROLMENT_REASON = r"not enough enrolment \((\d+) of"
+#: Session evidence (nats) at or below this is nothing: where a stored chain shows the live evidence
+#: started again from zero after a one-time code was answered.
+NO_EVIDENCE = 1e-9
 
 
 # ------------------------------------------------------------------------------- explaining a window
@@ -79,14 +82,6 @@ def baseline_of(metadata: str | Mapping[str, Any] | None) -> tuple[np.ndarray, n
     if not mean or not std or len(mean) != len(std):
         return None
     return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
-
-
-def threshold_of(metadata: str | Mapping[str, Any] | None) -> float | None:
-    """A model's calibrated risk threshold (metadata `threshold.risk`, as `UserModel.to_bytes` writes
-    it into the blob header); None when the metadata does not carry it."""
-    threshold = _metadata(metadata).get("threshold")
-    value = threshold.get("risk") if isinstance(threshold, Mapping) else None
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def feature_zscores(values: Sequence[float] | np.ndarray, names: Sequence[str], mean: Sequence[float] | np.ndarray,
@@ -145,20 +140,19 @@ def leave_one_out_contributions(risk_of: Callable[[np.ndarray], np.ndarray], x: 
     }).sort(pl.col("contribution").abs(), descending=True, maintain_order=True)
 
 
-def model_risk_function(models: Sequence[Any], schema_id: str, sensitivity: float,
-                        edge: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The decided risk of windows as the scorer computes it, from loaded `UserModel`s: each model's
-    normalised risk aligned at its moved threshold, averaged (for leave-one-feature-out)."""
-    from detectors.thresholds import normalise
+def mean_model_risk(models: Sequence[Any], schema_id: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The risk of windows (rows of a matrix of schema `schema_id`) as the scorer's models see them on
+    their own: the mean over the loaded `UserModel`s of `risk` (1 - surprise: the share of the user's
+    genuine windows that score lower), for leave-one-feature-out. A window rarer than every genuine
+    one already has the highest risk a model can give, so a feature put back to the baseline only
+    counts once it brings the window back among the genuine ones."""
+    if not models:
+        raise ValueError("mean_model_risk needs at least one model")
 
-    thresholds = moved_thresholds(np.array([m.threshold for m in models], dtype=float), sensitivity)
+    def mean_risk(X: np.ndarray) -> np.ndarray:
+        return np.mean([model.risk(X, schema_id) for model in models], axis=0)
 
-    def risk_of(X: np.ndarray) -> np.ndarray:
-        per_model = [aligned_risk(normalise(m.score(X, schema_id), m.normaliser), t, edge)
-                     for m, t in zip(models, thresholds, strict=True)]
-        return np.mean(per_model, axis=0)
-
-    return risk_of
+    return mean_risk
 
 
 # ------------------------------------------------------------------------------------- one session
@@ -278,63 +272,121 @@ def replay_figure(events: pl.DataFrame, speed: float = 1.0, max_frames: int = 12
     return fig
 
 
-# -------------------------------------------------------------------------- re-labelling stored scores
+# ------------------------------------------------------------------------------- re-deciding history
 
 
-def moved_thresholds(thresholds: Any, sensitivity: float) -> np.ndarray:
-    """`detectors.thresholds.apply_sensitivity` over an array of risk thresholds."""
-    if not -1.0 <= sensitivity <= 1.0:
-        raise ValueError(f"sensitivity must be in [-1, 1]; got {sensitivity}")
-    threshold = np.asarray(thresholds, dtype=float)
-    toward = 0.0 if sensitivity >= 0 else 1.0
-    return np.clip(threshold + (toward - threshold) * abs(sensitivity), 0.0, 1.0)
+def fired_rules(reasons: pl.Series, policy: Policy) -> dict[Condition, np.ndarray]:
+    """Per condition, where it held when each stored decision was made, read from its reasons (JSON
+    text as `app.policy.decide` wrote them): a replayed window and machine-like input as they were;
+    too little enrolment where the enrolment the decision counted is below `policy`'s minimum."""
+    text = reasons.fill_null("")
+    enrolled = text.str.extract(ENROLMENT_REASON, 1).cast(pl.Float64).fill_null(np.inf).to_numpy()
+    return {Condition.REPLAYED_PATTERN: text.str.contains(REPLAYED_REASON, literal=True).to_numpy(),
+            Condition.MACHINE_LIKE: text.str.contains(MACHINE_REASON, literal=True).to_numpy(),
+            Condition.INSUFFICIENT_ENROLMENT: enrolled < policy.min_enrolment_windows}
 
 
-def aligned_risk(risk: Any, threshold: Any, edge: float) -> np.ndarray:
-    """`app.pipeline.align_to_policy` with a threshold per risk: [0, t] -> [0, edge], [t, 1] -> [edge, 1]."""
-    risk = np.clip(np.asarray(risk, dtype=float), 0.0, 1.0)
-    threshold = np.clip(np.asarray(threshold, dtype=float), 1e-9, 1 - 1e-9)
-    below = risk / threshold * edge
-    above = edge + (risk - threshold) / (1 - threshold) * (1 - edge)
-    return np.where(risk <= threshold, below, above)
+def _evidence_of_windows(model_risks: pl.Series) -> np.ndarray:
+    """Evidence z of each window from its models' stored risks (a list per window, none empty), as the
+    scorer computes it (`app.evidence.window_evidence` of the surprises), a group per model count."""
+    from app.evidence import window_evidence
+
+    z = np.zeros(model_risks.len())
+    counts = model_risks.list.len().to_numpy()
+    for count in np.unique(counts):
+        rows = np.flatnonzero(counts == count)
+        risks = model_risks.gather(rows).list.to_array(int(count)).to_numpy()  # windows x models
+        z[rows] = window_evidence(list(1.0 - risks.T))
+    return z
 
 
-def model_thresholds(models: pl.DataFrame, headers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, float]:
-    """model_id -> calibrated risk threshold, from each model's stored metadata (`model_id`, `metadata`
-    columns) or, where that lacks it, from its blob's metadata header (`headers`, model_id -> metadata
-    as `detectors.persistence.read_metadata` gives it). Models with neither are left out."""
-    found: dict[str, float] = {}
-    for model_id, metadata in models.select("model_id", "metadata").iter_rows():
-        value = threshold_of(metadata)
-        if value is None and headers is not None and model_id in headers:
-            value = threshold_of(headers[model_id])
-        if value is not None:
-            found[model_id] = value
-    return found
+def redecide(rows: pl.DataFrame, policy: Policy, tuning: EvidenceSettings) -> pl.DataFrame:
+    """Stored decisions decided again under `policy` and session evidence settings `tuning`.
 
+    `rows`: one per stored decision (as `store.monitor.lab_decisions`): decision_id, session_id,
+    window_id, kind, end_ms (ms of the session clock), evidence and evidence_change (nats, as stored),
+    action, verdict, risk, reasons (JSON text) and model_risks (the stored risk of each of the
+    decision's models, 1 - surprise). Any row order: they are sorted by session, end_ms and window,
+    the order the scorer accumulates evidence in, and returned in that order with new columns:
+    new_evidence (nats), new_risk, new_action, new_verdict, recomputed, changed_action, changed_verdict.
 
-def models_without_threshold(models: pl.DataFrame) -> list[str]:
-    """Ids of models whose stored metadata does not carry the risk threshold (their blob header does)."""
-    return [m for m, metadata in models.select("model_id", "metadata").iter_rows() if threshold_of(metadata) is None]
+    Each window's evidence z is recomputed from its models' risks, weighted and accumulated per session
+    from 0 (`app.evidence.increments`, `accumulate_sessions`), and its risk 1 - e^-S decided with the
+    rules as they fired then (`fired_rules`). Where the stored chain shows the live evidence started
+    again from 0 (the user answered a one-time code; stored evidence minus change is 0 after a window
+    that left some), the replay starts again there too; challenges another setting would have raised
+    elsewhere are not imagined, so a stricter setting is judged as if nobody answered its extra codes.
 
-
-def combined_risks(per_model: pl.DataFrame, thresholds: Mapping[str, float], sensitivity: float, edge: float,
-                   key: str = "window_id", risk: str = "risk") -> pl.DataFrame:
-    """The decided risk of each `key` (window or decision) under another sensitivity and first band edge.
-
-    `per_model` has one row per key and model: `key`, `model_id`, `risk` (the stored per-user risk).
-    Each model's risk is aligned at its threshold moved by `sensitivity`; the mean over the key's
-    models is its risk. Rows of models without a known threshold are left out, and so is a key with
-    none left. Returns `key`, `risk`, `models`, in the order keys first appear.
+    A decision without stored per-model risks, or made before session evidence was stored (null
+    evidence: its scores meant something else), keeps its stored evidence and risk (recomputed false;
+    in its session's chain it moves the evidence as it did then); its risk is still decided under
+    `policy`, so new bands apply to it.
     """
-    known = per_model.filter(pl.col("model_id").is_in(list(thresholds)) & pl.col(risk).is_not_null())
-    if known.height == 0:
-        return pl.DataFrame(schema={key: per_model.schema.get(key, pl.String), "risk": pl.Float64,
-                                    "models": pl.UInt32})
-    threshold = known["model_id"].replace_strict(dict(thresholds), return_dtype=pl.Float64).to_numpy()
-    value = aligned_risk(known[risk].to_numpy(), moved_thresholds(threshold, sensitivity), edge)
-    return (known.select(key).with_columns(_aligned=pl.Series(value))
-            .group_by(key, maintain_order=True).agg(risk=pl.col("_aligned").mean(), models=pl.len()))
+    frame = rows.sort("session_id", "end_ms", "window_id", "decision_id", nulls_last=True)
+    recomputable = (pl.col("model_risks").list.len().fill_null(0) > 0) & pl.col("evidence").is_not_null()
+    frame = frame.with_columns(recomputed=recomputable)
+    usable = frame["recomputed"].to_numpy()
+    z = np.zeros(frame.height)
+    if usable.any():
+        z[usable] = _evidence_of_windows(frame.filter(pl.col("recomputed"))["model_risks"])
+    steps = increments(z, frame["kind"].fill_null("").to_list(), tuning)
+    steps = np.where(usable, steps, frame["evidence_change"].fill_null(0.0).to_numpy())
+    same_session = (pl.col("session_id") == pl.col("session_id").shift(1)).fill_null(False)
+    restarted = (same_session & (pl.col("evidence").shift(1).fill_null(0.0) > NO_EVIDENCE)
+                 & ((pl.col("evidence") - pl.col("evidence_change")).fill_null(np.inf) <= NO_EVIDENCE))
+    stretch = frame.select((~same_session | restarted).cum_sum().cast(pl.String))[:, 0].to_list()
+    level = accumulate_sessions(stretch, steps)
+    frame = frame.with_columns(
+        new_evidence=pl.when(pl.col("recomputed")).then(pl.Series(level)).otherwise(pl.col("evidence")),
+        new_risk=pl.when(pl.col("recomputed")).then(pl.Series(risk_of(level))).otherwise(pl.col("risk")))
+    actions = decide_many(frame["new_risk"].to_numpy(), policy, fired_rules(frame["reasons"], policy))
+    verdicts = {action.value: action.verdict.value for action in Action}
+    return frame.with_columns(new_action=pl.Series(actions, dtype=pl.String)).with_columns(
+        new_verdict=pl.col("new_action").replace_strict(verdicts, return_dtype=pl.String),
+        changed_action=pl.col("action") != pl.col("new_action"),
+    ).with_columns(changed_verdict=pl.col("verdict") != pl.col("new_verdict"))
+
+
+def session_outcomes(rows: pl.DataFrame, action_column: str = "action", risk_column: str = "risk") -> pl.DataFrame:
+    """One row per session of decisions `rows` (session_id, label, and the action and risk columns
+    named): label (the session's ground truth; a hijack stays a hijack although its first windows are
+    the owner's), challenged (any action but ALLOW: a code asked, flagged or denied), denied (DENY or
+    FLAG_SESSION) and highest_risk. Pass the sessions to count (after enrolment, labelled): sessions
+    without a decision are not in `rows`, where `app.replay.outcome` counts them as allowed."""
+    action = pl.col(action_column)
+    return (rows.group_by("session_id").agg(
+        label=pl.col("label").first(),
+        challenged=(action != Action.ALLOW.value).any(),
+        denied=action.is_in([Action.DENY.value, Action.FLAG_SESSION.value]).any(),
+        highest_risk=pl.col(risk_column).max())
+            .sort("session_id"))
+
+
+def outcome_rates(outcomes: pl.DataFrame) -> dict[str, dict[str, float | int]]:
+    """Per label of `session_outcomes`, genuine first: n (sessions), and the share of them challenged
+    ("challenged" for genuine sessions, "detected" for an attack type) and denied, as `app.replay`
+    reports them. Labels without sessions are left out."""
+    counts = outcomes.group_by("label").agg(n=pl.len(), challenged=pl.col("challenged").mean(),
+                                            denied=pl.col("denied").mean())
+    present = counts.drop_nulls("label")["label"].to_list()
+    ordered = [label for label in LABEL_ORDER if label in present] + sorted(set(present) - set(LABEL_ORDER))
+    by_label = {row["label"]: row for row in counts.iter_rows(named=True)}
+    return {label: {"n": by_label[label]["n"],
+                    "challenged" if label == "genuine" else "detected": by_label[label]["challenged"],
+                    "denied": by_label[label]["denied"]} for label in ordered}
+
+
+def labelled_windows(rows: pl.DataFrame) -> pl.DataFrame:
+    """The windows of decisions `rows` that have a label and a window risk, each on its own: window_id,
+    kind, risk (the stored window_risk: 1 - the smallest surprise among its models) and label, the
+    session's except that a hijacked session's windows ending before the takeover are "genuine"
+    (the owner was still typing)."""
+    owner_still = ((pl.col("label") == "hijack") & pl.col("takeover_ms").is_not_null()
+                   & (pl.col("end_ms") < pl.col("takeover_ms"))).fill_null(False)
+    return (rows.filter(pl.col("label").is_not_null() & pl.col("window_risk").is_not_null())
+            .unique("window_id", keep="first", maintain_order=True)
+            .select("window_id", "kind", risk=pl.col("window_risk"),
+                    label=pl.when(owner_still).then(pl.lit("genuine")).otherwise(pl.col("label"))))
 
 
 def is_genuine(label: pl.Expr) -> pl.Expr:
@@ -342,27 +394,15 @@ def is_genuine(label: pl.Expr) -> pl.Expr:
     return label.cast(pl.String).str.strip_chars().str.to_lowercase() == "genuine"
 
 
-def operating_point(genuine: Any, impostor: Any, edge: float) -> tuple[float, float]:
-    """(FAR, FRR) of the policy's SAFE/UNSAFE split: allowed when the risk is below `edge`.
-
-    FAR = share of impostor risks below the edge, FRR = share of genuine risks at or above it; an empty
-    class gives NaN for its rate.
-    """
-    genuine, impostor = np.asarray(genuine, dtype=float), np.asarray(impostor, dtype=float)
-    far = float(np.mean(impostor < edge)) if impostor.size else math.nan
-    frr = float(np.mean(genuine >= edge)) if genuine.size else math.nan
-    return far, frr
-
-
 @dataclass(frozen=True)
 class ErrorRates:
     """Error rates of labelled windows at one operating point, and the curves around it."""
 
-    genuine: np.ndarray  # decided risks of genuine windows
-    impostor: np.ndarray  # decided risks of attack windows
-    edge: float  # the first band edge: the SAFE/UNSAFE threshold
-    far: float
-    frr: float
+    genuine: np.ndarray  # risks of genuine windows
+    impostor: np.ndarray  # risks of attack windows
+    edge: float  # a window is flagged when its risk is above this
+    far: float  # share of attack windows not flagged (NaN without any)
+    frr: float  # share of genuine windows flagged (NaN without any)
     eer: float | None  # None without both classes
     eer_threshold: float | None
     auc: float | None
@@ -372,14 +412,19 @@ class ErrorRates:
 
 
 def error_rates(windows: pl.DataFrame, edge: float) -> ErrorRates:
-    """FAR and FRR at `edge`, EER, ROC AUC and the DET curve of windows with a decided `risk` and a `label`."""
+    """FAR and FRR at `edge`, EER, ROC AUC and the DET curve of windows with a `risk` and a `label`.
+
+    A window is flagged when its risk is strictly above `edge` (as `detectors.evaluation.far_frr_at`), as
+    the scorer flags a window whose surprise is below TELLTALE_TARGET_FRR: pass 1 - that target.
+    """
     from detectors.evaluation import det_curve, eer, roc_auc
 
     genuine_rows = is_genuine(pl.col("label"))
     finite = windows.filter(pl.col("risk").is_not_null() & pl.col("risk").is_finite() & pl.col("label").is_not_null())
     genuine = finite.filter(genuine_rows)["risk"].to_numpy().astype(float)
     impostor = finite.filter(~genuine_rows)["risk"].to_numpy().astype(float)
-    far, frr = operating_point(genuine, impostor, edge)
+    far = float(np.mean(impostor <= edge)) if impostor.size else math.nan
+    frr = float(np.mean(genuine > edge)) if genuine.size else math.nan
     if genuine.size and impostor.size:
         rate, at = eer(genuine, impostor)
         curve = det_curve(genuine, impostor)
@@ -405,75 +450,8 @@ def policy_with_edges(policy: Policy, edges: Sequence[float], description: str |
                   description=policy.description if description is None else description)
 
 
-def decide_many(risks: Any, policy: Policy, replayed: Any = None, enrolment_windows: Any = None) -> np.ndarray:
-    """`app.policy.decide(...).action` over arrays (as strings): the band of each risk (lower edge
-    inclusive, 1.0 in the last band), escalated by the policy's rules where `replayed` is true or
-    `enrolment_windows` (NaN = unknown) is below the policy's minimum."""
-    from app.policy import Condition
-
-    risk = np.asarray(risks, dtype=float).reshape(-1)
-    if risk.size and (not np.isfinite(risk).all() or risk.min() < 0 or risk.max() > 1):
-        raise ValueError("risks must be finite numbers in [0, 1]")
-    uppers = np.array([band.upper for band in policy.bands[:-1]], dtype=float)
-    band_severity = np.array([band.action.severity for band in policy.bands])
-    severity = band_severity[np.searchsorted(uppers, risk, side="right")]
-    fired = {
-        Condition.REPLAYED_PATTERN: np.zeros(risk.size, bool) if replayed is None
-        else np.asarray(replayed, dtype=bool).reshape(-1),
-        Condition.INSUFFICIENT_ENROLMENT: np.zeros(risk.size, bool) if enrolment_windows is None
-        else np.nan_to_num(np.asarray(enrolment_windows, dtype=float).reshape(-1), nan=np.inf)
-        < policy.min_enrolment_windows,
-    }
-    for rule in policy.rules:
-        severity = np.where(fired[rule.condition], np.maximum(severity, rule.action.severity), severity)
-    return np.array([a.value for a in SEVERITIES], dtype=object)[severity]
-
-
-def what_if(decisions: pl.DataFrame, thresholds: Mapping[str, float], sensitivity: float,
-            policy: Policy) -> pl.DataFrame:
-    """Past decisions re-decided under `sensitivity` and `policy`, from their stored per-model risks.
-
-    `decisions` has one row per decision and model (as `store.monitor.decision_scores`): decision_id,
-    action, verdict, risk (as decided), reasons (JSON text), model_id, model_risk. A decision whose
-    models' risks are not all known keeps its decided risk (`recomputed` false). Rules fire as they did
-    then (a replayed window, too little enrolment: read from the decision's reasons).
-
-    One row per decision: decision_id, action, verdict, risk, new_risk, new_action, new_verdict,
-    recomputed, changed_action, changed_verdict.
-    """
-    edge = policy.bands[0].upper
-    if decisions.height == 0:
-        return pl.DataFrame(schema={"decision_id": pl.String, "action": pl.String, "verdict": pl.String,
-                                    "risk": pl.Float64, "new_risk": pl.Float64, "new_action": pl.String,
-                                    "new_verdict": pl.String, "recomputed": pl.Boolean,
-                                    "changed_action": pl.Boolean, "changed_verdict": pl.Boolean})
-    per_decision = decisions.group_by("decision_id", maintain_order=True).agg(
-        pl.col("action", "verdict", "risk", "reasons").first(),
-        complete=(pl.col("model_id").is_not_null() & pl.col("model_id").is_in(list(thresholds))
-                  & pl.col("model_risk").is_not_null()).all(),
-    )
-    again = combined_risks(decisions.filter(pl.col("model_id").is_not_null()), thresholds, sensitivity, edge,
-                           key="decision_id", risk="model_risk")
-    frame = (per_decision.join(again.select("decision_id", new_risk="risk"), on="decision_id", how="left",
-                               maintain_order="left")
-             .with_columns(recomputed=pl.col("complete") & pl.col("new_risk").is_not_null())
-             .with_columns(new_risk=pl.when(pl.col("recomputed")).then(pl.col("new_risk"))
-                           .otherwise(pl.col("risk")).clip(0.0, 1.0),
-                           replayed=pl.col("reasons").fill_null("").str.contains(REPLAYED_REASON, literal=True),
-                           enrolment=pl.col("reasons").fill_null("").str.extract(ENROLMENT_REASON, 1)
-                           .cast(pl.Float64)))
-    actions = decide_many(frame["new_risk"].to_numpy(), policy, frame["replayed"].to_numpy(),
-                          frame["enrolment"].fill_null(np.nan).to_numpy())
-    verdicts = [Action(a).verdict.value for a in actions]
-    return frame.with_columns(new_action=pl.Series(actions, dtype=pl.String),
-                              new_verdict=pl.Series(verdicts, dtype=pl.String)).select(
-        "decision_id", "action", "verdict", "risk", "new_risk", "new_action", "new_verdict", "recomputed",
-        changed_action=pl.col("action") != pl.col("new_action"),
-        changed_verdict=pl.col("verdict") != pl.col("new_verdict"))
-
-
 def what_if_summary(rows: pl.DataFrame) -> dict[str, int]:
-    """Counts of a `what_if` frame: decisions, changed_verdict, safe_to_unsafe, unsafe_to_safe,
+    """Counts of a `redecide` frame: decisions, changed_verdict, safe_to_unsafe, unsafe_to_safe,
     changed_action, not_recomputed."""
     if rows.height == 0:
         return dict.fromkeys(("decisions", "changed_verdict", "safe_to_unsafe", "unsafe_to_safe", "changed_action",

@@ -19,7 +19,8 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from app.policy import Action, Verdict
+from app.evidence import evidence_for_risk
+from app.policy import Action, Band, Verdict
 
 SAFE_GREEN = "#2e7d32"
 UNSAFE_RED = "#c62828"
@@ -38,6 +39,8 @@ ACTION_COLOURS: dict[str, str] = {
     Action.DENY.value: UNSAFE_RED,
 }
 VERDICT_COLOURS: dict[str, str] = {Verdict.SAFE.value: SAFE_GREEN, Verdict.UNSAFE.value: UNSAFE_RED}
+#: Ground-truth labels in the order charts and pages list them: genuine, then the attack types.
+LABEL_ORDER = ("genuine", "impostor", "bot", "replay", "hijack")
 #: Series colours for event sources; a source not listed here is grey.
 SOURCE_COLOURS: dict[str, str] = {
     "browser": GENUINE_BLUE, "simulator": CPU_PURPLE, "csv": MEMORY_TEAL, "dataset": "#5d4037"}
@@ -292,6 +295,110 @@ def decision_counts_chart(counts: pl.DataFrame | None, title: str = "Decisions b
                              hovertemplate=f"%{{x}}<br>{action}: %{{y:,.0f}}<extra></extra>"))
     fig.update_layout(barmode="stack", bargap=0.15)
     return _style(fig, title, "bucket start (UTC)", "decisions")
+
+
+def _band_shading(fig: go.Figure, bands: Sequence[Band]) -> None:
+    """Each band of a policy as a faint stripe in its action's colour along x (risk), each inner edge
+    as a dashed line labelled with the action that starts there."""
+    for band in bands:
+        fig.add_vrect(x0=band.lower, x1=band.upper, fillcolor=ACTION_COLOURS.get(str(band.action), UNKNOWN_GREY),
+                      opacity=0.08, layer="below", line_width=0)
+        if band.lower > 0:
+            fig.add_vline(x=band.lower, line={"color": "#212121", "dash": "dash", "width": 1},
+                          annotation_text=f"{band.action} ≥ {band.lower:g}", annotation_position="top left",
+                          annotation_textangle=-90, annotation_font_size=10)
+
+
+def session_risk_chart(sessions: pl.DataFrame | None, bands: Sequence[Band] = (),
+                       title: str = "Each session's highest risk") -> go.Figure:
+    """Each session as a dot at its highest risk, one row per ground-truth label (genuine on top, then
+    the attack types), over the policy's bands: where the dots of a row fall is how those sessions end.
+
+    Columns: `session_id`, `label` (genuine, impostor, bot, replay, hijack, ...; null rows are dropped),
+    `highest_risk` (0-1, the highest session risk any of its decisions reached; non-finite rows are
+    dropped). `bands`: the policy's bands (`app.policy.Band`), shaded in their action's colour with a
+    dashed line at each inner edge. Dots spread vertically within their row by a fixed pattern (no
+    randomness), so the figure is the same every time. Traces: one per label, in `LABEL_ORDER`, then
+    other labels sorted; names carry the counts; genuine blue, attacks red.
+    """
+    if _is_empty(sessions):
+        return empty_figure(title)
+    _require(sessions, ("session_id", "label", "highest_risk"), "session_risk_chart")
+    frame = sessions.filter(_finite("highest_risk") & pl.col("label").is_not_null()).with_columns(
+        pl.col("label").cast(pl.String))
+    if frame.height == 0:
+        return empty_figure(title)
+    labels = _categories(frame["label"], LABEL_ORDER)
+    fig = go.Figure()
+    for row, label in enumerate(labels):
+        part = frame.filter(pl.col("label") == label).sort("highest_risk", "session_id")
+        spread = ((np.arange(part.height) * 0.618034) % 1.0 - 0.5) * 0.5  # golden-ratio steps: even, repeatable
+        fig.add_trace(go.Scatter(
+            x=_floats(part["highest_risk"]), y=row + spread, name=f"{label} ({part.height:,})", mode="markers",
+            marker={"color": GENUINE_BLUE if label == "genuine" else IMPOSTOR_RED, "size": 8, "opacity": 0.75,
+                    "line": {"color": "white", "width": 0.5}},
+            customdata=part["session_id"].cast(pl.String).to_numpy(),
+            hovertemplate=f"{label}<br>session %{{customdata}}<br>highest risk %{{x:.3f}}<extra></extra>"))
+    _band_shading(fig, bands)
+    fig.update_xaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels, range=[len(labels) - 0.5, -0.5],
+                     zeroline=False)
+    return _style(fig, title, "highest session risk (0–1)", None)
+
+
+def evidence_chain_chart(decisions: pl.DataFrame | None, bands: Sequence[Band] = (),
+                         title: str = "The session's evidence, window by window") -> go.Figure:
+    """How a session's evidence built up: after each window, the evidence (a line, markers in the colour
+    of the action decided) and how much that window moved it (bars: red raised it, green wore it down),
+    against seconds of the session, with the policy's band edges as the evidence at which they start.
+
+    Columns: `end_ms` (ms of the session clock at the window's end), `evidence` (nats, after the
+    window), `evidence_change` (nats), `action`, `kind` (window kind, in the hover); optional
+    `window_risk` (0-1, the window on its own, in the hover). Rows without a finite end_ms or
+    evidence (decisions made before evidence was stored) are dropped. `bands`: the policy's bands;
+    each inner edge at risk r is a dotted line at evidence -ln(1 - r) (`app.evidence.evidence_for_risk`).
+    Traces: window change (bars), evidence (line), then one marker trace per action in severity order.
+    """
+    if _is_empty(decisions):
+        return empty_figure(title)
+    _require(decisions, ("end_ms", "evidence", "evidence_change", "action", "kind"), "evidence_chain_chart")
+    frame = decisions.filter(_finite("end_ms") & _finite("evidence")).sort("end_ms", maintain_order=True)
+    if frame.height == 0:
+        return empty_figure(title, "No evidence stored for these decisions")
+    frame = frame.with_columns(
+        _seconds=pl.col("end_ms").cast(pl.Float64) / 1000.0,
+        _change=pl.col("evidence_change").cast(pl.Float64).fill_null(0.0),
+        _risk=1.0 - (-pl.col("evidence").cast(pl.Float64)).exp(),
+        _action=pl.col("action").cast(pl.String).fill_null("unknown"),
+        _hover=pl.concat_str(pl.col("kind").cast(pl.String).fill_null("—"), pl.lit(" window"),
+                             *([pl.lit(", on its own risk "), pl.col("window_risk").cast(pl.Float64).round(3)
+                                .cast(pl.String).fill_null("—")] if "window_risk" in decisions.columns else [])))
+    seconds, change, level = frame["_seconds"].to_numpy(), frame["_change"].to_numpy(), _floats(frame["evidence"])
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=seconds, y=change, name="window change", opacity=0.6,
+                         marker_color=np.where(change > 0, UNSAFE_RED, SAFE_GREEN),
+                         customdata=frame["_hover"].to_numpy(),
+                         hovertemplate="%{x:.1f} s · %{customdata}<br>change %{y:+.2f} nats<extra></extra>"))
+    fig.add_trace(go.Scatter(x=seconds, y=level, name="evidence", mode="lines", hoverinfo="skip",
+                             line={"color": "#424242", "width": 1.5, "shape": "linear"}))
+    for action in _categories(frame["_action"], list(ACTION_COLOURS)):
+        part = frame.filter(pl.col("_action") == action)
+        fig.add_trace(go.Scatter(
+            x=part["_seconds"].to_numpy(), y=_floats(part["evidence"]), name=action, mode="markers",
+            marker={"color": ACTION_COLOURS.get(action, UNKNOWN_GREY), "size": 9,
+                    "line": {"color": "white", "width": 1}},
+            customdata=np.column_stack([part["_risk"].to_numpy(), part["_hover"].to_numpy()]),
+            hovertemplate=f"%{{x:.1f}} s · %{{customdata[1]}}<br>evidence %{{y:.2f}} nats · session risk "
+                          f"%{{customdata[0]:.3f}}<br>{action}<extra></extra>"))
+    edges = [(evidence_for_risk(band.lower), band) for band in bands if band.lower > 0]
+    for at, band in edges:
+        fig.add_hline(y=at, line={"color": ACTION_COLOURS.get(str(band.action), UNKNOWN_GREY), "dash": "dot",
+                                  "width": 1.5},
+                      annotation_text=f"{band.action} (risk {band.lower:g})", annotation_position="top left",
+                      annotation_font_size=10)
+    top = max([float(level.max()), float(change.max()), *[at for at, _ in edges]])
+    fig.update_yaxes(range=[min(0.0, float(change.min())) - 0.2, top * 1.1 + 0.2])
+    return _style(fig, title, "seconds since the session started (window end)", "evidence (nats)")
 
 
 # --------------------------------------------------------------------------------- score evaluation

@@ -15,7 +15,9 @@ Conventions (tested at every edge in `tests/test_policy.py`):
   silently clamped: it means a scoring bug upstream.
 
 Like a threshold (STYLE.md §2) a decision is a pure function of a risk and a policy, so history can
-be re-decided under another policy revision without refitting anything.
+be re-decided under another policy revision without refitting anything. `decide_many` is that
+function over arrays and the only place the bands and rules are applied; `decide` runs it on one risk
+and writes the reasons.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from numbers import Real
 from typing import Any
+
+import numpy as np
 
 from app.text import plural
 
@@ -146,11 +150,7 @@ class Policy:
     # -- deciding --------------------------------------------------------------------------------
     def band_for(self, risk: float) -> Band:
         """The band holding `risk` (lower edge inclusive, upper exclusive, 1.0 in the last band)."""
-        check_risk(risk)
-        for band in self.bands[:-1]:
-            if risk < band.upper:
-                return band
-        return self.bands[-1]
+        return self.bands[int(_band_positions(self, np.array([check_risk(risk)]))[0])]
 
     def decide(self, risk: float, context: DecisionContext | None = None) -> Decision:
         return decide(risk, self, context)
@@ -213,21 +213,68 @@ def check_risk(risk: object) -> float:
     return value
 
 
+def check_risks(risks: Any) -> np.ndarray:
+    """`risks` as a 1-D float array, or `RiskError` naming the first that is not a finite number in [0, 1]."""
+    values = np.asarray(risks, dtype=float).reshape(-1)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0)))
+    if bad.size:
+        raise RiskError(f"risk {float(values[bad[0]])!r} at position {int(bad[0])} is not a finite number in [0, 1]; "
+                        "the score behind it is broken: it is refused, not guessed")
+    return values
+
+
+def decide_many(risks: Any, policy: Policy, fired: Mapping[Condition, Any] | None = None) -> np.ndarray:
+    """The action of each risk under `policy`, as strings: the band holding it (lower edge inclusive, 1.0
+    in the last band), escalated to at least a rule's action wherever `fired[rule.condition]` is true.
+
+    `fired` maps conditions to one boolean per risk; a condition missing from it holds nowhere, and one
+    the policy has no rule for changes nothing. This is the one implementation of the policy's
+    arithmetic: `decide` calls it for a single risk, the Threshold lab for a whole history.
+    """
+    values = check_risks(risks)
+    flags = {Condition(condition): np.asarray(holds, dtype=bool).reshape(-1)
+             for condition, holds in (fired or {}).items()}
+    for condition, holds in flags.items():
+        if holds.size != values.size:
+            raise ValueError(f"condition {condition}: {holds.size} flags for {values.size} risks; give one per risk")
+    return _ACTION_NAMES[_escalate(policy, _band_positions(policy, values), flags)]
+
+
 def decide(risk: float, policy: Policy, context: DecisionContext | None = None) -> Decision:
-    """The action and verdict for `risk` under `policy`, escalated by any rule that fires."""
+    """The action and verdict for `risk` under `policy`, escalated by any rule that fires (the same band
+    lookup and escalation as `decide_many`), with the reasons in words."""
     value = check_risk(risk)
     context = context or DecisionContext()
-    band = policy.band_for(value)
-    action = band.action
+    position = _band_positions(policy, np.array([value]))
+    band = policy.bands[int(position[0])]
     reasons = [f"risk {_show_risk(value, band)} is in band {band.describe(last=band is policy.bands[-1])}"]
+    fired: dict[Condition, np.ndarray] = {}
     for rule in policy.rules:
-        fired = _rule_fires(rule.condition, policy, context)
-        if fired is None:
-            continue
-        reasons.append(f"{fired} → at least {rule.action}")
-        if rule.action.severity > action.severity:
-            action = rule.action
+        reason = _rule_fires(rule.condition, policy, context)
+        if reason is not None:
+            reasons.append(f"{reason} → at least {rule.action}")
+            fired[rule.condition] = np.array([True])
+    action = Action(_ACTION_NAMES[_escalate(policy, position, fired)][0])
     return Decision(action, action.verdict, tuple(reasons), value, policy.policy_id, policy.revision)
+
+
+#: Action names by severity (index = `Action.severity`), for turning severities back into actions.
+_ACTION_NAMES = np.array([action.value for action in Action], dtype=object)
+
+
+def _band_positions(policy: Policy, risks: np.ndarray) -> np.ndarray:
+    """Index of the band holding each (checked) risk: a risk on an edge goes to the band above it."""
+    uppers = np.array([band.upper for band in policy.bands[:-1]], dtype=float)
+    return np.searchsorted(uppers, risks, side="right")
+
+
+def _escalate(policy: Policy, positions: np.ndarray, fired: Mapping[Condition, np.ndarray]) -> np.ndarray:
+    """Severity of each band position, raised to at least a rule's action where its condition holds."""
+    severity = np.array([band.action.severity for band in policy.bands])[positions]
+    for rule in policy.rules:
+        if rule.condition in fired:
+            severity = np.where(fired[rule.condition], np.maximum(severity, rule.action.severity), severity)
+    return severity
 
 
 def decisive_reason(reasons: Sequence[str], action: str) -> str | None:

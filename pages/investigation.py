@@ -1,5 +1,6 @@
 """Investigation: one user's session in detail: how they typed and moved, how each feature compares with
-their enrolled baseline, what drove the risk, what was decided, and a replay of the session.
+their enrolled baseline, what drove a window's risk, how the session's evidence built up window by window
+and what was decided, and a replay of the session.
 
 Arriving from History: `st.session_state["investigate_user"]` / `["investigate_session"]` preselect.
 Only the chosen session's events are read.
@@ -10,7 +11,8 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, operate, settings
+from app import analysis, charts, operate
+from app.policy import Policy
 from app.resources import get_store
 from app.text import plural
 from app.ui import ACTION_STYLE, teach
@@ -55,6 +57,11 @@ def _judged(db: str, session_id: str, decisions: int, otp_events: int) -> tuple[
     store = get_store()
     return (monitor.session_decisions(store, session_id), monitor.session_window_scores(store, session_id),
             monitor.session_stepups(store, session_id))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _policy(db: str, revisions: int) -> Policy:
+    return latest_policy(get_store())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -176,20 +183,22 @@ with features_tab:
                 "seconds (a session is finalized once it has been idle).")
     else:
         risk_of_window = {row["window_id"]: row for row in decided.iter_rows(named=True)}
+        own_risk = {w: r["risk"] if r["window_risk"] is None else r["window_risk"] for w, r in risk_of_window.items()}
         ordered = windows.with_columns(
-            _risk=pl.col("window_id").replace_strict({w: r["risk"] for w, r in risk_of_window.items()},
-                                                     default=None, return_dtype=pl.Float64))
+            _risk=pl.col("window_id").replace_strict(own_risk, default=None, return_dtype=pl.Float64))
         window_ids = ordered["window_id"].to_list()
         riskiest = ordered.sort("_risk", descending=True, nulls_last=True)["window_id"][0]
 
         def _window_label(window_id: str) -> str:
             row = ordered.row(window_ids.index(window_id), named=True)
             decision = risk_of_window.get(window_id)
-            verdict = f"risk {decision['risk']:.2f} {decision['action']}" if decision else "not scored"
+            verdict = (f"window risk {own_risk[window_id]:.2f} · session {decision['action']}" if decision
+                       else "not scored")
             return f"{row['kind']} · {_seconds(row['start_ms'])}–{_seconds(row['end_ms'])} · {verdict}"
 
-        window_id = st.selectbox("Window (the riskiest is preselected)", window_ids, index=window_ids.index(riskiest),
-                                 format_func=_window_label, key=f"inv_window_{session_id}")
+        window_id = st.selectbox("Window (the rarest for this user is preselected)", window_ids,
+                                 index=window_ids.index(riskiest), format_func=_window_label,
+                                 key=f"inv_window_{session_id}")
         window = ordered.row(window_ids.index(window_id), named=True)
         names = schema_names.get(window["schema_id"], [])
         scored_by = scores.filter(pl.col("window_id") == window_id)["model_id"].to_list()
@@ -224,14 +233,15 @@ with features_tab:
                         st.info("The model is no longer stored; showing the deviation share instead.")
                         contributions = analysis.deviation_contributions(zscores)
                     else:
-                        risk_of = analysis.model_risk_function(
-                            loaded, window["schema_id"], float(settings.get("sensitivity")),
-                            latest_policy(store).bands[0].upper)
                         contributions = analysis.leave_one_out_contributions(
-                            risk_of, window["features"], baseline[0], names)
-                    explanation = ("How much the decided risk drops when one feature is put back to the user's "
-                                   "average and the model scores the window again (negative: that feature made "
-                                   "the window look more like the user).")
+                            analysis.mean_model_risk(loaded, window["schema_id"]), window["features"], baseline[0],
+                            names)
+                    explanation = ("How much the window's own risk (the share of the user's genuine windows that "
+                                   "score lower, averaged over its models) drops when one feature is put back to "
+                                   "the user's average and the models score the window again (negative: that "
+                                   "feature made the window look more like the user). A window rarer than every "
+                                   "genuine one stays at the top until a feature brings it back among them, so "
+                                   "several features can show 0.")
                 st.plotly_chart(charts.contribution_chart(contributions), width="stretch")
                 teach(explanation)
             st.dataframe(zscores.sort(pl.col("z").abs(), descending=True, nulls_last=True), hide_index=True,
@@ -247,23 +257,27 @@ with decisions_tab:
         st.info("No decision for this session yet: the scorer decides once its windows are built and the user's "
                 "models are trained.")
     else:
-        started = summary["started_at"]
-        placed = decided.with_columns(user_id=pl.lit(summary["user_id"]), session_id=pl.lit(session_id))
-        if started is not None:  # place each decision at its window's start in the session, not at scoring time
-            placed = placed.with_columns(decided_at=pl.when(pl.col("start_ms").is_not_null()).then(
-                pl.lit(started) + pl.duration(microseconds=(pl.col("start_ms") * 1000).cast(pl.Int64)))
-                .otherwise(pl.col("decided_at")))
-        timeline = charts.decision_timeline(placed, title="Risk of each window over the session")
-        if started is not None:
-            timeline.update_xaxes(title_text="window start (UTC)")
-        st.plotly_chart(timeline, width="stretch")
-        teach("Every window of the session gets a risk and a decision under the policy revision of the moment. A "
-              "session that starts SAFE and turns UNSAFE part-way is what a hijack looks like.")
-        st.dataframe(decided.select("decided_at", "kind", "start_ms", "action", "verdict", "risk", "policy_rev",
-                                    operate.reasons_text("reasons"), "top_features"), hide_index=True, width="stretch",
-                     column_config={"risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
-                                                                            format="%.2f"),
-                                    "start_ms": st.column_config.NumberColumn("window start (ms)", format="%.0f")})
+        policy = _policy(db, counts["policies"])
+        st.plotly_chart(charts.evidence_chain_chart(decided, policy.bands), width="stretch")
+        teach("The session's evidence after each window, in nats: e^evidence is how many times likelier what the "
+              "session has shown is from an attacker than from the user. A window rarer than the user's own adds "
+              "to it (red bar), a typical one wears it down (green), and it never goes below zero; the dotted "
+              "lines are where the policy's bands start, at risk = 1 − e^−evidence. A session that stays low and "
+              "climbs part-way is what a hijack looks like: the owner's windows leave no credit for the attacker "
+              "to use up, so theirs build the evidence from zero. Answering a one-time code starts it again from "
+              "zero.")
+        st.dataframe(decided.select("decided_at", "kind", "window_risk", "evidence_change", "evidence", "action",
+                                    "risk", "policy_rev", operate.reasons_text("reasons")),
+                     hide_index=True, width="stretch",
+                     column_config={"decided_at": st.column_config.DatetimeColumn("behaviour at (UTC)"),
+                                    "window_risk": st.column_config.ProgressColumn(
+                                        "window risk", min_value=0.0, max_value=1.0, format="%.2f",
+                                        help="The window on its own: share of the user's genuine windows that "
+                                             "score lower."),
+                                    "evidence_change": st.column_config.NumberColumn("change (nats)", format="%+.2f"),
+                                    "evidence": st.column_config.NumberColumn("evidence (nats)", format="%.2f"),
+                                    "risk": st.column_config.ProgressColumn(
+                                        "session risk", min_value=0.0, max_value=1.0, format="%.2f")})
     st.markdown("**Step-up**")
     if stepups.height == 0:
         st.caption("No one-time-code challenge was issued in this session.")

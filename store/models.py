@@ -61,20 +61,6 @@ def record_scores(store: Store, scores: pl.DataFrame) -> int:
     return scores.height
 
 
-def scored_windows(store: Store, kind: str | None = None, limit: int = 200_000) -> pl.DataFrame:
-    """Scores joined with their window, the session's ground-truth label (when known) and the model.
-
-    For the threshold lab and evaluation: labels are read here only to measure, never to decide.
-    """
-    where, params = ("WHERE w.kind = ?", [kind]) if kind else ("", [])
-    return store.frame(f"""
-        SELECT s.window_id, w.session_id, w.user_id, w.kind, w.start_ms, m.detector, m.user_id AS model_user,
-               s.raw_score, s.risk, s.scored_at, l.label
-        FROM scores s JOIN feature_windows w USING (window_id) JOIN models m USING (model_id)
-        LEFT JOIN session_labels l ON l.session_id = w.session_id
-        {where} ORDER BY s.scored_at DESC LIMIT ?""", [*params, limit])
-
-
 def has_global_model(store: Store, kind: str, schema_id: str) -> bool:
     """Whether an active global model covers this window kind and feature schema."""
     rows = active_models(store, kind)

@@ -192,15 +192,18 @@ def session_summary(store: Store, session_id: str) -> dict[str, Any] | None:
 
 
 def session_decisions(store: Store, session_id: str) -> pl.DataFrame:
-    """A session's decisions in window order: decision_id, decided_at, window_id, kind, start_ms,
-    end_ms, action, verdict, risk, policy_id, policy_rev, reasons, detectors, top_features (JSON text)."""
+    """A session's decisions in the order its evidence accumulated (by window end): decision_id,
+    decided_at, window_id, kind, start_ms, end_ms, action, verdict, risk (the session's, after the
+    window), window_risk (the window on its own), evidence and evidence_change (nats), flagged,
+    policy_id, policy_rev, reasons, detectors, top_features (JSON text)."""
     return store.frame("""
         SELECT d.decision_id, d.decided_at, d.window_id, w.kind, w.start_ms, w.end_ms, d.action, d.verdict, d.risk,
-               d.policy_id, d.policy_rev, CAST(d.reasons AS VARCHAR) AS reasons,
-               CAST(d.detectors AS VARCHAR) AS detectors, CAST(d.top_features AS VARCHAR) AS top_features
+               d.window_risk, d.evidence, d.evidence_change, d.flagged, d.policy_id, d.policy_rev,
+               CAST(d.reasons AS VARCHAR) AS reasons, CAST(d.detectors AS VARCHAR) AS detectors,
+               CAST(d.top_features AS VARCHAR) AS top_features
         FROM decisions d LEFT JOIN feature_windows w USING (window_id)
         WHERE d.session_id = ?
-        ORDER BY w.start_ms NULLS LAST, w.kind, d.decided_at, d.decision_id""", [session_id])
+        ORDER BY w.end_ms NULLS LAST, d.window_id, d.decided_at, d.decision_id""", [session_id])
 
 
 def session_stepups(store: Store, session_id: str) -> pl.DataFrame:
@@ -215,7 +218,8 @@ def session_stepups(store: Store, session_id: str) -> pl.DataFrame:
 
 def session_window_scores(store: Store, session_id: str) -> pl.DataFrame:
     """Scores of a session's windows: window_id, model_id, detector, model_user (null: the global
-    model), raw_score, risk (normalised per user, before the policy alignment), scored_at."""
+    model), raw_score, risk (1 - the model's surprise: the share of the user's genuine windows that
+    score lower), scored_at."""
     return store.frame("""
         SELECT s.window_id, s.model_id, m.detector, m.user_id AS model_user, s.raw_score, s.risk, s.scored_at
         FROM scores s JOIN feature_windows w USING (window_id) JOIN models m USING (model_id)
@@ -248,53 +252,46 @@ def scoring_models(store: Store, user_id: str, kind: str, schema_id: str) -> pl.
 # ----------------------------------------------------------------------------------- threshold lab
 
 
-def labelled_scores(store: Store, enrolment_sessions: int, kind: str | None = None,
-                    limit: int = 500_000) -> pl.DataFrame:
-    """Stored per-model risks of windows from labelled sessions (newest scores first, at most `limit`).
+def lab_decisions(store: Store, enrolment_sessions: int, limit: int = 20_000) -> pl.DataFrame:
+    """Every decision of the newest `limit` sessions (by start) that have decisions, with what the
+    Threshold lab needs to re-decide them (`app.analysis.redecide`) and to measure them on labels.
 
-    Columns: window_id, session_id, user_id, kind, model_id, risk (normalised per user, before the
-    policy alignment), label, enrolment. `label` is the session's ground truth, except that windows
-    of a hijacked session that end before the takeover are "genuine" (the owner was still typing).
-    `enrolment` is true for windows of a user's first `enrolment_sessions` sessions (by start) and of
-    "enrol-" sessions: their models learned from them, so their scores are in-sample.
-    """
-    where, params = ("AND w.kind = ?", [kind]) if kind else ("", [])
-    return store.frame(f"""
-        WITH ranked AS (
-            SELECT session_id, row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
-            FROM sessions
-        )
-        SELECT s.window_id, w.session_id, w.user_id, w.kind, s.model_id, s.risk,
-               CASE WHEN l.label = 'hijack' AND l.takeover_ms IS NOT NULL AND w.end_ms < l.takeover_ms
-                    THEN 'genuine' ELSE l.label END AS label,
-               (coalesce(r.nth <= ?, false) OR w.session_id LIKE 'enrol-%') AS enrolment
-        FROM scores s JOIN feature_windows w USING (window_id)
-        JOIN session_labels l USING (session_id)
-        LEFT JOIN ranked r USING (session_id)
-        WHERE s.risk IS NOT NULL {where}
-        ORDER BY s.scored_at DESC, s.window_id, s.model_id LIMIT ?""", [int(enrolment_sessions), *params, int(limit)])
-
-
-def decision_scores(store: Store, limit: int = 50_000) -> pl.DataFrame:
-    """The newest `limit` decisions with the per-model risks they were made from (one row per
-    decision and model; a decision without stored scores has one row with a null model_id).
-
-    Columns: decision_id, window_id, session_id, user_id, decided_at, action, verdict, risk (the
-    decided, policy-aligned risk), policy_id, policy_rev, reasons (JSON text), model_id, model_risk.
-    Only the models the decision lists in its `detectors` are joined.
+    Whole sessions, so that each one's evidence can be accumulated again from its first window.
+    Columns: decision_id, session_id, user_id, window_id, kind, end_ms (ms of the session clock at the
+    window's end), window_risk, evidence and evidence_change (nats), action, verdict, risk, reasons
+    (JSON text), label and takeover_ms (the session's ground truth; null for unlabelled sessions,
+    whose decisions are re-decided but not measured), enrolment (a session among its user's first
+    `enrolment_sessions` by start, or an "enrol-" session: its user's models learned from it) and
+    model_risks (the stored risk, 1 - surprise, of each model the decision names, by model id; null
+    when none is stored). Ordered by session, end_ms and window: the order evidence accumulates in.
     """
     return store.frame("""
-        WITH d AS (
-            SELECT decision_id, window_id, session_id, user_id, decided_at, action, verdict, risk, policy_id,
-                   policy_rev, CAST(reasons AS VARCHAR) AS reasons,
+        WITH ranked AS (
+            SELECT session_id, started_at,
+                   row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
+            FROM sessions
+        ), chosen AS (
+            SELECT d.session_id, any_value(r.started_at) AS started_at
+            FROM decisions d LEFT JOIN ranked r ON r.session_id = d.session_id
+            WHERE d.session_id IS NOT NULL GROUP BY d.session_id
+            ORDER BY started_at DESC NULLS LAST, d.session_id DESC LIMIT ?
+        ), d AS (
+            SELECT decision_id, session_id, user_id, window_id, window_risk, evidence, evidence_change, action,
+                   verdict, risk, CAST(reasons AS VARCHAR) AS reasons,
                    json_extract_string(detectors, '$.*') AS model_ids
-            FROM decisions ORDER BY decided_at DESC, decision_id LIMIT ?
+            FROM decisions WHERE session_id IN (SELECT session_id FROM chosen) AND risk IS NOT NULL
+        ), per_model AS (
+            SELECT d.decision_id, list(s.risk ORDER BY s.model_id) FILTER (WHERE s.risk IS NOT NULL) AS model_risks
+            FROM d JOIN scores s ON s.window_id = d.window_id AND list_contains(d.model_ids, s.model_id)
+            GROUP BY d.decision_id
         )
-        SELECT d.* EXCLUDE (model_ids), s.model_id, s.risk AS model_risk
-        FROM d LEFT JOIN scores s ON s.window_id = d.window_id AND list_contains(d.model_ids, s.model_id)
-        ORDER BY d.decided_at DESC, d.decision_id, s.model_id""", [int(limit)])
-
-
-def scored_model_ids(store: Store) -> list[str]:
-    """Ids of every model that has scored at least one window."""
-    return [m for (m,) in store.rows("SELECT DISTINCT model_id FROM scores ORDER BY model_id")]
+        SELECT d.decision_id, d.session_id, d.user_id, d.window_id, w.kind, w.end_ms, d.window_risk, d.evidence,
+               d.evidence_change, d.action, d.verdict, d.risk, d.reasons, l.label, l.takeover_ms,
+               (coalesce(r.nth <= ?, false) OR starts_with(d.session_id, 'enrol-')) AS enrolment, p.model_risks
+        FROM d
+        LEFT JOIN feature_windows w ON w.window_id = d.window_id
+        LEFT JOIN session_labels l ON l.session_id = d.session_id
+        LEFT JOIN ranked r ON r.session_id = d.session_id
+        LEFT JOIN per_model p ON p.decision_id = d.decision_id
+        ORDER BY d.session_id, w.end_ms NULLS LAST, d.window_id, d.decision_id""",
+                       [int(limit), int(enrolment_sessions)])

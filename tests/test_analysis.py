@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from numpy.testing import assert_allclose
+from polars.testing import assert_frame_equal
 
 from app import analysis
-from app.pipeline import align_to_policy
-from app.policy import DEFAULT_POLICY, Action, DecisionContext, PolicyError, decide
-from detectors.thresholds import apply_sensitivity
+from app.evidence import EvidenceSettings, surprise_of
+from app.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
 from store import Store, ingest_events, monitor
-from store.decisions import record_decision
+from store.decisions import DecisionRecord, record_decision, record_decisions
+from store.models import record_scores
 from store.policies import latest_policy
+from store.windows import store_window_rows, window_rows
 
 # ------------------------------------------------------------------------------------------ z-scores
 
@@ -68,21 +71,35 @@ def test_leave_one_out_contribution_is_the_risk_lost_when_a_feature_returns_to_t
     assert frame["unit"].to_list() == ["", "ms"]
 
 
-def test_baseline_and_threshold_come_from_model_metadata() -> None:
-    metadata = json.dumps({"baseline": {"mean": [1, 2], "std": [0.5, 1]}, "threshold": {"risk": 0.7}})
+def test_baseline_comes_from_model_metadata() -> None:
+    metadata = json.dumps({"baseline": {"mean": [1, 2], "std": [0.5, 1]}})
     mean, std = analysis.baseline_of(metadata)
     assert mean.tolist() == [1.0, 2.0] and std.tolist() == [0.5, 1.0]
-    assert analysis.threshold_of(metadata) == 0.7
     assert analysis.baseline_of("{}") is None and analysis.baseline_of(None) is None
-    assert analysis.threshold_of(json.dumps({"threshold": {"target_frr": 0.05}})) is None
 
 
-def test_model_thresholds_fall_back_to_the_blob_header() -> None:
-    rows = pl.DataFrame({"model_id": ["m1", "m2", "m3"],
-                         "metadata": [json.dumps({"threshold": {"risk": 0.6}}), "{}", None]})
-    assert analysis.models_without_threshold(rows) == ["m2", "m3"]
-    found = analysis.model_thresholds(rows, {"m2": {"threshold": {"risk": 0.8}}})
-    assert found == {"m1": 0.6, "m2": 0.8}  # m3 has neither: left out
+class _Model:
+    """Stands in for a UserModel: its risk of a window is one of the window's features."""
+
+    def __init__(self, column: int) -> None:
+        self.column, self.seen = column, []
+
+    def risk(self, X: np.ndarray, schema_id: str) -> np.ndarray:
+        self.seen.append(schema_id)
+        return X[:, self.column]
+
+
+def test_mean_model_risk_averages_the_models_own_risks_for_leave_one_out() -> None:
+    # models read feature 0 and feature 1: risk of (0.8, 0.4) = 0.6; feature 0 back to 0.2 gives 0.3
+    models = [_Model(0), _Model(1)]
+    risk = analysis.mean_model_risk(models, "schema-a")
+    assert_allclose(risk(np.array([[0.8, 0.4], [0.2, 0.2]])), [0.6, 0.2])
+    frame = analysis.leave_one_out_contributions(risk, [0.8, 0.4], [0.2, 0.4], ["dwell_mean", "b"])
+    assert frame["feature"].to_list() == ["dwell_mean", "b"]
+    assert_allclose(frame["contribution"].to_numpy(), [0.3, 0.0])
+    assert models[0].seen == ["schema-a", "schema-a"]
+    with pytest.raises(ValueError, match="at least one model"):
+        analysis.mean_model_risk([], "schema-a")
 
 
 # ------------------------------------------------------------------------------------------ one session
@@ -150,38 +167,139 @@ def test_replay_frames_show_what_had_happened_by_then_at_the_chosen_speed() -> N
         analysis.replay_figure(_session_events(), speed=0)
 
 
-# ---------------------------------------------------------------------------------- re-labelling scores
+# ------------------------------------------------------------------------------ re-deciding history
+# Evidence with shift 1 and the default weights (time windows count half): a window of evidence z moves
+# the session by weight * (z - 0.5) at sensitivity 0, by weight * z at +1 and by weight * (z - 1) at -1.
 
 
-@pytest.mark.parametrize("sensitivity", [-1.0, -0.4, 0.0, 0.3, 1.0])
-def test_vectorised_threshold_and_alignment_match_the_scorer(sensitivity: float) -> None:
-    thresholds = np.array([0.0, 0.2, 0.5, 0.77, 1.0])
-    moved = analysis.moved_thresholds(thresholds, sensitivity)
-    assert_allclose(moved, [apply_sensitivity(t, sensitivity) for t in thresholds])
-    risks = np.linspace(0, 1, 11)
-    for threshold in moved:
-        assert_allclose(analysis.aligned_risk(risks, np.full(risks.size, threshold), 0.6),
-                        align_to_policy(risks, threshold, 0.6))
+def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list[float] | None, evidence: float,
+            change: float, label: str, context: DecisionContext | None = None) -> dict:
+    """A decision as the scorer stored it: models whose evidence is `z` (their risk is 1 - surprise),
+    the session's evidence after the window and how much it moved, decided by app.policy.decide."""
+    risk = 1 - math.exp(-evidence)
+    made = decide(risk, DEFAULT_POLICY, context)
+    model_risks = None if z is None else [float(1 - surprise_of(v)) for v in z]
+    return {"decision_id": decision_id, "session_id": session_id, "window_id": f"{decision_id}-w", "kind": kind,
+            "end_ms": end_ms, "window_risk": None if model_risks is None else max(model_risks),
+            "evidence": evidence, "evidence_change": change, "action": made.action.value,
+            "verdict": made.verdict.value, "risk": risk, "reasons": json.dumps(list(made.reasons)), "label": label,
+            "takeover_ms": 1500.0 if label == "hijack" else None, "model_risks": model_risks}
 
 
-def test_combined_risk_is_the_mean_of_each_models_aligned_risk() -> None:
-    per_model = pl.DataFrame({"window_id": ["w1", "w1", "w1", "w2"], "model_id": ["m1", "m2", "m3", "m1"],
-                              "risk": [0.5, 0.75, 0.9, 0.25]})
-    thresholds = {"m1": 0.5, "m2": 0.5}  # m3 unknown: left out
-    # sensitivity 0, edge 0.6: m1 0.5 -> 0.6; m2 0.75 -> 0.6 + 0.25/0.5 * 0.4 = 0.8; w1 = 0.7. w2: 0.25/0.5 * 0.6 = 0.3
-    combined = analysis.combined_risks(per_model, thresholds, 0.0, 0.6)
-    assert combined["window_id"].to_list() == ["w1", "w2"]
-    assert_allclose(combined["risk"].to_numpy(), [0.7, 0.3])
-    assert combined["models"].to_list() == [2, 1]
-    # sensitivity 1 moves both thresholds to 0: risk r -> 0.6 + 0.4 r; w1 = (0.8 + 0.9) / 2
-    assert_allclose(analysis.combined_risks(per_model, thresholds, 1.0, 0.6)["risk"].to_numpy(), [0.85, 0.7])
+def _history() -> pl.DataFrame:
+    """Four sessions decided at sensitivity 0 under DEFAULT_POLICY (S = evidence in nats, risk 1 - e^-S)."""
+    rows = [
+        # genuine a: z 0 -> max(0, -0.5) = 0; z 2 -> 1.5 (risk 0.78, REQUIRE_OTP); a time window of mean z 1: +0.25
+        _stored("a1", "a", 1000, "fixed_text", [0, 0], 0.0, 0.0, "genuine"),
+        _stored("a2", "a", 2000, "mouse", [2, 2], 1.5, 1.5, "genuine"),
+        _stored("a3", "a", 3000, "time", [0, 2], 1.75, 0.25, "genuine"),  # risk 0.83, FLAG_SESSION
+        # bot b: z 3 -> 2.5 (FLAG_SESSION band, machine-like: DENY); z -2 -> 0, replayed: DENY at risk 0
+        _stored("b1", "b", 500, "free_text", [3, 3], 2.5, 2.5, "bot", DecisionContext(machine_like="scripted")),
+        _stored("b2", "b", 900, "free_text", [-2, -2], 0.0, -2.5, "bot", DecisionContext(replayed=True)),
+        # genuine c: z 3 -> 2.5 (FLAG_SESSION); the user answered a code, so the live evidence restarted at 0:
+        # z 1 -> 0.5 (not 3.0); then a window without stored scores (0.2, too little enrolment: REQUIRE_OTP)
+        _stored("c1", "c", 1000, "mouse", [3, 3], 2.5, 2.5, "genuine"),
+        _stored("c2", "c", 2000, "mouse", [1, 1], 0.5, 0.5, "genuine"),
+        _stored("c3", "c", 3000, "fixed_text", None, 0.2, -0.3, "genuine", DecisionContext(enrolment_windows=2)),
+        # genuine d: one typical window
+        _stored("d1", "d", 1000, "fixed_text", [0, 0], 0.0, 0.0, "genuine"),
+        # hijack h, taken over at 1500 ms: the owner's window, then z 3 -> 2.5 (FLAG_SESSION)
+        _stored("h1", "h", 1000, "free_text", [0, 0], 0.0, 0.0, "hijack"),
+        _stored("h2", "h", 2000, "free_text", [3, 3], 2.5, 2.5, "hijack"),
+    ]
+    return pl.DataFrame(rows, schema_overrides={"window_risk": pl.Float64, "takeover_ms": pl.Float64,
+                                                "model_risks": pl.List(pl.Float64)})
 
 
-def test_operating_point_counts_a_risk_on_the_edge_as_unsafe() -> None:
-    # genuine 0.1 | 0.6 0.7 -> FRR 2/3 (0.6 is in the band above the edge); impostor 0.5 | 0.9 -> FAR 1/2
-    assert analysis.operating_point([0.1, 0.6, 0.7], [0.5, 0.9], 0.6) == (0.5, pytest.approx(2 / 3))
-    far, frr = analysis.operating_point([0.1], [], 0.6)
-    assert math.isnan(far) and frr == 0.0
+def test_the_reasons_say_which_rules_fired() -> None:
+    fired = analysis.fired_rules(_history()["reasons"], DEFAULT_POLICY)
+    held = {condition: [d for d, f in zip(_history()["decision_id"], flags, strict=True) if f]
+            for condition, flags in fired.items()}
+    assert held == {Condition.REPLAYED_PATTERN: ["b2"], Condition.MACHINE_LIKE: ["b1"],
+                    Condition.INSUFFICIENT_ENROLMENT: ["c3"]}
+    lenient = replace(DEFAULT_POLICY, min_enrolment_windows=2)  # the decision counted 2: enough now
+    assert not analysis.fired_rules(_history()["reasons"], lenient)[Condition.INSUFFICIENT_ENROLMENT].any()
+
+
+def test_redeciding_at_the_stored_setting_changes_nothing() -> None:
+    rows = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings())
+    assert_allclose(rows["new_evidence"].to_numpy(), rows["evidence"].to_numpy(), atol=1e-9)
+    assert rows["new_action"].to_list() == rows["action"].to_list() == [
+        "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "FLAG_SESSION", "ALLOW", "REQUIRE_OTP", "ALLOW",
+        "ALLOW", "FLAG_SESSION"]
+    assert rows["recomputed"].to_list() == [True] * 7 + [False] + [True] * 3
+    assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
+                                              "unsafe_to_safe": 0, "changed_action": 0, "not_recomputed": 1}
+
+
+def test_full_sensitivity_keeps_every_unusual_window_counted() -> None:
+    # +1: steps are weight * z. a: 0, 2, 2.5; b: 3, 1; c: 3, restart 1, c3 kept; d: 0; h: 0, 3
+    rows = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=1.0))
+    assert_allclose(rows["new_evidence"].to_numpy(), [0, 2, 2.5, 3, 1, 3, 1, 0.2, 0, 0, 3], atol=1e-9)
+    assert (rows["new_evidence"] >= rows["evidence"] - 1e-12).all()  # never lowers any session's evidence
+    assert rows["new_action"].to_list() == [
+        "ALLOW", "FLAG_SESSION", "FLAG_SESSION", "DENY", "DENY", "DENY", "ALLOW", "REQUIRE_OTP", "ALLOW", "ALLOW",
+        "DENY"]
+    assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
+                                              "unsafe_to_safe": 0, "changed_action": 3, "not_recomputed": 1}
+    assert analysis.transitions(rows).to_dicts() == [
+        {"action": "FLAG_SESSION", "new_action": "DENY", "decisions": 2},
+        {"action": "REQUIRE_OTP", "new_action": "FLAG_SESSION", "decisions": 1}]
+
+
+def test_less_sensitivity_and_other_bands_move_decisions_both_ways() -> None:
+    # -1: steps are weight * (z - 1). a: 0, 1, 1 (risk 0.63: ALLOW); c1 2 stays FLAG_SESSION, c2 restarts at 0
+    lenient = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=-1.0))
+    assert_allclose(lenient["new_evidence"].to_numpy()[:3], [0, 1, 1], atol=1e-9)
+    assert lenient["new_action"].to_list()[:5] == ["ALLOW", "ALLOW", "ALLOW", "DENY", "DENY"]  # rules still fire
+    assert analysis.what_if_summary(lenient)["unsafe_to_safe"] == 2
+    # a first edge at 0.3 asks c2 (0.5 nats: risk 0.39) for a code; c3 keeps its stored risk 0.18, below it
+    strict = analysis.redecide(_history(), analysis.policy_with_edges(DEFAULT_POLICY, [0.3, 0.8, 0.95]),
+                               EvidenceSettings())
+    assert strict.filter(pl.col("changed_action"))["decision_id"].to_list() == ["c2"]  # a2 (0.78) still asks
+    assert strict.filter(pl.col("decision_id") == "c3")["new_risk"].to_list() == pytest.approx([1 - math.exp(-0.2)])
+    assert analysis.what_if_summary(strict)["safe_to_unsafe"] == 1
+
+
+def test_redeciding_does_not_depend_on_the_row_order() -> None:
+    tuning = EvidenceSettings(sensitivity=0.5)
+    in_order = analysis.redecide(_history(), DEFAULT_POLICY, tuning)
+    shuffled = analysis.redecide(_history().sample(fraction=1.0, shuffle=True, seed=3), DEFAULT_POLICY, tuning)
+    assert_frame_equal(shuffled, in_order)
+    assert in_order["decision_id"].to_list() == _history()["decision_id"].to_list()  # session, then time
+
+
+def test_redeciding_nothing_gives_an_empty_frame() -> None:
+    rows = analysis.redecide(_history().head(0), DEFAULT_POLICY, EvidenceSettings())
+    assert rows.height == 0 and {"new_evidence", "new_action", "changed_verdict"} <= set(rows.columns)
+    assert analysis.what_if_summary(rows)["decisions"] == 0 and analysis.transitions(rows).height == 0
+
+
+def test_session_outcomes_count_challenges_and_denials_per_label() -> None:
+    stored = analysis.session_outcomes(_history())
+    assert stored.select("session_id", "label", "challenged", "denied").rows() == [
+        ("a", "genuine", True, True), ("b", "bot", True, True), ("c", "genuine", True, True),
+        ("d", "genuine", False, False), ("h", "hijack", True, True)]
+    assert stored["highest_risk"][0] == pytest.approx(1 - math.exp(-1.75))
+    assert analysis.outcome_rates(stored) == {
+        "genuine": {"n": 3, "challenged": pytest.approx(2 / 3), "denied": pytest.approx(2 / 3)},
+        "bot": {"n": 1, "detected": 1.0, "denied": 1.0},
+        "hijack": {"n": 1, "detected": 1.0, "denied": 1.0}}
+    # at -1 session a is never challenged (see above); c still is (2 nats: FLAG_SESSION)
+    lenient = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=-1.0))
+    rates = analysis.outcome_rates(analysis.session_outcomes(lenient, "new_action", "new_risk"))
+    assert rates["genuine"] == {"n": 3, "challenged": pytest.approx(1 / 3), "denied": pytest.approx(1 / 3)}
+
+
+def test_window_labels_give_a_hijack_its_owner_windows_before_the_takeover() -> None:
+    windows = analysis.labelled_windows(_history())
+    assert "c3-w" not in windows["window_id"].to_list()  # no stored window risk
+    labels = dict(windows.select("window_id", "label").rows())
+    assert (labels["h1-w"], labels["h2-w"], labels["b1-w"]) == ("genuine", "hijack", "bot")
+    # flagged above 0.95: genuine a2, a3 (0.977) and c1 (0.9987) of 7 genuine; attack b2 (0.023) of 3 passes
+    rates = analysis.error_rates(windows, 0.95)
+    assert (rates.frr, rates.far) == (pytest.approx(3 / 7), pytest.approx(1 / 3))
+    assert rates.genuine.size == 7 and rates.impostor.size == 3 and 0 < rates.auc < 1
 
 
 def test_error_rates_need_both_classes_for_the_curves() -> None:
@@ -190,8 +308,10 @@ def test_error_rates_need_both_classes_for_the_curves() -> None:
     rates = analysis.error_rates(windows, 0.6)
     assert (rates.far, rates.frr, rates.eer, rates.auc) == (0.0, 0.0, 0.0, 1.0)
     assert rates.genuine.tolist() == [0.1, 0.2] and rates.impostor.tolist() == [0.7, 0.9]
+    on_edge = analysis.error_rates(windows, 0.7)  # flagged strictly above the edge: the bot window at 0.7 passes
+    assert on_edge.far == 0.5
     only_genuine = analysis.error_rates(windows.filter(pl.col("label") != "bot").head(2), 0.6)
-    assert only_genuine.eer is None and only_genuine.curve_far.size == 0
+    assert only_genuine.eer is None and only_genuine.curve_far.size == 0 and math.isnan(only_genuine.far)
 
 
 def test_policy_with_edges_keeps_actions_and_rules_and_names_a_bad_band() -> None:
@@ -204,68 +324,6 @@ def test_policy_with_edges_keeps_actions_and_rules_and_names_a_bad_band() -> Non
         analysis.policy_with_edges(DEFAULT_POLICY, [0.8, 0.7, 0.9])
     with pytest.raises(PolicyError, match="3 inner edges"):
         analysis.policy_with_edges(DEFAULT_POLICY, [0.5])
-
-
-def test_decide_many_matches_decide_at_every_edge_and_rule() -> None:
-    risks = [0.0, 0.3, 0.6, 0.61, 0.8, 0.95, 1.0, 0.1, 0.1, 0.1]
-    replayed = [False] * 7 + [True, False, False]
-    enrolment = [np.nan] * 8 + [2, 7]
-    got = analysis.decide_many(risks, DEFAULT_POLICY, replayed, enrolment)
-    expected = [decide(r, DEFAULT_POLICY, DecisionContext(None if np.isnan(e) else int(e), p)).action.value
-                for r, p, e in zip(risks, replayed, enrolment, strict=True)]
-    assert got.tolist() == expected
-    assert expected[7:] == ["DENY", "REQUIRE_OTP", "ALLOW"]
-
-
-def _decision_rows() -> pl.DataFrame:
-    """Five decisions under the default policy (edge 0.6), one model m1 with threshold 0.5, reasons
-    written by app.policy.decide itself."""
-    def row(decision_id, model_risk, context=None, model_id="m1"):
-        risk = 0.3 if model_risk is None else float(align_to_policy(np.array([model_risk]), 0.5, 0.6)[0])
-        decision = decide(risk, DEFAULT_POLICY, context)
-        return {"decision_id": decision_id, "action": decision.action.value, "verdict": decision.verdict.value,
-                "risk": risk, "reasons": json.dumps(list(decision.reasons)),
-                "model_id": None if model_risk is None else model_id, "model_risk": model_risk}
-
-    return pl.DataFrame([
-        row("d1", 0.4),  # 0.48 ALLOW
-        row("d2", 0.55),  # 0.64 REQUIRE_OTP
-        row("d3", 0.05, DecisionContext(replayed=True)),  # 0.06, DENY by the replay rule
-        row("d4", None),  # no stored scores: decided risk 0.3 ALLOW
-        row("d5", 0.05, DecisionContext(enrolment_windows=2)),  # REQUIRE_OTP: 2 of 5 enrolment windows
-    ])
-
-
-def test_what_if_at_the_decided_setting_changes_nothing() -> None:
-    rows = analysis.what_if(_decision_rows(), {"m1": 0.5}, 0.0, DEFAULT_POLICY)
-    assert_allclose(rows["new_risk"].to_numpy(), rows["risk"].to_numpy())
-    assert rows["new_action"].to_list() == ["ALLOW", "REQUIRE_OTP", "DENY", "ALLOW", "REQUIRE_OTP"]
-    assert rows["recomputed"].to_list() == [True, True, True, False, True]
-    assert analysis.what_if_summary(rows) == {"decisions": 5, "changed_verdict": 0, "safe_to_unsafe": 0,
-                                              "unsafe_to_safe": 0, "changed_action": 0, "not_recomputed": 1}
-
-
-def test_what_if_counts_the_decisions_a_new_setting_would_change() -> None:
-    # sensitivity 0.5: threshold 0.5 -> 0.25. d1: 0.6 + (0.4 - 0.25) / 0.75 * 0.4 = 0.68 -> REQUIRE_OTP (SAFE -> UNSAFE)
-    # d2: 0.6 + 0.3 / 0.75 * 0.4 = 0.76 REQUIRE_OTP; d3 stays DENY (replayed); d5 stays REQUIRE_OTP (enrolment)
-    # first edge 0.25: d4 keeps its decided risk 0.3, now above the edge -> REQUIRE_OTP
-    strict = analysis.policy_with_edges(DEFAULT_POLICY, [0.25, 0.8, 0.95])
-    rows = analysis.what_if(_decision_rows(), {"m1": 0.5}, 0.5, strict)
-    # with edge 0.25: d1 -> 0.25 + 0.15 / 0.75 * 0.75 = 0.4, d2 -> 0.25 + 0.3 / 0.75 * 0.75 = 0.55
-    assert_allclose(rows["new_risk"].to_numpy()[:2], [0.4, 0.55])
-    assert rows["new_action"].to_list() == ["REQUIRE_OTP", "REQUIRE_OTP", "DENY", "REQUIRE_OTP", "REQUIRE_OTP"]
-    assert analysis.what_if_summary(rows) == {"decisions": 5, "changed_verdict": 2, "safe_to_unsafe": 2,
-                                              "unsafe_to_safe": 0, "changed_action": 2, "not_recomputed": 1}
-    assert analysis.transitions(rows).to_dicts() == [{"action": "ALLOW", "new_action": "REQUIRE_OTP", "decisions": 2}]
-    lenient = analysis.what_if(_decision_rows(), {"m1": 0.5}, -1.0, DEFAULT_POLICY)  # thresholds at 1: all below 0.6
-    assert lenient["new_action"].to_list() == ["ALLOW", "ALLOW", "DENY", "ALLOW", "REQUIRE_OTP"]
-    assert analysis.what_if_summary(lenient)["unsafe_to_safe"] == 1
-
-
-def test_what_if_without_decisions_is_empty() -> None:
-    rows = analysis.what_if(_decision_rows().head(0), {}, 0.0, DEFAULT_POLICY)
-    assert rows.height == 0 and analysis.what_if_summary(rows)["decisions"] == 0
-    assert analysis.transitions(rows).height == 0
 
 
 # ------------------------------------------------------------------------------- store.monitor reads
@@ -321,3 +379,30 @@ def test_session_reads_summarise_one_session(small_store: Store) -> None:
     assert monitor.users(small_store)["user_id"].to_list() == ["u1", "u2"]
     assert monitor.latest_decisions(small_store, 1)["risk"].to_list() == [0.7]
     assert monitor.session_decisions(small_store, "s1")["action"].to_list() == ["ALLOW", "REQUIRE_OTP"]
+
+
+def test_lab_decisions_carry_each_decisions_model_risks_label_and_enrolment(small_store: Store) -> None:
+    """s2 (u2's first session, a bot) gets two windows: one scored by two models, one by none."""
+    names = ["a", "b"]
+    windows = pl.DataFrame({"window_id": ["s2:mouse:1", "s2:mouse:0"], "user_id": ["u2", "u2"],
+                            "session_id": ["s2", "s2"], "end_ms": [900.0, 400.0], "a": [1.0, 2.0], "b": [3.0, 4.0]})
+    store_window_rows(small_store, window_rows(windows, names, kind="mouse", source="test"), names, kind="mouse",
+                      source_name="test")
+    record_scores(small_store, pl.DataFrame({"window_id": ["s2:mouse:1"] * 3, "model_id": ["m2", "m1", "old"],
+                                             "raw_score": [1.0, 2.0, 3.0], "risk": [0.9, 0.6, 0.1]}))
+    policy = latest_policy(small_store)
+    record_decisions(small_store, [
+        DecisionRecord(decide(0.5, policy), "u2", "s2", window_id, {"lof": "m1", "iforest": "m2"},
+                       window_risk=0.9, evidence=evidence, evidence_change=0.7)
+        for window_id, evidence in (("s2:mouse:1", 0.7), ("s2:mouse:0", 0.0))])
+
+    rows = monitor.lab_decisions(small_store, enrolment_sessions=1)
+    # s1's two decisions (no window, no label) come first; s2's in window order, the earlier window first;
+    # each session is its user's first: enrolment
+    assert rows.select("session_id", "window_id", "kind", "end_ms", "label", "enrolment").rows() == [
+        ("s1", None, None, None, None, True), ("s1", None, None, None, None, True),
+        ("s2", "s2:mouse:0", "mouse", 400.0, "bot", True), ("s2", "s2:mouse:1", "mouse", 900.0, "bot", True)]
+    assert rows["model_risks"].to_list()[2:] == [None, [0.6, 0.9]]  # by model id; the unnamed model left out
+    assert rows["evidence"].to_list()[2:] == [0.0, 0.7] and rows["window_risk"].to_list()[2:] == [0.9, 0.9]
+    assert monitor.lab_decisions(small_store, enrolment_sessions=0)["enrolment"].to_list() == [False] * 4
+    assert monitor.lab_decisions(small_store, enrolment_sessions=1, limit=1)["session_id"].unique().to_list() == ["s2"]

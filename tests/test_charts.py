@@ -27,6 +27,8 @@ from app.charts import (
     UNSAFE_RED,
     VERDICT_COLOURS,
 )
+from app.evidence import evidence_for_risk
+from app.policy import DEFAULT_POLICY
 
 T0 = datetime(2025, 3, 1, 12, 0, 0)
 
@@ -80,6 +82,11 @@ EMPTY_CALLS: dict[str, Callable[[], go.Figure]] = {
         schema_overrides={"baseline_mean": pl.Float64, "baseline_std": pl.Float64, "z": pl.Float64})),
     "contribution_chart": lambda: charts.contribution_chart(pl.DataFrame(schema={
         "feature": pl.String, "contribution": pl.Float64})),
+    "session_risk_chart": lambda: charts.session_risk_chart(pl.DataFrame(), DEFAULT_POLICY.bands),
+    "session_risk_chart(no label)": lambda: charts.session_risk_chart(
+        pl.DataFrame({"session_id": ["s1"], "label": [None], "highest_risk": [0.5]},
+                     schema_overrides={"label": pl.String}), DEFAULT_POLICY.bands),
+    "evidence_chain_chart": lambda: charts.evidence_chain_chart(None, DEFAULT_POLICY.bands),
 }
 
 
@@ -218,6 +225,68 @@ def test_decision_counts_stack_per_action_and_sum_rows_split_by_verdict() -> Non
     assert as_datetimes(trace(fig, "ALLOW").x) == [T0, T0 + hour]
     assert_allclose(trace(fig, "ALLOW").y, [10, 5])
     assert fig.layout.barmode == "stack"
+
+
+def hline_ys(fig: go.Figure) -> list[float]:
+    return [s.y0 for s in fig.layout.shapes if s.type == "line" and s.y0 == s.y1]
+
+
+def test_session_risk_puts_each_label_on_its_own_row_over_the_shaded_bands() -> None:
+    sessions = pl.DataFrame({"session_id": ["g1", "g2", "h1", "b1", "x1", "g3"],
+                             "label": ["genuine", "genuine", "hijack", "bot", "bot", "genuine"],
+                             "highest_risk": [0.9, 0.1, 0.75, 0.99, None, 0.5]})
+
+    fig = charts.session_risk_chart(sessions, DEFAULT_POLICY.bands)
+
+    assert [t.name for t in fig.data] == ["genuine (3)", "bot (1)", "hijack (1)"]  # genuine first, then LABEL_ORDER
+    genuine = trace(fig, "genuine")
+    assert_allclose(genuine.x, [0.1, 0.5, 0.9])  # by risk
+    assert list(genuine.customdata) == ["g2", "g3", "g1"]
+    assert np.all(np.abs(np.asarray(genuine.y)) <= 0.25) and len(set(genuine.y)) == 3  # spread within row 0
+    assert np.all(np.abs(np.asarray(trace(fig, "hijack").y) - 2) <= 0.25)
+    assert genuine.marker.color == GENUINE_BLUE and trace(fig, "bot").marker.color == IMPOSTOR_RED
+    assert list(fig.layout.yaxis.ticktext) == ["genuine", "bot", "hijack"]
+    assert vline_xs(fig) == [0.7, 0.8, 0.95]
+    stripes = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert [(s.x0, s.x1, s.fillcolor) for s in stripes] == [
+        (0.0, 0.7, SAFE_GREEN), (0.7, 0.8, OTP_AMBER), (0.8, 0.95, FLAG_ORANGE), (0.95, 1.0, UNSAFE_RED)]
+    assert [a.text for a in fig.layout.annotations] == ["REQUIRE_OTP ≥ 0.7", "FLAG_SESSION ≥ 0.8", "DENY ≥ 0.95"]
+    again = charts.session_risk_chart(sessions.reverse())  # same dots every time, whatever the row order
+    assert [list(t.y) for t in again.data] == [list(t.y) for t in fig.data]
+
+
+def test_evidence_chain_draws_each_windows_change_the_evidence_and_the_band_edges_in_nats() -> None:
+    chain = pl.DataFrame({"end_ms": [3000.0, 1000.0, 2000.0, None], "evidence": [1.75, 0.0, 1.5, 9.0],
+                          "evidence_change": [0.25, -0.5, 1.5, 9.0], "kind": ["time", "fixed_text", "mouse", "mouse"],
+                          "action": ["FLAG_SESSION", "ALLOW", "REQUIRE_OTP", "DENY"],
+                          "window_risk": [0.84, 0.5, 0.977, 1.0]})
+
+    fig = charts.evidence_chain_chart(chain, DEFAULT_POLICY.bands)
+
+    assert [t.name for t in fig.data] == ["window change", "evidence", "ALLOW", "REQUIRE_OTP", "FLAG_SESSION"]
+    bars, line = fig.data[0], fig.data[1]
+    assert isinstance(bars, go.Bar)
+    assert_allclose(bars.x, [1.0, 2.0, 3.0])
+    assert_allclose(bars.y, [-0.5, 1.5, 0.25])  # the window without an end is left out
+    assert list(bars.marker.color) == [SAFE_GREEN, UNSAFE_RED, UNSAFE_RED]
+    assert_allclose(line.y, [0.0, 1.5, 1.75])
+    flagged = trace(fig, "FLAG_SESSION")
+    assert flagged.marker.color == FLAG_ORANGE
+    assert_allclose(flagged.y, [1.75])
+    assert flagged.customdata[0][0] == pytest.approx(1 - np.exp(-1.75))  # the session's risk in the hover
+    assert flagged.customdata[0][1] == "time window, on its own risk 0.84"
+    assert_allclose(hline_ys(fig), [evidence_for_risk(0.7), evidence_for_risk(0.8), evidence_for_risk(0.95)])
+    assert fig.layout.yaxis.range[1] > evidence_for_risk(0.95)  # the DENY edge (3 nats) is on the chart
+    assert fig.layout.yaxis.title.text == "evidence (nats)"
+
+
+def test_evidence_chain_of_decisions_without_stored_evidence_says_so() -> None:
+    old = pl.DataFrame({"end_ms": [1000.0], "evidence": [None], "evidence_change": [None], "kind": ["mouse"],
+                        "action": ["ALLOW"]}, schema_overrides={"evidence": pl.Float64, "evidence_change": pl.Float64})
+
+    fig = charts.evidence_chain_chart(old, DEFAULT_POLICY.bands)
+
+    assert len(fig.data) == 0 and "No evidence stored" in fig.layout.annotations[0].text
 
 
 # --------------------------------------------------------------------------------- score evaluation
@@ -464,6 +533,10 @@ def test_every_builder_gives_a_compact_serialisable_figure() -> None:
         charts.roc_chart([0.0, 1.0], [0.0, 1.0]),
         charts.det_chart([0.1, 0.2], [0.2, 0.1]),
         charts.mouse_path_chart(pl.DataFrame({"x": [1.0], "y": [1.0], "speed": [1.0], "type": ["mouse_move"]})),
+        charts.session_risk_chart(pl.DataFrame({"session_id": ["s"], "label": ["bot"], "highest_risk": [0.9]}),
+                                  DEFAULT_POLICY.bands),
+        charts.evidence_chain_chart(pl.DataFrame({"end_ms": [1.0], "evidence": [0.5], "evidence_change": [0.5],
+                                                  "kind": ["mouse"], "action": ["ALLOW"]}), DEFAULT_POLICY.bands),
     ]
 
     for fig in figures:

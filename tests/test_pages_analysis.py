@@ -1,16 +1,21 @@
 """AppTest: the Live monitor, Investigation and Threshold lab pages on an empty store, on unscored sample
-data and on scored sample data; the lab re-labels stored scores without touching the models."""
+data and on scored sample data; the lab re-decides stored decisions without touching the models."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.evidence import evidence_for_risk
+from app.policy import DEFAULT_POLICY
 from app.samples import simulate_into
 from store import Store
 
@@ -210,33 +215,80 @@ def test_investigation_shows_the_session_chosen_on_history(scored: Path, monkeyp
     assert "Ground truth (simulation label, never used to decide): hijack" in _texts(app)
     decided = next(frame.value for frame in app.dataframe if "reasons" in frame.value.columns)
     assert len(decided) and decided["reasons"].str.startswith("risk ").all()  # words, not a JSON list
+    stored = _app_store().rows("SELECT d.evidence, d.evidence_change FROM decisions d JOIN feature_windows w "
+                               "USING (window_id) WHERE d.session_id = ? ORDER BY w.end_ms, d.window_id",
+                               [session_id])
+    assert list(decided.columns[:6]) == ["decided_at", "kind", "window_risk", "evidence_change", "evidence", "action"]
+    assert list(zip(decided["evidence"], decided["evidence_change"], strict=True)) == stored  # in window order
+    chain = _chart(app, "The session's evidence, window by window")
+    bars, line = chain["data"][0], chain["data"][1]
+    assert (bars["name"], line["name"]) == ("window change", "evidence")
+    assert _values(line["y"]) == [evidence for evidence, _ in stored]
+    assert _values(bars["y"]) == [change for _, change in stored]
+    edges = [shape["y0"] for shape in chain["layout"]["shapes"] if shape["type"] == "line"]
+    assert edges == pytest.approx([evidence_for_risk(b.lower) for b in DEFAULT_POLICY.bands[1:]])
 
     app.radio(key="inv_method").set_value("leave one feature out (model)").run()
     assert not app.exception, app.exception
+    assert "The model is no longer stored" not in _texts(app)
+    drivers = _chart(app, "What drove the risk")["data"]
+    assert drivers and len(_values(drivers[0]["y"])) > 0  # contributions of the loaded models' risks
     app.button(key="inv_replay_button").click().run()
     assert not app.exception, app.exception
-    import json
 
     replay = next(c for c in app.get("plotly_chart") if "frames" in json.loads(c.proto.spec))
     assert len(json.loads(replay.proto.spec)["frames"]) > 1
 
 
-def test_threshold_lab_sliders_relabel_stored_scores_without_refitting(scored: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def _values(array: list | dict) -> list:
+    """A data array of a chart spec as a list: Plotly sends numeric arrays as typed base64 ("bdata")."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
+def _chart(app: AppTest, title: str) -> dict:
+    """The spec of the page's Plotly chart whose title starts with `title`."""
+    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return next(s for s in specs if s["layout"].get("title", {}).get("text", "").startswith(title))
+
+
+def _session_dots(app: AppTest) -> dict[str, list[float]]:
+    """The lab's session chart: label -> each session's highest risk."""
+    return {trace["name"].split(" (")[0]: _values(trace["x"])
+            for trace in _chart(app, "Each session's highest risk")["data"]}
+
+
+def test_threshold_lab_sliders_redecide_stored_decisions_without_refitting(scored: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     app = _open(scored, LAB, monkeypatch)
     models_before = _models_snapshot()
     before = _metrics(app)
     assert before["Would change verdict"] == "0"  # the stored setting re-decides every decision as it was
+    assert before["Genuine denied"] and all(not m.proto.delta for m in app.metric if m.label == "Genuine denied")
+    dots_before, windows_before = _session_dots(app), (before["FAR"], before["FRR"], before["AUC"])
 
-    app.slider(key="lab_sensitivity").set_value(0.6).run()
+    app.slider(key="lab_sensitivity").set_value(1.0).run()  # typical windows no longer wear the evidence down
     assert not app.exception, app.exception
     after = _metrics(app)
-    assert (after["FAR"], after["FRR"]) != (before["FAR"], before["FRR"])
-    assert float(after["FRR"].rstrip("%")) > float(before["FRR"].rstrip("%"))  # more sensitive: more rejects
-    assert int(after["SAFE → UNSAFE"]) > 0
+    assert int(after["SAFE → UNSAFE"]) > 0 and after["UNSAFE → SAFE"] == "0"
+    assert float(after["Genuine denied"].rstrip("%")) > float(before["Genuine denied"].rstrip("%"))
+    [denied] = [m for m in app.metric if m.label == "Genuine denied"]
+    assert denied.proto.delta.startswith("+") and denied.proto.delta.endswith(" pp")  # against the stored setting
+    dots_after = _session_dots(app)
+    assert dots_after.keys() == dots_before.keys()
+    assert all(a >= b for label in dots_before for a, b in zip(sorted(dots_after[label]), sorted(dots_before[label]),
+                                                               strict=True))
+    assert (after["FAR"], after["FRR"], after["AUC"]) == windows_before  # windows on their own do not move
 
     app.slider(key="lab_edge_1").set_value(0.9).run()  # a band edge moves too
     assert not app.exception, app.exception
+    edges = [shape["x0"] for shape in _chart(app, "Each session's highest risk")["layout"]["shapes"]
+             if shape["type"] == "line"]
+    assert edges == [0.7, 0.9, 0.95]
+    app.selectbox(key="lab_kind").set_value("mouse").run()
+    assert not app.exception, app.exception
+    assert "of kind mouse" in _texts(app)
     assert _models_snapshot() == models_before
 
 

@@ -24,6 +24,7 @@ from app.policy import (
     Rule,
     Verdict,
     decide,
+    decide_many,
     decisive_reason,
 )
 from store import Store
@@ -44,7 +45,7 @@ from store.policies import (
     save_policy,
 )
 
-EDGES = [(0.6, Action.ALLOW, Action.REQUIRE_OTP), (0.8, Action.REQUIRE_OTP, Action.FLAG_SESSION),
+EDGES = [(0.7, Action.ALLOW, Action.REQUIRE_OTP), (0.8, Action.REQUIRE_OTP, Action.FLAG_SESSION),
          (0.95, Action.FLAG_SESSION, Action.DENY)]
 
 
@@ -56,7 +57,7 @@ def bands(*triples: tuple[float, float, str]) -> tuple[Band, ...]:
 def test_default_policy_is_id_default_revision_1_with_four_bands() -> None:
     assert (DEFAULT_POLICY.policy_id, DEFAULT_POLICY.revision) == ("default", 1)
     assert [b.action for b in DEFAULT_POLICY.bands] == list(Action)
-    assert [(b.lower, b.upper) for b in DEFAULT_POLICY.bands] == [(0, 0.6), (0.6, 0.8), (0.8, 0.95), (0.95, 1)]
+    assert [(b.lower, b.upper) for b in DEFAULT_POLICY.bands] == [(0, 0.7), (0.7, 0.8), (0.8, 0.95), (0.95, 1)]
 
 
 @pytest.mark.parametrize(("edge", "below", "above"), EDGES, ids=[str(e[0]) for e in EDGES])
@@ -87,21 +88,21 @@ def test_nan_is_refused_with_a_message_that_says_nan() -> None:
         decide(float("nan"), DEFAULT_POLICY)
 
 
-@pytest.mark.parametrize(("risk", "verdict"), [(0.0, Verdict.SAFE), (0.59, Verdict.SAFE), (0.6, Verdict.UNSAFE),
+@pytest.mark.parametrize(("risk", "verdict"), [(0.0, Verdict.SAFE), (0.69, Verdict.SAFE), (0.7, Verdict.UNSAFE),
                                                (0.85, Verdict.UNSAFE), (1.0, Verdict.UNSAFE)])
 def test_only_allow_is_safe(risk: float, verdict: Verdict) -> None:
     assert decide(risk, DEFAULT_POLICY).verdict is verdict
 
 
 def test_a_decision_names_its_policy_revision_risk_and_band() -> None:
-    made = decide(0.7, DEFAULT_POLICY)
+    made = decide(0.75, DEFAULT_POLICY)
 
-    assert (made.policy_id, made.policy_revision, made.risk) == ("default", 1, 0.7)
-    assert made.reasons == ("risk 0.7 is in band REQUIRE_OTP [0.6, 0.8)",)
+    assert (made.policy_id, made.policy_revision, made.risk) == ("default", 1, 0.75)
+    assert made.reasons == ("risk 0.75 is in band REQUIRE_OTP [0.7, 0.8)",)
 
 
 def test_a_risk_rounding_onto_an_edge_is_shown_in_full() -> None:
-    just_below = math.nextafter(0.6, 0)
+    just_below = math.nextafter(0.7, 0)
 
     assert repr(just_below) in decide(just_below, DEFAULT_POLICY).reasons[0]
 
@@ -153,6 +154,61 @@ def test_a_policy_without_rules_ignores_the_context() -> None:
     bare = Policy("bare", bands((0, 1, "ALLOW")))
 
     assert decide(0.99, bare, DecisionContext(enrolment_windows=0, replayed=True)).action is Action.ALLOW
+
+
+# -- many risks at once ----------------------------------------------------------------------------
+def _context(fired: dict[Condition, bool]) -> DecisionContext:
+    """A context in which exactly the conditions marked true hold (under DEFAULT_POLICY's minimum)."""
+    return DecisionContext(enrolment_windows=0 if fired.get(Condition.INSUFFICIENT_ENROLMENT) else None,
+                           replayed=bool(fired.get(Condition.REPLAYED_PATTERN)),
+                           machine_like="scripted holds" if fired.get(Condition.MACHINE_LIKE) else None)
+
+
+def test_decide_many_gives_each_risk_its_band_and_each_firing_rule_its_action() -> None:
+    risks = [0.0, 0.69, 0.7, 0.8, 0.95, 1.0, 0.1, 0.1, 0.1]
+    fired = {Condition.REPLAYED_PATTERN: [False] * 6 + [True, False, False],
+             Condition.INSUFFICIENT_ENROLMENT: [False] * 7 + [True, False],
+             Condition.MACHINE_LIKE: [False] * 8 + [True]}
+
+    assert decide_many(risks, DEFAULT_POLICY, fired).tolist() == [
+        "ALLOW", "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "DENY", "REQUIRE_OTP", "DENY"]
+    assert decide_many(risks, DEFAULT_POLICY).tolist()[6:] == ["ALLOW"] * 3  # no rule fires without flags
+    assert decide_many([], DEFAULT_POLICY).tolist() == []
+
+
+def test_decide_many_refuses_a_broken_risk_and_flags_of_another_length() -> None:
+    with pytest.raises(RiskError, match="at position 1"):
+        decide_many([0.2, math.nan], DEFAULT_POLICY)
+    with pytest.raises(RiskError, match=r"risk 1\.5 at position 0"):
+        decide_many([1.5], DEFAULT_POLICY)
+    with pytest.raises(ValueError, match="2 flags for 3 risks"):
+        decide_many([0.1, 0.2, 0.3], DEFAULT_POLICY, {Condition.REPLAYED_PATTERN: [True, False]})
+
+
+@st.composite
+def _policies(draw: st.DrawFn) -> Policy:
+    """DEFAULT_POLICY with three random inner edges (actions and rules kept)."""
+    edges = sorted(draw(st.lists(st.floats(min_value=0.01, max_value=0.99), min_size=3, max_size=3, unique=True)))
+    bounds = [0.0, *edges, 1.0]
+    return Policy("drawn", tuple(Band(bounds[i], bounds[i + 1], band.action)
+                                 for i, band in enumerate(DEFAULT_POLICY.bands)), rules=DEFAULT_POLICY.rules,
+                  min_enrolment_windows=DEFAULT_POLICY.min_enrolment_windows)
+
+
+@given(st.data())
+def test_decide_and_decide_many_agree_on_any_risks_and_fired_rules(data: st.DataObject) -> None:
+    policy = data.draw(st.one_of(st.just(DEFAULT_POLICY), _policies()))
+    on_edges = [band.lower for band in policy.bands] + [1.0]
+    risks = data.draw(st.lists(st.one_of(st.floats(min_value=0, max_value=1), st.sampled_from(on_edges)),
+                               max_size=20))
+    fired = {condition: data.draw(st.lists(st.booleans(), min_size=len(risks), max_size=len(risks)))
+             for condition in Condition}
+
+    many = decide_many(risks, policy, fired)
+
+    one_by_one = [decide(risk, policy, _context({c: flags[i] for c, flags in fired.items()})).action.value
+                  for i, risk in enumerate(risks)]
+    assert many.tolist() == one_by_one
 
 
 # -- validation -------------------------------------------------------------------------------------
