@@ -213,24 +213,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from app.pipeline import prepare_store
     from app.samples import load_sample_data
 
     with _open_store(args) as store:
-        loaded = load_sample_data(store, Path(settings.get("sample_data")))
-        prepared = None
-        if loaded:
-            print("sample data loaded; building windows, training the models and scoring (first start only)",
-                  file=sys.stderr)
-            update, close = progress_bar("training", unit="steps")
-            try:
-                prepared = prepare_store(store, progress=update)
-            finally:
-                close()
+        if store.table_counts()["events"] == 0:
+            print("first start: replaying the sample sessions through the app in time order (stored, windowed, "
+                  "decided, models retrained as they come)", file=sys.stderr)
+        update, close = progress_bar("sample sessions", unit="sessions")
+        try:
+            loaded = load_sample_data(store, Path(settings.get("sample_data")), progress=update)
+        finally:
+            close()
         counts = store.table_counts()
-    human = (f"loaded sample data: {plural(loaded['events_added'], 'event')}; {prepared}" if loaded
-             else "store already has data; sample data not loaded")
-    _emit(args, {"db": args.db or settings.get("db"), "loaded": loaded, "prepared": prepared, "tables": counts}, human)
+    human = (f"loaded sample data: {plural(loaded['events_added'], 'event')} of "
+             f"{plural(loaded['sessions_added'], 'session')}; {plural(loaded['windows'], 'window')}, "
+             f"{plural(loaded['models'], 'model')} trained, {plural(loaded['decisions'], 'decision')}"
+             if loaded else "store already has data; sample data not loaded")
+    _emit(args, {"db": args.db or settings.get("db"), "loaded": loaded, "tables": counts}, human)
     return EXIT_OK
 
 

@@ -6,15 +6,18 @@ seed); they load into an empty store on first start and never into one that alre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.text import plural
 from store import Store, ingest_events, ingest_events_csv, reads
 from store.errors import Problem, ValidationError
-from store.ingest import IngestReport
+from store.ingest import IngestReport, store_labels
 from store.metrics import insert_system_metrics
-from store.sidecars import sidecar_path
+from store.sidecars import read_sidecar, sidecar_path
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,29 @@ def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system"
     return ingest_events_csv(store, events_csv, actor=actor, sidecars=True)
 
 
-def load_sample_data(store: Store, folder: Path) -> dict[str, object] | None:
-    """Load `folder/events.csv` (+ sidecars) when the store is empty; None when it was not."""
+def load_sample_data(store: Store, folder: Path, progress: Progress | None = None) -> dict[str, object] | None:
+    """Load `folder/events.csv` into an empty store the way it would have happened live (None when the
+    store was not empty): its sessions in start order through the app's own path (`app.replay`: stored,
+    windowed, decided as the score job decides them, models retrained as the retrain job retrains them,
+    every user holding an authenticator), then the ground-truth labels (for the Threshold lab) and the
+    CPU trace beside it. So the pages open on a history over the sample's days."""
+    from app.replay import ReplayOptions, read_population, replay
+
     if not reads.is_empty(store):
         return None
     events_csv = folder / "events.csv"
     if not events_csv.exists():
         raise ValidationError([Problem(f"no events.csv in {folder}; set TELLTALE_SAMPLE_DATA or run "
                                        "`python -m app simulate ... --out sample_data/events.csv`")], str(folder))
-    report = load_simulation_csv(store, events_csv)
-    return report.as_dict()
-
+    events, sessions, labels = read_population(events_csv)
+    replay(store, events, sessions, labels, options=ReplayOptions(), progress=progress)
+    labelled = store_labels(store, labels)
+    metrics_csv = sidecar_path(events_csv, "system_metrics")
+    samples = 0
+    if metrics_csv.exists():
+        trace = read_sidecar(metrics_csv, "system_metrics").drop("_row")
+        samples = insert_system_metrics(store, trace.rename({"at": "sampled_at"}), source="simulator")
+    counts = store.table_counts()
+    return {"source": str(events_csv), "events_added": counts["events"], "sessions_added": counts["sessions"],
+            "users_added": counts["users"], "labels_added": labelled, "samples_added": samples,
+            "windows": counts["feature_windows"], "models": counts["models"], "decisions": counts["decisions"]}

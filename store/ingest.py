@@ -671,17 +671,27 @@ def _write(store: Store, cursor, staging: str, source_name: str, rows_read: int,
         cursor.unregister("ingest_session_starts")
         if sessions_added:
             _track_sessions(store, _SOME_SESSIONS)
-    labels_added = 0
-    if labels is not None and labels.height:
-        cursor.register("ingest_labels", labels.select(
-            "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),
-            pl.col("takeover_ms") if "takeover_ms" in labels.columns else pl.lit(None, pl.Float64),
-        ).to_arrow())
-        labels_added = inserted(cursor.execute("INSERT OR IGNORE INTO session_labels SELECT * FROM ingest_labels"))
-        cursor.unregister("ingest_labels")
+    labels_added = _insert_labels(cursor, labels) if labels is not None else 0
     return IngestReport(source=source_name, rows_read=rows_read, events_added=events_added,
                         already_stored=rows_read - events_added, sessions_added=sessions_added,
                         users_added=users_added, labels_added=labels_added)
 
 
+def store_labels(store: Store, labels: pl.DataFrame) -> int:
+    """Add ground truth (session_id, label[, actor_id, takeover_ms]) of stored sessions; returns labels
+    added (a session's label is written once). Read by the evaluation and the Threshold lab only."""
+    with store.transaction() as cursor:
+        return _insert_labels(cursor, labels)
 
+
+def _insert_labels(cursor, labels: pl.DataFrame) -> int:
+    if labels.height == 0:
+        return 0
+    cursor.register("ingest_labels", labels.select(
+        "session_id", "label", pl.col("actor_id") if "actor_id" in labels.columns else pl.lit(None, pl.String),
+        pl.col("takeover_ms") if "takeover_ms" in labels.columns else pl.lit(None, pl.Float64),
+    ).to_arrow())
+    try:
+        return inserted(cursor.execute("INSERT OR IGNORE INTO session_labels SELECT * FROM ingest_labels"))
+    finally:
+        cursor.unregister("ingest_labels")
