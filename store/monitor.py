@@ -295,3 +295,25 @@ def lab_decisions(store: Store, enrolment_sessions: int, limit: int = 20_000) ->
         LEFT JOIN per_model p ON p.decision_id = d.decision_id
         ORDER BY d.session_id, w.end_ms NULLS LAST, d.window_id, d.decision_id""",
                        [int(limit), int(enrolment_sessions)])
+
+
+def session_overview(store: Store, enrolment_sessions: int, limit: int = 50_000) -> pl.DataFrame:
+    """One row per decided session (newest first): session_id, user_id, started_at, enrolment (among its
+    user's first `enrolment_sessions` by start, or an "enrol-" session), label (ground truth, null for
+    unlabelled sessions), worst_action (the most severe decision), highest_risk, decisions, first_decided
+    and last_decided (the time of the behaviour the first and last decision judged)."""
+    return store.frame(f"""
+        WITH ranked AS (
+            SELECT session_id, user_id, started_at,
+                   row_number() OVER (PARTITION BY user_id ORDER BY started_at, session_id) AS nth
+            FROM sessions
+        ), judged AS (
+            SELECT session_id, count(*) AS decisions, max(risk) AS highest_risk,
+                   min(decided_at) AS first_decided, max(decided_at) AS last_decided, {_WORST_ACTION} AS worst_action
+            FROM decisions WHERE session_id IS NOT NULL GROUP BY session_id
+        )
+        SELECT r.session_id, r.user_id, r.started_at,
+               (r.nth <= ? OR starts_with(r.session_id, 'enrol-')) AS enrolment,
+               l.label, j.worst_action, j.highest_risk, j.decisions, j.first_decided, j.last_decided
+        FROM judged j JOIN ranked r USING (session_id) LEFT JOIN session_labels l USING (session_id)
+        ORDER BY r.started_at DESC, r.session_id LIMIT ?""", [int(enrolment_sessions), int(limit)])

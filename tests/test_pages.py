@@ -125,3 +125,31 @@ def test_capture_enrolment_shows_the_models_it_just_trained(tmp_path: Path, monk
 
 def _texts_of(app: AppTest, kind: str) -> str:
     return "\n".join(str(element.value) for element in getattr(app, kind))
+
+
+def test_overview_tells_what_happened_to_a_replayed_population(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small population loaded as the sample data is (replayed in time order): the Overview shows the
+    sessions decided SAFE and UNSAFE over its days, the attacks caught by type, the genuine friction,
+    and opens a chosen attack on Investigation."""
+    from app.samples import load_sample_data, write_simulation
+
+    folder = tmp_path / "sample"
+    write_simulation(folder / "events.csv", users=6, sessions=5, seed=8, attack_share=0.4, enrolment_days=3,
+                     load_seconds=5)
+    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "3")
+    db = tmp_path / "replayed.duckdb"
+    with Store(db) as store:
+        assert load_sample_data(store, folder) is not None
+        attack_sessions = {s for (s,) in store.rows(
+            "SELECT session_id FROM session_labels WHERE label <> 'genuine'")}
+    app = _app(db, monkeypatch).run()
+    app.switch_page("../pages/overview.py").run()
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "SAFE" in text and "UNSAFE" in text and "decided between 2026-01-0" in text
+    shown = {m.label: m.value for m in app.metric}
+    assert "Genuine users asked for more" in shown and any(label.endswith("s caught") for label in shown)
+    attacks = next(frame for frame in app.dataframe if "label" in frame.value.columns
+                   and set(frame.value["label"]) - {"genuine"})
+    assert set(attacks.value["session_id"]) <= attack_sessions
