@@ -94,9 +94,13 @@ def normalise(scores: Any, normaliser: ScoreNormaliser) -> np.ndarray:
     raise ValueError(f"unknown normaliser method {normaliser.method!r}; expected one of {NORMALISERS}")
 
 
-#: Evidence of one window, in standard normal units (`ScoreCalibration.evidence`), is clipped to this
-#: range: a window can neither prove an attacker alone nor erase what earlier windows showed.
-EVIDENCE_RANGE = (-2.0, 3.0)
+#: Evidence of one window, in standard normal units (`evidence`), is clipped to this range: a window can
+#: neither prove an attacker alone nor erase what earlier windows showed. With the evidence a session
+#: accumulates (`app.evidence`, shift 1), one window adds at most 1.5 nats: a risk of 0.78, enough to ask
+#: for a one-time code and never to deny on its own.
+EVIDENCE_RANGE = (-2.0, 2.0)
+#: The smallest surprise reported (beyond every float the fitted tail can resolve).
+MIN_SURPRISE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,12 @@ class ScoreCalibration:
     session each window came from (`detectors.base.calibration_folds`), sorted: what later logins bring
     is mostly variation between sessions, so in-sample or within-session scores would understate it.
     `surprise` is the mid-rank upper-tail share of the reference at or above a score, an empirical p-value
-    that is never 0 or 1: with n reference scores it lies in [0.5 / (n + 1), (n + 0.5) / (n + 1)], so a
-    user with few windows of a kind cannot be very surprised by one window, as it should be. (A normal
-    tail fitted beyond the largest reference score was tried: genuine tails are heavier, and on the same
-    replayed population it raised the 95th percentile of genuine sessions' evidence from 1.5 to 2.2 nats
-    and the genuine sessions challenged from 24% to 29%.) The same number means the same for every user
-    and window kind.
+    that is never 0 or 1. Beyond the largest reference score it continues along the tail of the
+    references' predictive distribution (Student's t, on a log scale when they are all positive), so
+    a user enrolled with ten repetitions of a phrase still tells "a little beyond" from "far beyond"; the
+    empirical share alone could never be below 0.5 / (n + 1). What a single window can add to a session is
+    capped all the same (`EVIDENCE_RANGE`): genuine tails can be heavier still. The same number means the
+    same for every user and window kind.
     """
 
     reference: tuple[float, ...]
@@ -125,7 +129,28 @@ class ScoreCalibration:
         n = reference.size
         above = n - np.searchsorted(reference, values, side="right")
         tied = np.searchsorted(reference, values, side="right") - np.searchsorted(reference, values, side="left")
-        return (above + 0.5 * tied + 0.5) / (n + 1)
+        surprise = (above + 0.5 * tied + 0.5) / (n + 1)
+        beyond = values > reference[-1]
+        if beyond.any() and n >= 3:
+            surprise[beyond] *= self._tail(values[beyond], reference)
+        return np.maximum(surprise, MIN_SURPRISE)
+
+    @staticmethod
+    def _tail(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """How much rarer than the largest reference score each larger score is, under the predictive
+        distribution of one new draw from the references (log scale when all are positive): Student's t
+        with n - 1 degrees of freedom and spread s * sqrt(1 + 1/n), whose tail is as heavy as a handful
+        of references warrants. 1 at the largest reference score, falling smoothly beyond it."""
+        from scipy.stats import t as student
+
+        if (reference > 0).all():
+            values, reference = np.log(values), np.log(reference)
+        spread = float(np.std(reference, ddof=1)) * math.sqrt(1 + 1 / reference.size)
+        if not spread > 0:
+            return np.full(values.shape, 0.5)  # every reference score equal: anything above is rarer
+        centre, freedom = float(np.mean(reference)), reference.size - 1
+        at_largest = student.logsf((reference[-1] - centre) / spread, freedom)
+        return np.exp(np.minimum(student.logsf((values - centre) / spread, freedom) - at_largest, 0.0))
 
     def risk(self, scores: Any) -> np.ndarray:
         """1 - surprise: the share of the user's genuine windows that score lower, in (0, 1)."""

@@ -206,6 +206,20 @@ MIGRATIONS.append((
     """,
 ))
 
+#: The default policy as migration 5 installs it (app.policy.DEFAULT_POLICY at the time, without its
+#: revision). Frozen with the migration: a later default needs a migration of its own.
+_EVIDENCE_DEFAULT_POLICY = (
+    '{"bands": [{"action": "ALLOW", "lower": 0.0, "upper": 0.75}, '
+    '{"action": "REQUIRE_OTP", "lower": 0.75, "upper": 0.9}, '
+    '{"action": "FLAG_SESSION", "lower": 0.9, "upper": 0.97}, '
+    '{"action": "DENY", "lower": 0.97, "upper": 1.0}], '
+    '"description": "Risk is the session\'s evidence (1 - e^-S): allow below 0.75; ask for a one-time '
+    'code up to 0.9; flag up to 0.97; deny above. Replays and machine-like input are denied.", '
+    '"min_enrolment_windows": 5, "policy_id": "default", '
+    '"rules": [{"action": "REQUIRE_OTP", "condition": "insufficient_enrolment"}, '
+    '{"action": "DENY", "condition": "replayed_pattern"}, {"action": "DENY", "condition": "machine_like"}]}'
+)
+
 MIGRATIONS.append((
     5,
     "session evidence on decisions; models recalibrated on held-out sessions",
@@ -221,6 +235,20 @@ MIGRATIONS.append((
     -- Models saved before calibration on held-out sessions cannot say how rare a score is: retired, and
     -- retrained by the retrain job (or `python -m app train`).
     UPDATE models SET active = false;
+    -- Risk is now a session's accumulated evidence, so the default policy's bands mean something new: a
+    -- store that has the default policy gets the evidence-era default as its next revision (audited).
+    INSERT INTO policies (policy_id, revision, body)
+        SELECT 'default', max(revision) + 1,
+               json_merge_patch('""" + _EVIDENCE_DEFAULT_POLICY.replace("'", "''") + """',
+                                json_object('revision', max(revision) + 1))
+        FROM policies WHERE policy_id = 'default' HAVING count(*) > 0;
+    INSERT INTO audit_log (actor, action, subject, details)
+        SELECT 'system', 'policy_change', 'default',
+               json_object('policy_id', 'default', 'revision', revision, 'previous_revision', revision - 1,
+                           'policy', body, 'reason', 'schema migration 5: risk is session evidence')
+        FROM policies   -- the revision just inserted: the newest, and not the first
+        WHERE policy_id = 'default' AND revision > 1
+          AND revision = (SELECT max(revision) FROM policies WHERE policy_id = 'default');
     """,
 ))
 

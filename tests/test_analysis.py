@@ -168,8 +168,11 @@ def test_replay_frames_show_what_had_happened_by_then_at_the_chosen_speed() -> N
 
 
 # ------------------------------------------------------------------------------ re-deciding history
-# Evidence with shift 1 and the default weights (time windows count half): a window of evidence z moves
-# the session by weight * (z - 0.5) at sensitivity 0, by weight * z at +1 and by weight * (z - 1) at -1.
+# Evidence with shift 1 and the default weights (time windows count half): a window of evidence z (at most
+# 2) moves the session by weight * (z - 0.5) at sensitivity 0, by weight * z at +1 and by weight * (z - 1)
+# at -1. Bands of their own (risk 0.7 / 0.8 / 0.95, i.e. 1.20 / 1.61 / 3.00 nats), so a new default keeps
+# these hand-worked histories.
+POLICY = analysis.policy_with_edges(DEFAULT_POLICY, [0.7, 0.8, 0.95])
 
 
 def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list[float] | None, evidence: float,
@@ -177,7 +180,7 @@ def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list
     """A decision as the scorer stored it: models whose evidence is `z` (their risk is 1 - surprise),
     the session's evidence after the window and how much it moved, decided by app.policy.decide."""
     risk = 1 - math.exp(-evidence)
-    made = decide(risk, DEFAULT_POLICY, context)
+    made = decide(risk, POLICY, context)
     model_risks = None if z is None else [float(1 - surprise_of(v)) for v in z]
     return {"decision_id": decision_id, "session_id": session_id, "window_id": f"{decision_id}-w", "kind": kind,
             "end_ms": end_ms, "window_risk": None if model_risks is None else max(model_risks),
@@ -187,25 +190,25 @@ def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list
 
 
 def _history() -> pl.DataFrame:
-    """Four sessions decided at sensitivity 0 under DEFAULT_POLICY (S = evidence in nats, risk 1 - e^-S)."""
+    """Four sessions decided at sensitivity 0 under POLICY (S = evidence in nats, risk 1 - e^-S)."""
     rows = [
         # genuine a: z 0 -> max(0, -0.5) = 0; z 2 -> 1.5 (risk 0.78, REQUIRE_OTP); a time window of mean z 1: +0.25
         _stored("a1", "a", 1000, "fixed_text", [0, 0], 0.0, 0.0, "genuine"),
         _stored("a2", "a", 2000, "mouse", [2, 2], 1.5, 1.5, "genuine"),
         _stored("a3", "a", 3000, "time", [0, 2], 1.75, 0.25, "genuine"),  # risk 0.83, FLAG_SESSION
-        # bot b: z 3 -> 2.5 (FLAG_SESSION band, machine-like: DENY); z -2 -> 0, replayed: DENY at risk 0
-        _stored("b1", "b", 500, "free_text", [3, 3], 2.5, 2.5, "bot", DecisionContext(machine_like="scripted")),
-        _stored("b2", "b", 900, "free_text", [-2, -2], 0.0, -2.5, "bot", DecisionContext(replayed=True)),
-        # genuine c: z 3 -> 2.5 (FLAG_SESSION); the user answered a code, so the live evidence restarted at 0:
-        # z 1 -> 0.5 (not 3.0); then a window without stored scores (0.2, too little enrolment: REQUIRE_OTP)
-        _stored("c1", "c", 1000, "mouse", [3, 3], 2.5, 2.5, "genuine"),
+        # bot b: z 3, clipped to 2 -> 1.5 (machine-like: DENY); z -2 -> 0, replayed: DENY at risk 0
+        _stored("b1", "b", 500, "free_text", [3, 3], 1.5, 1.5, "bot", DecisionContext(machine_like="scripted")),
+        _stored("b2", "b", 900, "free_text", [-2, -2], 0.0, -1.5, "bot", DecisionContext(replayed=True)),
+        # genuine c: z 2 -> 1.5 (REQUIRE_OTP); the user answered the code, so the live evidence restarted at 0:
+        # z 1 -> 0.5 (not 2.0); then a window without stored scores (0.2, too little enrolment: REQUIRE_OTP)
+        _stored("c1", "c", 1000, "mouse", [2, 2], 1.5, 1.5, "genuine"),
         _stored("c2", "c", 2000, "mouse", [1, 1], 0.5, 0.5, "genuine"),
         _stored("c3", "c", 3000, "fixed_text", None, 0.2, -0.3, "genuine", DecisionContext(enrolment_windows=2)),
         # genuine d: one typical window
         _stored("d1", "d", 1000, "fixed_text", [0, 0], 0.0, 0.0, "genuine"),
-        # hijack h, taken over at 1500 ms: the owner's window, then z 3 -> 2.5 (FLAG_SESSION)
+        # hijack h, taken over at 1500 ms: the owner's window, then z 2 -> 1.5 (REQUIRE_OTP)
         _stored("h1", "h", 1000, "free_text", [0, 0], 0.0, 0.0, "hijack"),
-        _stored("h2", "h", 2000, "free_text", [3, 3], 2.5, 2.5, "hijack"),
+        _stored("h2", "h", 2000, "free_text", [2, 2], 1.5, 1.5, "hijack"),
     ]
     return pl.DataFrame(rows, schema_overrides={"window_risk": pl.Float64, "takeover_ms": pl.Float64,
                                                 "model_risks": pl.List(pl.Float64)})
@@ -222,37 +225,36 @@ def test_the_reasons_say_which_rules_fired() -> None:
 
 
 def test_redeciding_at_the_stored_setting_changes_nothing() -> None:
-    rows = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings())
+    rows = analysis.redecide(_history(), POLICY, EvidenceSettings())
     assert_allclose(rows["new_evidence"].to_numpy(), rows["evidence"].to_numpy(), atol=1e-9)
     assert rows["new_action"].to_list() == rows["action"].to_list() == [
-        "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "FLAG_SESSION", "ALLOW", "REQUIRE_OTP", "ALLOW",
-        "ALLOW", "FLAG_SESSION"]
+        "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "REQUIRE_OTP", "ALLOW", "REQUIRE_OTP", "ALLOW",
+        "ALLOW", "REQUIRE_OTP"]
     assert rows["recomputed"].to_list() == [True] * 7 + [False] + [True] * 3
     assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
                                               "unsafe_to_safe": 0, "changed_action": 0, "not_recomputed": 1}
 
 
 def test_full_sensitivity_keeps_every_unusual_window_counted() -> None:
-    # +1: steps are weight * z. a: 0, 2, 2.5; b: 3, 1; c: 3, restart 1, c3 kept; d: 0; h: 0, 3
-    rows = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=1.0))
-    assert_allclose(rows["new_evidence"].to_numpy(), [0, 2, 2.5, 3, 1, 3, 1, 0.2, 0, 0, 3], atol=1e-9)
+    # +1: steps are weight * z. a: 0, 2, 2.5; b: 2, 0; c: 2, restart 1, c3 kept; d: 0; h: 0, 2
+    rows = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=1.0))
+    assert_allclose(rows["new_evidence"].to_numpy(), [0, 2, 2.5, 2, 0, 2, 1, 0.2, 0, 0, 2], atol=1e-9)
     assert (rows["new_evidence"] >= rows["evidence"] - 1e-12).all()  # never lowers any session's evidence
     assert rows["new_action"].to_list() == [
-        "ALLOW", "FLAG_SESSION", "FLAG_SESSION", "DENY", "DENY", "DENY", "ALLOW", "REQUIRE_OTP", "ALLOW", "ALLOW",
-        "DENY"]
+        "ALLOW", "FLAG_SESSION", "FLAG_SESSION", "DENY", "DENY", "FLAG_SESSION", "ALLOW", "REQUIRE_OTP", "ALLOW",
+        "ALLOW", "FLAG_SESSION"]
     assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
                                               "unsafe_to_safe": 0, "changed_action": 3, "not_recomputed": 1}
     assert analysis.transitions(rows).to_dicts() == [
-        {"action": "FLAG_SESSION", "new_action": "DENY", "decisions": 2},
-        {"action": "REQUIRE_OTP", "new_action": "FLAG_SESSION", "decisions": 1}]
+        {"action": "REQUIRE_OTP", "new_action": "FLAG_SESSION", "decisions": 3}]
 
 
 def test_less_sensitivity_and_other_bands_move_decisions_both_ways() -> None:
-    # -1: steps are weight * (z - 1). a: 0, 1, 1 (risk 0.63: ALLOW); c1 2 stays FLAG_SESSION, c2 restarts at 0
-    lenient = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=-1.0))
+    # -1: steps are weight * (z - 1). a: 0, 1, 1 (risk 0.63: ALLOW); c1 and h2 1 (ALLOW), c2 restarts at 0
+    lenient = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
     assert_allclose(lenient["new_evidence"].to_numpy()[:3], [0, 1, 1], atol=1e-9)
     assert lenient["new_action"].to_list()[:5] == ["ALLOW", "ALLOW", "ALLOW", "DENY", "DENY"]  # rules still fire
-    assert analysis.what_if_summary(lenient)["unsafe_to_safe"] == 2
+    assert analysis.what_if_summary(lenient)["unsafe_to_safe"] == 4  # a2, a3, c1, h2
     # a first edge at 0.3 asks c2 (0.5 nats: risk 0.39) for a code; c3 keeps its stored risk 0.18, below it
     strict = analysis.redecide(_history(), analysis.policy_with_edges(DEFAULT_POLICY, [0.3, 0.8, 0.95]),
                                EvidenceSettings())
@@ -263,14 +265,14 @@ def test_less_sensitivity_and_other_bands_move_decisions_both_ways() -> None:
 
 def test_redeciding_does_not_depend_on_the_row_order() -> None:
     tuning = EvidenceSettings(sensitivity=0.5)
-    in_order = analysis.redecide(_history(), DEFAULT_POLICY, tuning)
-    shuffled = analysis.redecide(_history().sample(fraction=1.0, shuffle=True, seed=3), DEFAULT_POLICY, tuning)
+    in_order = analysis.redecide(_history(), POLICY, tuning)
+    shuffled = analysis.redecide(_history().sample(fraction=1.0, shuffle=True, seed=3), POLICY, tuning)
     assert_frame_equal(shuffled, in_order)
     assert in_order["decision_id"].to_list() == _history()["decision_id"].to_list()  # session, then time
 
 
 def test_redeciding_nothing_gives_an_empty_frame() -> None:
-    rows = analysis.redecide(_history().head(0), DEFAULT_POLICY, EvidenceSettings())
+    rows = analysis.redecide(_history().head(0), POLICY, EvidenceSettings())
     assert rows.height == 0 and {"new_evidence", "new_action", "changed_verdict"} <= set(rows.columns)
     assert analysis.what_if_summary(rows)["decisions"] == 0 and analysis.transitions(rows).height == 0
 
@@ -278,17 +280,17 @@ def test_redeciding_nothing_gives_an_empty_frame() -> None:
 def test_session_outcomes_count_challenges_and_denials_per_label() -> None:
     stored = analysis.session_outcomes(_history())
     assert stored.select("session_id", "label", "challenged", "denied").rows() == [
-        ("a", "genuine", True, True), ("b", "bot", True, True), ("c", "genuine", True, True),
-        ("d", "genuine", False, False), ("h", "hijack", True, True)]
+        ("a", "genuine", True, True), ("b", "bot", True, True), ("c", "genuine", True, False),
+        ("d", "genuine", False, False), ("h", "hijack", True, False)]
     assert stored["highest_risk"][0] == pytest.approx(1 - math.exp(-1.75))
     assert analysis.outcome_rates(stored) == {
-        "genuine": {"n": 3, "challenged": pytest.approx(2 / 3), "denied": pytest.approx(2 / 3)},
+        "genuine": {"n": 3, "challenged": pytest.approx(2 / 3), "denied": pytest.approx(1 / 3)},
         "bot": {"n": 1, "detected": 1.0, "denied": 1.0},
-        "hijack": {"n": 1, "detected": 1.0, "denied": 1.0}}
-    # at -1 session a is never challenged (see above); c still is (2 nats: FLAG_SESSION)
-    lenient = analysis.redecide(_history(), DEFAULT_POLICY, EvidenceSettings(sensitivity=-1.0))
+        "hijack": {"n": 1, "detected": 1.0, "denied": 0.0}}
+    # at -1 session a is never challenged (see above); c still is (c3: too little enrolment), only asked
+    lenient = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
     rates = analysis.outcome_rates(analysis.session_outcomes(lenient, "new_action", "new_risk"))
-    assert rates["genuine"] == {"n": 3, "challenged": pytest.approx(1 / 3), "denied": pytest.approx(1 / 3)}
+    assert rates["genuine"] == {"n": 3, "challenged": pytest.approx(1 / 3), "denied": 0.0}
 
 
 def test_window_labels_give_a_hijack_its_owner_windows_before_the_takeover() -> None:
@@ -346,7 +348,7 @@ def small_store(store: Store) -> Store:
                                   "takeover_ms": pl.Float64})
     ingest_events(store, events, sessions=sessions, labels=labels)
     policy = latest_policy(store)
-    for risk, when in ((0.2, T0), (0.7, T0 + timedelta(seconds=5))):
+    for risk, when in ((0.2, T0), (0.8, T0 + timedelta(seconds=5))):  # ALLOW, REQUIRE_OTP
         record_decision(store, decide(risk, policy), user_id="u1", session_id="s1", decided_at=when)
     return store
 
@@ -361,7 +363,7 @@ def test_events_per_second_buckets_wall_clock_seconds(small_store: Store) -> Non
 def test_active_sessions_carry_the_latest_decision_as_current_risk(small_store: Store) -> None:
     active = monitor.active_sessions(small_store, T0, T0 + timedelta(minutes=1))
     assert active.select("session_id", "events", "risk", "action", "max_risk", "decisions").to_dicts() == [
-        {"session_id": "s1", "events": 3, "risk": 0.7, "action": "REQUIRE_OTP", "max_risk": 0.7, "decisions": 2}]
+        {"session_id": "s1", "events": 3, "risk": 0.8, "action": "REQUIRE_OTP", "max_risk": 0.8, "decisions": 2}]
     assert active["last_event_at"][0] == T0 + timedelta(milliseconds=1500)
     later = monitor.active_sessions(small_store, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11))
     assert later["session_id"].to_list() == ["s2"] and later["risk"].to_list() == [None]
@@ -377,7 +379,7 @@ def test_session_reads_summarise_one_session(small_store: Store) -> None:
     assert monitor.user_sessions(small_store, "u2").select("session_id", "label", "events").to_dicts() == [
         {"session_id": "s2", "label": "bot", "events": 1}]
     assert monitor.users(small_store)["user_id"].to_list() == ["u1", "u2"]
-    assert monitor.latest_decisions(small_store, 1)["risk"].to_list() == [0.7]
+    assert monitor.latest_decisions(small_store, 1)["risk"].to_list() == [0.8]
     assert monitor.session_decisions(small_store, "s1")["action"].to_list() == ["ALLOW", "REQUIRE_OTP"]
 
 

@@ -31,9 +31,22 @@ KINDS = ("fixed_text", "free_text", "mouse", "time")
 def test_surprise_is_the_mid_rank_share_of_genuine_reference_scores_at_or_above() -> None:
     calibration = ScoreCalibration.of([1.0, 2.0, 2.0, 3.0], sessions=2)
     # n = 4: (above + half the ties + 0.5) / 5
-    assert calibration.surprise([0.0, 2.0, 2.5, 3.0, 9.0]).tolist() == pytest.approx(
-        [4.5 / 5, 2.5 / 5, 1.5 / 5, 1.0 / 5, 0.5 / 5])  # never rarer than 1 in n + 1 beyond them all
+    assert calibration.surprise([0.0, 2.0, 2.5, 3.0]).tolist() == pytest.approx([4.5 / 5, 2.5 / 5, 1.5 / 5, 1.0 / 5])
     assert calibration.reference == (1.0, 2.0, 2.0, 3.0) and calibration.sessions == 2
+
+
+def test_beyond_the_reference_surprise_falls_along_the_references_predictive_tail() -> None:
+    from scipy.stats import t as student
+
+    calibration = ScoreCalibration.of([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    just, further, far = calibration.surprise([6.000001, 8.0, 30.0])
+    assert just == pytest.approx(0.5 / 7, rel=1e-4)  # continuous with the empirical share at the largest score
+    assert just > further > far > 0
+    logs = np.log([1, 2, 3, 4, 5, 6])  # all positive: the tail is fitted on the log scale
+    spread = logs.std(ddof=1) * math.sqrt(1 + 1 / 6)
+    ratio = (student.sf((math.log(8) - logs.mean()) / spread, 5)
+             / student.sf((math.log(6) - logs.mean()) / spread, 5))
+    assert further == pytest.approx(0.5 / 7 * ratio)
 
 
 @given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=40), st.lists(st.floats(-1e6, 1e6), min_size=2))

@@ -22,7 +22,7 @@ ENTRY = str(ROOT / "app" / "main.py")
 EMPTY = [("../pages/stepup.py", "There are no users yet"), ("../pages/history.py", "No decisions yet"),
          ("../pages/audit.py", "The audit log is empty")]
 #: Risks of the seeded decisions, alternately bob's and alice's: 2 SAFE, 3 UNSAFE (one of them DENY).
-RISKS = [0.1, 0.3, 0.7, 0.9, 0.99]
+RISKS = [0.1, 0.3, 0.8, 0.93, 0.99]  # under the default bands: ALLOW, ALLOW, REQUIRE_OTP, FLAG_SESSION, DENY
 DAY = datetime(2026, 3, 2, 9, 0)
 
 
@@ -97,8 +97,8 @@ def test_history_filters_change_the_rows_and_the_export_is_audited(tmp_path: Pat
     app.selectbox[1].select("DENY").run()  # action
     assert list(_table(app, "history_table")["risk"]) == [0.99]
     app.selectbox[1].select("any").run()
-    app.multiselect[0].select("alice").run()  # alice has decisions 1 and 3: 0.3 (SAFE) and 0.9 (UNSAFE)
-    assert list(_table(app, "history_table")["risk"]) == [0.9]
+    app.multiselect[0].select("alice").run()  # alice has decisions 1 and 3: 0.3 (SAFE) and 0.93 (UNSAFE)
+    assert list(_table(app, "history_table")["risk"]) == [0.93]
     app.selectbox[0].select("any").run()
     app.multiselect[0].select("bob").run()  # two users: one query each, merged newest first
     assert list(_table(app, "history_table")["risk"]) == RISKS[::-1]
@@ -132,7 +132,7 @@ def test_history_shows_the_reasons_as_text_not_json(tmp_path: Path, monkeypatch:
     app = _app(tmp_path / "r.duckdb", monkeypatch, "../pages/history.py")
     reasons = _table(app, "history_table")["reasons"]
     assert reasons.str.startswith("risk ").all() and not reasons.str.contains('"', regex=False).any()
-    assert reasons.iloc[0].startswith("risk 0.99 is in band DENY [0.95, 1]")
+    assert reasons.iloc[0].startswith("risk 0.99 is in band DENY [0.97, 1]")
 
 
 def test_reasons_text_joins_the_stored_list() -> None:

@@ -53,49 +53,63 @@ def bands(*triples: tuple[float, float, str]) -> tuple[Band, ...]:
     return tuple(Band(lower, upper, Action(action)) for lower, upper, action in triples)
 
 
+#: Four bands with fixed edges, the shipped default's rules: what the band and rule mechanics are
+#: tested on (the shipped default's edges are chosen from the evaluation and may move).
+POLICY = Policy("default", bands((0, 0.7, "ALLOW"), (0.7, 0.8, "REQUIRE_OTP"), (0.8, 0.95, "FLAG_SESSION"),
+                                 (0.95, 1, "DENY")), rules=DEFAULT_POLICY.rules,
+                min_enrolment_windows=DEFAULT_POLICY.min_enrolment_windows, revision=1)
+
+
+def inside(action: str) -> float:
+    """A risk in the middle of the shipped default's band of `action`."""
+    band = next(b for b in DEFAULT_POLICY.bands if b.action == action)
+    return round((band.lower + band.upper) / 2, 4)
+
+
 # -- bands: every edge, both sides -----------------------------------------------------------------
 def test_default_policy_is_id_default_revision_1_with_four_bands() -> None:
     assert (DEFAULT_POLICY.policy_id, DEFAULT_POLICY.revision) == ("default", 1)
     assert [b.action for b in DEFAULT_POLICY.bands] == list(Action)
-    assert [(b.lower, b.upper) for b in DEFAULT_POLICY.bands] == [(0, 0.7), (0.7, 0.8), (0.8, 0.95), (0.95, 1)]
+    assert [(b.lower, b.upper) for b in DEFAULT_POLICY.bands] == [(0, 0.75), (0.75, 0.9), (0.9, 0.97), (0.97, 1)]
+    assert {r.condition for r in DEFAULT_POLICY.rules} == set(Condition)
 
 
 @pytest.mark.parametrize(("edge", "below", "above"), EDGES, ids=[str(e[0]) for e in EDGES])
 def test_a_risk_exactly_on_an_edge_gets_the_stricter_band(edge: float, below: Action, above: Action) -> None:
-    assert decide(edge, DEFAULT_POLICY).action is above
-    assert decide(math.nextafter(edge, 0), DEFAULT_POLICY).action is below
-    assert decide(edge - 1e-9, DEFAULT_POLICY).action is below
-    assert decide(math.nextafter(edge, 1), DEFAULT_POLICY).action is above
-    assert decide(edge + 1e-9, DEFAULT_POLICY).action is above
+    assert decide(edge, POLICY).action is above
+    assert decide(math.nextafter(edge, 0), POLICY).action is below
+    assert decide(edge - 1e-9, POLICY).action is below
+    assert decide(math.nextafter(edge, 1), POLICY).action is above
+    assert decide(edge + 1e-9, POLICY).action is above
 
 
 def test_zero_allows_and_one_denies() -> None:
-    assert decide(0, DEFAULT_POLICY).action is Action.ALLOW
-    assert decide(0.0, DEFAULT_POLICY).action is Action.ALLOW
-    assert decide(1, DEFAULT_POLICY).action is Action.DENY
-    assert decide(1.0, DEFAULT_POLICY).action is Action.DENY
+    assert decide(0, POLICY).action is Action.ALLOW
+    assert decide(0.0, POLICY).action is Action.ALLOW
+    assert decide(1, POLICY).action is Action.DENY
+    assert decide(1.0, POLICY).action is Action.DENY
 
 
 @pytest.mark.parametrize("risk", [math.nan, math.inf, -math.inf, math.nextafter(0, -1), -0.5,
                                   math.nextafter(1, 2), 1.5, "0.5", None, True])
 def test_a_risk_that_is_not_a_number_in_0_1_is_refused(risk: object) -> None:
     with pytest.raises(RiskError, match="risk"):
-        decide(risk, DEFAULT_POLICY)  # type: ignore[arg-type]
+        decide(risk, POLICY)  # type: ignore[arg-type]
 
 
 def test_nan_is_refused_with_a_message_that_says_nan() -> None:
     with pytest.raises(RiskError, match="NaN"):
-        decide(float("nan"), DEFAULT_POLICY)
+        decide(float("nan"), POLICY)
 
 
 @pytest.mark.parametrize(("risk", "verdict"), [(0.0, Verdict.SAFE), (0.69, Verdict.SAFE), (0.7, Verdict.UNSAFE),
                                                (0.85, Verdict.UNSAFE), (1.0, Verdict.UNSAFE)])
 def test_only_allow_is_safe(risk: float, verdict: Verdict) -> None:
-    assert decide(risk, DEFAULT_POLICY).verdict is verdict
+    assert decide(risk, POLICY).verdict is verdict
 
 
 def test_a_decision_names_its_policy_revision_risk_and_band() -> None:
-    made = decide(0.75, DEFAULT_POLICY)
+    made = decide(0.75, POLICY)
 
     assert (made.policy_id, made.policy_revision, made.risk) == ("default", 1, 0.75)
     assert made.reasons == ("risk 0.75 is in band REQUIRE_OTP [0.7, 0.8)",)
@@ -104,13 +118,13 @@ def test_a_decision_names_its_policy_revision_risk_and_band() -> None:
 def test_a_risk_rounding_onto_an_edge_is_shown_in_full() -> None:
     just_below = math.nextafter(0.7, 0)
 
-    assert repr(just_below) in decide(just_below, DEFAULT_POLICY).reasons[0]
+    assert repr(just_below) in decide(just_below, POLICY).reasons[0]
 
 
 @given(st.floats(min_value=0, max_value=1), st.floats(min_value=0, max_value=1))
 def test_a_higher_risk_never_gets_a_milder_action(a: float, b: float) -> None:
     low, high = sorted((a, b))
-    assert decide(low, DEFAULT_POLICY).action.severity <= decide(high, DEFAULT_POLICY).action.severity
+    assert decide(low, POLICY).action.severity <= decide(high, POLICY).action.severity
 
 
 @given(st.floats(min_value=0, max_value=1))
@@ -123,7 +137,7 @@ def test_every_risk_in_0_1_lands_in_the_band_that_holds_it(risk: float) -> None:
 # -- rules -----------------------------------------------------------------------------------------
 def test_too_little_enrolment_asks_for_a_code_even_at_low_risk() -> None:
     needed = DEFAULT_POLICY.min_enrolment_windows
-    made = decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=needed - 1))
+    made = decide(0.1, POLICY, DecisionContext(enrolment_windows=needed - 1))
 
     assert (made.action, made.verdict) == (Action.REQUIRE_OTP, Verdict.UNSAFE)
     assert f"not enough enrolment ({needed - 1} of {needed} windows) → at least REQUIRE_OTP" in made.reasons
@@ -131,12 +145,12 @@ def test_too_little_enrolment_asks_for_a_code_even_at_low_risk() -> None:
 
 def test_enough_or_unknown_enrolment_does_not_fire_the_rule() -> None:
     enough = DecisionContext(enrolment_windows=DEFAULT_POLICY.min_enrolment_windows)
-    assert decide(0.1, DEFAULT_POLICY, enough).action is Action.ALLOW
-    assert decide(0.1, DEFAULT_POLICY, DecisionContext(enrolment_windows=None)).action is Action.ALLOW
+    assert decide(0.1, POLICY, enough).action is Action.ALLOW
+    assert decide(0.1, POLICY, DecisionContext(enrolment_windows=None)).action is Action.ALLOW
 
 
 def test_rules_escalate_but_never_soften() -> None:
-    made = decide(0.97, DEFAULT_POLICY, DecisionContext(enrolment_windows=0))
+    made = decide(0.97, POLICY, DecisionContext(enrolment_windows=0))
 
     assert made.action is Action.DENY
     assert len(made.reasons) == 2  # the rule fired and is reported, although the band was stricter
@@ -144,7 +158,7 @@ def test_rules_escalate_but_never_soften() -> None:
 
 @pytest.mark.parametrize("risk", [0.0, 0.6, 0.8, 1.0])
 def test_a_replayed_pattern_is_denied_at_any_risk(risk: float) -> None:
-    made = decide(risk, DEFAULT_POLICY, DecisionContext(enrolment_windows=100, replayed=True))
+    made = decide(risk, POLICY, DecisionContext(enrolment_windows=100, replayed=True))
 
     assert (made.action, made.verdict) == (Action.DENY, Verdict.UNSAFE)
     assert any("replayed pattern" in reason for reason in made.reasons)
@@ -170,10 +184,10 @@ def test_decide_many_gives_each_risk_its_band_and_each_firing_rule_its_action() 
              Condition.INSUFFICIENT_ENROLMENT: [False] * 7 + [True, False],
              Condition.MACHINE_LIKE: [False] * 8 + [True]}
 
-    assert decide_many(risks, DEFAULT_POLICY, fired).tolist() == [
+    assert decide_many(risks, POLICY, fired).tolist() == [
         "ALLOW", "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "DENY", "REQUIRE_OTP", "DENY"]
-    assert decide_many(risks, DEFAULT_POLICY).tolist()[6:] == ["ALLOW"] * 3  # no rule fires without flags
-    assert decide_many([], DEFAULT_POLICY).tolist() == []
+    assert decide_many(risks, POLICY).tolist()[6:] == ["ALLOW"] * 3  # no rule fires without flags
+    assert decide_many([], POLICY).tolist() == []
 
 
 def test_decide_many_refuses_a_broken_risk_and_flags_of_another_length() -> None:
@@ -347,7 +361,7 @@ def record(store: Store, risk: float, user: str, at: datetime, context: Decision
 def decided(store: Store) -> Store:
     """Five decisions: alice ALLOW, alice REQUIRE_OTP, bob DENY (rev 1); bob FLAG, carol ALLOW (rev 2)."""
     record(store, 0.1, "alice", T0)
-    record(store, 0.7, "alice", T0 + timedelta(minutes=30))
+    record(store, inside("REQUIRE_OTP"), "alice", T0 + timedelta(minutes=30))
     record(store, 0.99, "bob", T0 + timedelta(hours=1))
     stricter = save_policy(store, Policy("default", bands((0, 0.5, "ALLOW"), (0.5, 0.9, "FLAG_SESSION"),
                                                           (0.9, 1, "DENY"))), actor="analyst")
@@ -357,13 +371,13 @@ def decided(store: Store) -> Store:
 
 
 def test_a_recorded_decision_keeps_everything_needed_to_explain_it(store: Store) -> None:
-    decision_id = record(store, 0.7, "alice", T0, DecisionContext(enrolment_windows=3))
+    decision_id = record(store, inside("REQUIRE_OTP"), "alice", T0, DecisionContext(enrolment_windows=3))
 
     row = decisions(store).row(0, named=True)
 
     assert row["decision_id"] == decision_id
     assert (row["user_id"], row["session_id"], row["window_id"]) == ("alice", "s-alice", "w-alice-1200")
-    assert (row["action"], row["verdict"], row["risk"]) == ("REQUIRE_OTP", "UNSAFE", 0.7)
+    assert (row["action"], row["verdict"], row["risk"]) == ("REQUIRE_OTP", "UNSAFE", inside("REQUIRE_OTP"))
     assert (row["policy_id"], row["policy_rev"], row["decided_at"]) == ("default", 1, T0)
     assert json.loads(row["detectors"]) == {"iforest": "model-7"}
     assert json.loads(row["top_features"]) == [{"feature": "dwell_mean", "contribution": 0.41},
@@ -493,7 +507,7 @@ def test_numpy_risks_and_edges_are_plain_numbers_to_the_policy() -> None:
 ])
 def test_the_decisive_reason_is_the_one_that_set_the_action(risk: float, context: DecisionContext,
                                                             decisive: str) -> None:
-    decision = decide(risk, DEFAULT_POLICY, context)
+    decision = decide(risk, POLICY, context)
     reason = decisive_reason(decision.reasons, decision.action)
     assert decisive in reason and reason in decision.reasons
     assert decisive_reason(list(decision.reasons), str(decision.action)) == reason  # as read back from the store

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import polars as pl
 import pytest
 
 import store.db as db_module
+from app.policy import DEFAULT_POLICY, Action, Band
 from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
-from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
+from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
+from store.policies import latest_policy, save_policy
 
 
 def user_tables(s: Store) -> set[str]:
@@ -192,9 +196,7 @@ def test_a_read_racing_an_invalidation_is_not_kept(store: Store) -> None:
 def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from app.policy import DEFAULT_POLICY
     from store.models import active_models, save_model
-    from store.policies import latest_policy, save_policy
 
     path = tmp_path / "shared.duckdb"
     with Store(path) as writer, Store(path) as reader:
@@ -313,3 +315,39 @@ def test_release_memory_empties_duckdbs_eviction_queues_and_keeps_the_limit(load
     assert loaded_store.scalar(entries) < queued / 10
     assert loaded_store.scalar("SELECT current_setting('memory_limit')") == limit
     assert loaded_store.rows(grouped) == expected  # evicted table blocks are read again from the file
+
+
+def test_migration_5_gives_a_store_with_the_default_policy_the_evidence_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "t.duckdb"
+    monkeypatch.setattr(db_module, "MIGRATIONS", MIGRATIONS[:4])
+    monkeypatch.setattr(db_module, "LATEST_VERSION", 4)
+    older = replace(DEFAULT_POLICY, bands=(Band(0.0, 0.5, Action.ALLOW), Band(0.5, 1.0, Action.DENY)))
+    with Store(path) as old:
+        save_policy(old, older, actor="analyst")
+    monkeypatch.undo()
+
+    with Store(path) as upgraded:
+        newest = latest_policy(upgraded)
+        assert newest == DEFAULT_POLICY.with_revision(2)
+        audited = upgraded.rows("SELECT actor, details->>'revision' FROM audit_log "
+                                "WHERE action = 'policy_change' ORDER BY audit_id")
+        assert audited == [("analyst", "1"), ("system", "2")]
+    # The frozen literal is today's default: changing DEFAULT_POLICY needs a migration of its own.
+    assert json.loads(_EVIDENCE_DEFAULT_POLICY) == {
+        k: v for k, v in DEFAULT_POLICY.as_dict().items() if k != "revision"}
+
+
+def test_migration_5_leaves_a_store_without_the_default_policy_to_install_it_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "t.duckdb"
+    monkeypatch.setattr(db_module, "MIGRATIONS", MIGRATIONS[:4])
+    monkeypatch.setattr(db_module, "LATEST_VERSION", 4)
+    Store(path).close()
+    monkeypatch.undo()
+
+    with Store(path) as upgraded:
+        assert upgraded.scalar("SELECT count(*) FROM policies") == 0
+        assert latest_policy(upgraded) == DEFAULT_POLICY
