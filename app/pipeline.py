@@ -472,13 +472,14 @@ def prepare_store(store: Store, progress=None) -> str:
             f"{plural(decided, 'decision')}{set_aside}")
 
 
-def latest_login_decision(store: Store, session_prefix: str) -> WindowVerdict | None:
-    """The verdict of the newest decided session of one capture form (its fixed-text window first)."""
+def latest_login_decision(store: Store, finished: list[str]) -> WindowVerdict | None:
+    """The verdict of the newest decided session of one capture form (`finished`: its sessions in the
+    order the page finished them), its fixed-text window first."""
     import json
 
-    from store.models import latest_session_decision
+    from store.models import newest_session_decision
 
-    row = latest_session_decision(store, session_prefix)
+    row = newest_session_decision(store, finished)
     if row is None:
         return None
     features = json.loads(row["top_features"] or "[]")

@@ -248,6 +248,11 @@ def issue_challenge(
     return issued
 
 
+def session_challenge(store: Store, session_id: str) -> Challenge | None:
+    """The newest challenge of a session (the Capture page asks for its code where the login was made)."""
+    return otp.session_challenge(store, session_id)
+
+
 def challenge(store: Store, challenge_id: str) -> Challenge:
     """One challenge as stored now; `UnknownChallengeError` when it was never issued."""
     found = otp.challenge(store, challenge_id)

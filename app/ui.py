@@ -54,9 +54,6 @@ def verdict_badge(verdict) -> None:
     st.markdown(f"### :{colour}[{word}] · {verdict.action} · risk {verdict.risk:.2f}")
     for reason in verdict.reasons:
         st.caption(reason)
-    if verdict.action == "REQUIRE_OTP":
-        st.info("A one-time code is required: answer the challenge on **Step-up** (enrol an authenticator "
-                "there first if this user has none).")
     if verdict.top_features:
         st.dataframe(pl.DataFrame(verdict.top_features), hide_index=True)
 

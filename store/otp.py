@@ -138,6 +138,13 @@ def overdue_challenges(store: Store, now: datetime) -> list[Challenge]:
     return [Challenge(*row) for row in found]
 
 
+def session_challenge(store: Store, session_id: str) -> Challenge | None:
+    """The newest challenge a session's behaviour asked for, whatever its status; None when none was."""
+    found = store.rows(f"SELECT {', '.join(CHALLENGE_COLUMNS)} FROM otp_challenges WHERE session_id = ?"
+                       " ORDER BY issued_at DESC, challenge_id LIMIT 1", [session_id])
+    return Challenge(*found[0]) if found else None
+
+
 def challenges(store: Store, *, user_id: str | None = None, status: str | None = None,
                limit: int = 1000) -> pl.DataFrame:
     """Challenges for pages, newest first, optionally of one user and/or one status."""
