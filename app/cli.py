@@ -114,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
                     db=False)
-    bench.add_argument("what", choices=["ingest", "import", "features", "detectors", "evaluate", "latency", "pages"],
+    bench.add_argument("what", choices=["ingest", "import", "features", "detectors", "evaluate", "replay",
+                                        "latency", "pages"],
                        help="ingest: 1M-event CSV; import: Balabit folder; features: window pipeline; "
                             "detectors: fit and scoring times; evaluate: `evaluate --format balabit` on a "
-                            "full-challenge-size layout; latency: batch to stored decision; pages: first "
+                            "full-challenge-size layout; replay: `evaluate --format events` on a simulated "
+                            "population beside bulk processing; latency: batch to stored decision; pages: first "
                             "render of every page on ~1M events and the app's memory with the Live monitor open")
     bench.add_argument("--rows", type=int, default=1_000_000, help="events in the generated CSV (ingest)")
     bench.add_argument("--path", type=Path, help="Balabit folder (import, evaluate; default "

@@ -37,6 +37,10 @@ def run_benchmark(what: str, *, rows: int = 1_000_000, path: Path | None = None,
         from bench.evaluate import bench_evaluate_balabit
 
         return bench_evaluate_balabit(path or SHARED / "balabit-mouse")
+    if what == "replay":
+        from bench.replay import bench_replay
+
+        return bench_replay()
     if what == "latency":
         from bench.latency import bench_latency
 
