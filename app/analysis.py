@@ -378,7 +378,7 @@ def outcome_rates(outcomes: pl.DataFrame) -> dict[str, dict[str, float | int]]:
 
 def labelled_windows(rows: pl.DataFrame) -> pl.DataFrame:
     """The windows of decisions `rows` that have a label and a window risk, each on its own: window_id,
-    kind, risk (the stored window_risk: 1 - the smallest surprise among its models) and label, the
+    kind, risk (the stored window_risk: 1 - its models' combined surprise, app.evidence.window_surprise) and label, the
     session's except that a hijacked session's windows ending before the takeover are "genuine"
     (the owner was still typing)."""
     owner_still = ((pl.col("label") == "hijack") & pl.col("takeover_ms").is_not_null()

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
-from detectors.thresholds import evidence
+from detectors.thresholds import MIN_SURPRISE, evidence
 
 #: A window kind's default weight in a session's evidence. Time slices re-count the keystrokes and
 #: pointer actions that free-text and mouse windows already judge, so they count half.
@@ -64,11 +65,17 @@ def window_evidence(surprises: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean([evidence(s) for s in surprises], axis=0)
 
 
+def window_surprise(surprises: Sequence[np.ndarray]) -> np.ndarray:
+    """How rare each window is on its own, all its detectors together: the surprise of the mean of their
+    normal quantiles, unclipped (one detector: its own surprise). The mean assumes the detectors agree,
+    so two that disagree flag fewer genuine windows together than either alone."""
+    quantiles = [-ndtri(np.clip(np.asarray(s, dtype=float), MIN_SURPRISE, 1.0)) for s in surprises]
+    return surprise_of(np.mean(quantiles, axis=0))
+
+
 def surprise_of(z: np.ndarray | float) -> np.ndarray:
     """The surprise a window's evidence stands for: the upper-tail normal probability of z."""
-    from scipy.stats import norm
-
-    return np.asarray(norm.sf(z), dtype=float)
+    return np.asarray(ndtr(-np.asarray(z, dtype=float)), dtype=float)
 
 
 def increments(z: np.ndarray, kinds: Sequence[str], settings: EvidenceSettings) -> np.ndarray:

@@ -19,7 +19,15 @@ import numpy as np
 import polars as pl
 
 from app import settings
-from app.evidence import EvidenceSettings, accumulate, increments, machine_like, risk_of, window_evidence
+from app.evidence import (
+    EvidenceSettings,
+    accumulate,
+    increments,
+    machine_like,
+    risk_of,
+    window_evidence,
+    window_surprise,
+)
 from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
@@ -164,7 +172,7 @@ class WindowVerdict:
     top_features: list[dict[str, object]]
     decision_id: str
     challenge_id: str | None = None
-    window_risk: float = 0.0  # this window on its own: the share of the user's genuine windows that score lower
+    window_risk: float = 0.0  # this window on its own: 1 - its detectors' combined surprise (app.evidence)
     evidence: float = 0.0  # the session's evidence after this window (nats)
     evidence_change: float = 0.0  # how much this window moved it
 
@@ -217,7 +225,8 @@ def evidence_settings() -> EvidenceSettings:
                             sensitivity=settings.get("sensitivity"))
 
 
-def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
+def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozenset[str] = frozenset()
+                  ) -> list[WindowVerdict]:
     """Score windows against their user's active models (or the global ones) and decide each session on
     the evidence it has shown so far (`app.evidence`), window by window in the order of their last event.
 
@@ -226,6 +235,7 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
     window's end) and records the window's own risk, how much it moved the session, and the session's
     evidence after it. Windows of a kind and schema that no model covers yet are left unscored for a
     later run. Decisions, audit rows, step-up challenges and raw scores are written in one transaction.
+    `new_sessions`: sessions stored in the caller's open transaction, which have no decision yet.
     """
     from app import stepup
     from app.models import load_active, window_matrix
@@ -267,13 +277,13 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
             score_rows += [{"window_id": w, "model_id": model_id, "raw_score": float(r), "risk": float(1 - p)}
                            for w, r, p in zip(group["window_id"], raw, surprise, strict=True)]
         z = window_evidence(surprises)
-        rarest = np.min(surprises, axis=0)  # the window on its own: its most surprised detector
+        alone = window_surprise(surprises)  # the window on its own, its detectors together
         first = active.by_id[chosen[0][1]]
         enrolled = int(first.metadata.get("n_samples", 0)) if own else 0
         for i, (window_id, session_id, end_ms) in enumerate(group.select("window_id", "session_id",
                                                                           "end_ms").iter_rows()):
             scored.append({"window_id": window_id, "session_id": session_id, "user_id": user_id, "kind": kind,
-                           "end_ms": end_ms or 0.0, "z": float(z[i]), "rarest": float(rarest[i]),
+                           "end_ms": end_ms or 0.0, "z": float(z[i]), "surprise": float(alone[i]),
                            "detectors": dict(chosen),
                            "top": _top_features(first, X[i]), "target_frr": first.target_frr,
                            "context": DecisionContext(enrolment_windows=enrolled, replayed=window_id in replays,
@@ -282,7 +292,7 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
         return []
     policy = latest_policy(store)
     tuning = evidence_settings()
-    states = session_states(store, sorted({row["session_id"] for row in scored}))
+    states = session_states(store, sorted({row["session_id"] for row in scored}), new=new_sessions)
     scored.sort(key=lambda row: (row["session_id"], row["end_ms"], row["window_id"]))
     pending: list[tuple[DecisionRecord, dict[str, Any]]] = []
     for session_id, group_rows in itertools.groupby(scored, key=lambda row: row["session_id"]):
@@ -293,14 +303,14 @@ def score_windows(store: Store, windows: pl.DataFrame) -> list[WindowVerdict]:
         before = np.r_[max(state.evidence, 0.0), levels[:-1]]
         for row, level, previous in zip(rows, levels, before, strict=True):
             decision = decide(float(risk_of(level)), policy, row["context"])
-            window_risk = 1.0 - row["rarest"]
+            window_risk = 1.0 - row["surprise"]
             row.update(evidence=float(level), change=float(level - previous), window_risk=window_risk)
             at = None if state.started_at is None else state.started_at + timedelta(milliseconds=row["end_ms"])
             pending.append((DecisionRecord(
                 decision, row["user_id"], session_id, row["window_id"], row["detectors"],
                 [(f["feature"], f["z"]) for f in row["top"]], decided_at=at, window_risk=window_risk,
                 evidence=row["evidence"], evidence_change=row["change"],
-                flagged=row["rarest"] < row["target_frr"]), row))
+                flagged=row["surprise"] < row["target_frr"]), row))
     verdicts: list[WindowVerdict] = []
     with store.transaction():
         decision_ids = record_decisions(store, [record for record, _ in pending])
@@ -379,7 +389,7 @@ def score_session(store: Store, session_id: str, *,
         built = build_and_store_windows(store, [session_id], final=True, new_session_events=new_session_events)
         # every window new: they are the session's unscored ones, no need to read them back
         windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
-        fresh = score_windows(store, windows)
+        fresh = score_windows(store, windows, new_sessions=frozenset([session_id]) if built.all_new else frozenset())
     if not fresh:
         return None
     severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}

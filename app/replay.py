@@ -202,21 +202,33 @@ def _hijack_delays(store: Store, hijacks: pl.DataFrame) -> dict[str, float | Non
             "delay_s_p90": round(p90, 1) if math.isfinite(p90) else None}
 
 
-def _window_figures(store: Store, after: pl.DataFrame) -> dict[str, dict[str, float | None]]:
+def _window_figures(store: Store, after: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """Per window kind: genuine windows (after enrolment) flagged on their own, the target, attack
-    windows flagged. A window is flagged on its own when its risk is above its user's threshold."""
+    windows flagged; and per detector the share of genuine windows its own calibration flagged (how
+    well each calibration holds on later sessions). A window is flagged on its own when its detectors'
+    combined surprise is below the target (`app.evidence.window_surprise`)."""
     flags = store.frame("""
         SELECT d.session_id, w.kind, d.flagged
         FROM decisions d JOIN feature_windows w USING (window_id)""")
     joined = flags.join(after.select("session_id", "label"), on="session_id")
     target = settings.get("target_frr")
+    per_detector = store.frame("""
+        SELECT w.session_id, w.kind, m.detector, s.risk > 1 - ? AS flagged
+        FROM decisions d JOIN feature_windows w USING (window_id)
+        JOIN scores s ON s.window_id = d.window_id
+                     AND list_contains(json_extract_string(d.detectors, '$.*'), s.model_id)
+        JOIN models m ON m.model_id = s.model_id""", [target]).join(
+        after.filter(pl.col("label") == "genuine").select("session_id"), on="session_id")
+    by_detector = {kind: dict(sorted(part.group_by("detector").agg(pl.col("flagged").mean().round(4)).rows()))
+                   for (kind,), part in per_detector.group_by("kind")}
     figures = {}
     for (kind,), part in joined.group_by("kind", maintain_order=True):
         genuine = part.filter(pl.col("label") == "genuine")["flagged"]
         attack = part.filter(pl.col("label").is_in(["impostor", "bot", "hijack"]))["flagged"]
         figures[kind] = {"genuine_flagged": round(float(genuine.mean()), 4) if genuine.len() else None,
                          "target_frr": target,
-                         "attack_flagged": round(float(attack.mean()), 4) if attack.len() else None}
+                         "attack_flagged": round(float(attack.mean()), 4) if attack.len() else None,
+                         "genuine_flagged_by_detector": by_detector.get(kind, {})}
     return dict(sorted(figures.items()))
 
 
@@ -239,8 +251,10 @@ def summary_text(result: dict[str, Any]) -> str:
         median, p90 = hijack.get("delay_s_median"), hijack.get("delay_s_p90")
         lines.append(f"  hijacks caught after the takeover: median {'—' if median is None else f'{median:g} s'}, "
                      f"90th percentile {'—' if p90 is None else f'{p90:g} s'}")
-    lines += ["", "windows on their own       genuine flagged  target  attack flagged"]
+    lines += ["", "windows on their own       genuine flagged  target  attack flagged  "
+                  "genuine flagged by each detector"]
     for kind, entry in result["windows"].items():
+        each = ", ".join(f"{name} {share(rate)}" for name, rate in entry.get("genuine_flagged_by_detector", {}).items())
         lines.append(f"  {kind:<12} {share(entry['genuine_flagged']):>20}  {share(entry['target_frr']):>6}  "
-                     f"{share(entry['attack_flagged']):>14}")
+                     f"{share(entry['attack_flagged']):>14}  {each}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +51,7 @@ class DecisionRecord:
     detectors: Mapping[str, Any] | None = None
     top_features: FeatureWeights | None = None
     decided_at: datetime | None = None  # the time of the behaviour judged (default: now)
-    window_risk: float | None = None  # the window on its own: share of the user's genuine windows scoring lower
+    window_risk: float | None = None  # the window on its own: 1 - its detectors' combined surprise
     evidence: float | None = None  # the session's evidence after this window (nats, app.evidence)
     evidence_change: float | None = None  # how much this window moved it
     flagged: bool | None = None  # the window on its own is rarer than the target false-reject rate allows
@@ -135,8 +135,15 @@ class SessionState:
     challenge_open: bool
 
 
-def session_states(store: Store, session_ids: Sequence[str]) -> dict[str, SessionState]:
-    """`SessionState` of each session (one query; unknown sessions start from nothing)."""
+def session_states(store: Store, session_ids: Sequence[str], *,
+                   new: Collection[str] = ()) -> dict[str, SessionState]:
+    """`SessionState` of each session (one query; unknown sessions start from nothing). Sessions in `new`
+    were stored in the caller's open transaction: nothing was decided or challenged in them yet, so
+    only their start is read (a login's batch: the decisions table is not searched)."""
+    if session_ids and set(session_ids) <= set(new):
+        starts = dict(store.rows("SELECT session_id, started_at FROM sessions WHERE list_contains(?, session_id)",
+                                 [list(session_ids)]))
+        return {session_id: SessionState(starts.get(session_id), 0.0, False) for session_id in session_ids}
     # one session (a login, a scheduler run on one live session): equality lets DuckDB skip row groups
     of, value = ("= ?", session_ids[0]) if len(session_ids) == 1 else ("IN (SELECT unnest(?))", list(session_ids))
     found = store.rows(f"""

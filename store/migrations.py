@@ -224,8 +224,8 @@ MIGRATIONS.append((
     5,
     "session evidence on decisions; models recalibrated on held-out sessions",
     """
-    -- A decision judges the session after one window: the window on its own (window_risk: the share of
-    -- the user's genuine windows that score lower; flagged: rarer than the target false-reject rate),
+    -- A decision judges the session after one window: the window on its own (window_risk: 1 - how rare
+    -- it is among the user's genuine windows, its detectors combined; flagged: rarer than the target),
     -- how much the window moved the session's evidence, and the evidence after it (nats, app.evidence).
     -- decided_at is the time of the behaviour judged: the session's start plus the window's end.
     ALTER TABLE decisions ADD COLUMN window_risk DOUBLE;

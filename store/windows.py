@@ -101,25 +101,26 @@ def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str]
         return dry.report
 
 
-#: Read-cache key of the stored feature schema ids (a live login's windows almost never bring a new one).
-SCHEMA_IDS = "schema_ids"
+#: Read-cache key of the stored feature schemas, id -> names (a live login's windows almost never bring a
+#: new one, and every scoring run reads them).
+SCHEMAS = "feature_schemas"
 
 
-def _stored_schema_ids(store: Store) -> frozenset[str]:
-    def read() -> frozenset[str]:
-        return frozenset(sid for (sid,) in store.rows("SELECT schema_id FROM feature_schemas"))
+def _stored_schemas(store: Store) -> dict[str, tuple[str, ...]]:
+    def read() -> dict[str, tuple[str, ...]]:
+        return {sid: tuple(names) for sid, names in store.rows("SELECT schema_id, names FROM feature_schemas")}
 
-    return store.cached(SCHEMA_IDS, read)
+    return store.cached(SCHEMAS, read)
 
 
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
                    kind: str, source_name: str, actor: str | None, dry_run: bool,
                    users_stored: bool, or_ignore: bool = True) -> WindowReport:
     with store.transaction() as cursor:
-        if sid not in _stored_schema_ids(store):
+        if sid not in _stored_schemas(store):
             cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
                            [sid, kind, feature_names])
-            store.invalidate(SCHEMA_IDS)
+            store.invalidate(SCHEMAS)
         added = insert_frame(cursor, "feature_windows", frame, or_ignore=or_ignore)
         if added:
             _track_for_replay_checks(store, frame)
@@ -160,8 +161,8 @@ def feature_windows(store: Store, kind: str | None = None, *, users: list[str] |
 
 
 def schema_names(store: Store) -> dict[str, list[str]]:
-    """Feature names of every stored schema id."""
-    return {sid: list(n) for sid, n in store.rows("SELECT schema_id, names FROM feature_schemas")}
+    """Feature names of every stored schema id (a new dict of new lists: callers may change them)."""
+    return {sid: list(names) for sid, names in _stored_schemas(store).items()}
 
 
 def unscored_windows(store: Store, limit: int = 10_000, *, sessions: list[str] | None = None) -> pl.DataFrame:

@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose
 from polars.testing import assert_frame_equal
 
 from app import analysis
-from app.evidence import EvidenceSettings, surprise_of
+from app.evidence import EvidenceSettings, surprise_of, window_surprise
 from app.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
 from store import Store, ingest_events, monitor
 from store.decisions import DecisionRecord, record_decision, record_decisions
@@ -183,7 +183,8 @@ def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list
     made = decide(risk, POLICY, context)
     model_risks = None if z is None else [float(1 - surprise_of(v)) for v in z]
     return {"decision_id": decision_id, "session_id": session_id, "window_id": f"{decision_id}-w", "kind": kind,
-            "end_ms": end_ms, "window_risk": None if model_risks is None else max(model_risks),
+            "end_ms": end_ms,
+            "window_risk": None if z is None else float(1 - window_surprise([surprise_of(v) for v in z])),
             "evidence": evidence, "evidence_change": change, "action": made.action.value,
             "verdict": made.verdict.value, "risk": risk, "reasons": json.dumps(list(made.reasons)), "label": label,
             "takeover_ms": 1500.0 if label == "hijack" else None, "model_risks": model_risks}
@@ -298,9 +299,10 @@ def test_window_labels_give_a_hijack_its_owner_windows_before_the_takeover() -> 
     assert "c3-w" not in windows["window_id"].to_list()  # no stored window risk
     labels = dict(windows.select("window_id", "label").rows())
     assert (labels["h1-w"], labels["h2-w"], labels["b1-w"]) == ("genuine", "hijack", "bot")
-    # flagged above 0.95: genuine a2, a3 (0.977) and c1 (0.9987) of 7 genuine; attack b2 (0.023) of 3 passes
+    # flagged above 0.95: genuine a2 and c1 (z 2: 0.977; a3's detectors disagree, z 0 and 2: 0.84) of 7
+    # genuine; attack b2 (0.023) of 3 passes
     rates = analysis.error_rates(windows, 0.95)
-    assert (rates.frr, rates.far) == (pytest.approx(3 / 7), pytest.approx(1 / 3))
+    assert (rates.frr, rates.far) == (pytest.approx(2 / 7), pytest.approx(1 / 3))
     assert rates.genuine.size == 7 and rates.impostor.size == 3 and 0 < rates.auc < 1
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.testing import assert_allclose
 
 from app.evidence import (
     EvidenceSettings,
@@ -19,6 +20,7 @@ from app.evidence import (
     machine_like,
     risk_of,
     window_evidence,
+    window_surprise,
 )
 from detectors.base import calibration_folds, fold_rows
 from detectors.features import feature_names
@@ -154,3 +156,20 @@ def test_machine_like_input_is_named_and_human_typing_is_not() -> None:
     assert machine_like("mouse", mouse, window) == [None]
     window[0, mouse.index("curvature_mean")], window[0, mouse.index("share_move")] = 0.0, 0.2  # clicks only
     assert machine_like("mouse", mouse, window) == [None]
+
+
+def test_a_window_on_its_own_combines_its_detectors_and_keeps_one_detectors_surprise() -> None:
+    alone = np.array([0.5, 0.05, 1e-4])
+    assert_allclose(window_surprise([alone]), alone, rtol=1e-9)  # one detector: its own surprise
+    assert_allclose(window_surprise([alone, alone]), alone, rtol=1e-9)  # two that agree: the same
+    disagree = window_surprise([np.array([0.01]), np.array([0.5])])[0]
+    assert 0.01 < disagree < 0.5  # between the two: one surprised detector alone is not the window
+    assert window_surprise([np.array([0.0]), np.array([0.0])])[0] > 0  # never exactly zero
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2), st.floats(0.0, 1.0))
+@settings(max_examples=60, deadline=None)
+def test_a_window_is_rarer_when_any_detector_finds_it_rarer(surprises: list[float], lower: float) -> None:
+    before = window_surprise([np.array([s]) for s in surprises])[0]
+    rarer = window_surprise([np.array([min(surprises[0], lower)]), np.array([surprises[1]])])[0]
+    assert rarer <= before + 1e-12

@@ -14,6 +14,7 @@ from app.samples import simulate_into
 from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
+from store.decisions import session_states
 from store.progress import events_for_sessions
 from store.windows import REPLAY_TOLERANCE_MS, replayed_windows, window_rows
 
@@ -126,6 +127,13 @@ def test_a_login_batch_is_stored_and_decided_in_one_go_from_memory(trained_store
                          .select("window_id", "features") for kind, w in from_store.items() if w.height])
     rebuilt = rebuilt.sort("window_id")
     assert rebuilt.equals(stored)
+
+
+def test_a_session_new_in_the_transaction_starts_from_the_state_the_full_read_gives(trained_store: Store) -> None:
+    store = trained_store
+    ingest_events(store, a_login_batch("fresh-state"), source_name="test")
+    assert session_states(store, ["fresh-state"], new=["fresh-state"]) == session_states(store, ["fresh-state"])
+    assert session_states(store, ["fresh-state"])["fresh-state"].started_at is not None
 
 
 def test_a_batch_adding_to_a_stored_session_is_featurized_from_the_store(trained_store: Store) -> None:

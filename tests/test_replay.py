@@ -61,6 +61,10 @@ def test_the_evaluation_reports_every_figure_and_holds_its_floors(replayed: tupl
     for kind, entry in figures["windows"].items():
         assert entry["target_frr"] == 0.05
         assert entry["attack_flagged"] > entry["genuine_flagged"], kind
+        each = entry["genuine_flagged_by_detector"]
+        assert set(each) == {"background", "manhattan_scaled"}, kind
+        # a window is flagged when its detectors together find it rare: never more often than by both alone
+        assert entry["genuine_flagged"] <= max(each.values()) + 1e-9, kind
 
 
 def test_shuffled_labels_give_chance_level_figures(population: Path, replayed: tuple[dict, Path]) -> None:
