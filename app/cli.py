@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "per user (default: half the smallest user's)")
     evaluate.add_argument("--tick-seconds", type=float, default=10.0,
                           help="events: seconds of session time between runs of the score job (default 10)")
-    evaluate.add_argument("--keep", type=Path, help="events: keep the replayed store in this DuckDB file")
+    evaluate.add_argument("--keep", type=Path, help="events: keep the replayed store in this DuckDB file, labels added "
+                               "(open it in the app: TELLTALE_DB=FILE make run)")
     evaluate.add_argument("--impostor-reps", type=int,
                           help="repetitions (cmu) or sentences (aalto) of every other subject used as impostors "
                                "(default: 5, at most half the training ones)")

@@ -32,7 +32,7 @@ import polars as pl
 from app import jobs, pipeline, settings, stepup
 from store import Store, ingest_events
 from store.errors import Problem, ValidationError
-from store.ingest import ROW, check_csv_file, validate_batch
+from store.ingest import ROW, check_csv_file, store_labels, validate_batch
 from store.progress import mark_featurized
 from store.sidecars import read_sidecars
 
@@ -61,7 +61,9 @@ def evaluate_events(events_csv: Path, *, options: ReplayOptions | None = None, p
                     keep: Path | None = None) -> dict[str, Any]:
     """Replay `events_csv` through the app and return the figures (see the module docstring).
 
-    `keep`: write the replayed store there (for the pages or a closer look) instead of a temporary file.
+    `keep`: write the replayed store there instead of a temporary file, with the labels added once
+    everything is decided: the Threshold lab and Overview on that store show these figures and how
+    other band edges or sensitivities would change them (`TELLTALE_DB=KEEP make run`).
     """
     options = options or ReplayOptions()
     started = time.perf_counter()
@@ -71,6 +73,8 @@ def evaluate_events(events_csv: Path, *, options: ReplayOptions | None = None, p
         with Store(path) as store:
             replay(store, events, sessions, labels, options=options, progress=progress)
             figures = outcome(store, labels, enrolment_sessions=settings.get("enrolment_sessions"))
+            if keep is not None:
+                store_labels(store, labels)
     figures["protocol"] = {
         "events_csv": str(events_csv), "events": events.height, "sessions": sessions.height,
         "users": sessions["user_id"].n_unique(), "enrolment_sessions": settings.get("enrolment_sessions"),

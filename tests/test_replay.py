@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app import pipeline, replay
+from app import analysis, pipeline, replay
 from app.samples import write_simulation
 from simulators import simulate
-from store import Store, ingest_events
+from store import Store, ingest_events, monitor
 from store.progress import mark_featurized
 from store.sidecars import sidecar_path
 from store.windows import training_windows
@@ -82,6 +82,20 @@ def test_shuffled_labels_give_chance_level_figures(population: Path, replayed: t
     true_gap = (figures["sessions"]["impostor"]["detected"] - figures["sessions"]["genuine"]["challenged"])
     assert abs(sum(gaps) / len(gaps)) < 0.15
     assert true_gap > 0.4
+
+
+def test_the_kept_store_has_the_labels_and_the_threshold_lab_counts_what_the_evaluator_counted(
+    population: Path, replayed: tuple[dict, Path],
+) -> None:
+    figures, keep = replayed
+    _, _, labels = replay.read_population(population)
+    with Store(keep) as store:
+        assert store.scalar("SELECT count(*) FROM session_labels") == labels.height
+        rows = monitor.lab_decisions(store, enrolment_sessions=6)
+    lab = analysis.session_outcomes(rows.filter(~pl.col("enrolment") & pl.col("label").is_not_null()))
+    for label, entry in figures["sessions"].items():
+        challenged = lab.filter(pl.col("label") == label)["challenged"].sum()
+        assert challenged == round(entry["challenged" if label == "genuine" else "detected"] * entry["n"]), label
 
 
 def test_trivially_different_attackers_are_all_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
