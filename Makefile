@@ -29,7 +29,7 @@ $(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-runtime
 run: $(VENV)/.stamp-runtime
 	$(PY) -m app init
 	@echo "Telltale: open http://127.0.0.1:$(PORT) (Ctrl+C to stop)"
-	$(PY) -m streamlit run app/main.py --server.port $(PORT) --server.address 127.0.0.1
+	$(PY) -m streamlit run app/web/main.py --server.port $(PORT) --server.address 127.0.0.1
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -6,10 +6,10 @@ own means, seeded numpy; no simulator, no store. For every registered detector (
 
 - fit time: `fit_user_model` for one user alone (so the default cross-fitted calibration is included) on
   a user's first 25 and first 200 windows, median over `fit_users` users. Detectors that need other users'
-  windows get a background of up to `background_limit` of them, drawn as `app.models.train` draws it.
+  windows get a background of up to `background_limit` of them, drawn as `app.engine.training.train` draws it.
 - scoring rate: windows/s of `UserModel.score` (schema check + detector) on `score_windows` windows of all
   users, with the model fitted on user 0's 200 windows; the faster of two runs.
-- full retrain: what `app.models.train` does, `fit_user_models` (all users of one detector together, in
+- full retrain: what `app.engine.training.train` does, `fit_user_models` (all users of one detector together, in
   `n_jobs` processes), for `users` users on `windows_per_user` windows, per detector and in total; in
   chunks (the first of `fit_users` users, then `retrain_chunk`). A detector whose retrain has taken
   `retrain_budget_s` seconds stops after that chunk and its seconds for all users are extrapolated
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 SEED = 7
-BACKGROUND_SEED = 0  # as app.models.SEED: the draw of other users' windows
-BACKGROUND_LIMIT = 2_000  # as app.models.BACKGROUND_LIMIT
+BACKGROUND_SEED = 0  # as app.engine.training.SEED: the draw of other users' windows
+BACKGROUND_LIMIT = 2_000  # as app.engine.training.BACKGROUND_LIMIT
 KEYS = 12
 TARGET_RETRAIN_S = 60.0
 #: Users fitted per timed call of the retrain after the first chunk (the autoencoder batches a chunk).

@@ -6,7 +6,7 @@ and `test_files/<user>/session_*` are consecutive 2,000-row slices of the same r
 stand-in holds twice the training events), every other slice claimed by another user and labelled
 illegal in `public_labels.csv`. Its genuine test slices repeat training data, so the detectors' figures
 on it mean nothing and are not reported; what is measured is that the labelled-test path of
-`app.evaluate.evaluate` (parse every file, build windows, fit each user's models, score every test
+`app.engine.detector_evaluation.evaluate` (parse every file, build windows, fit each user's models, score every test
 session against the claimed user) finishes within the issue's 10 minutes.
 
 Baseline in the same run: parsing the same files (`store.importers.balabit.read_balabit`), the floor
@@ -56,7 +56,7 @@ def build_full_layout(training: Path, target: Path, slice_rows: int = SLICE_ROWS
 
 def bench_evaluate_balabit(folder: Path) -> dict[str, Any]:
     """Seconds of `evaluate --format balabit` on the full-size stand-in, beside parsing it alone."""
-    from app.evaluate import DEFAULT_DETECTORS, evaluate
+    from app.engine.detector_evaluation import DEFAULT_DETECTORS, evaluate
     from store.importers.balabit import read_balabit
 
     training = folder / "training_files"

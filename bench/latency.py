@@ -2,13 +2,13 @@
 
 Setup (not timed): a temporary store with `simulators.simulate(users, enrolment_sessions, seed,
 enrolment_days=...)` ingested, windows built and models trained for the configured detectors
-(`app.pipeline.prepare_store`, TELLTALE_DETECTORS). Then `sessions` login-like batches are made from
+(`app.engine.pipeline.prepare_store`, TELLTALE_DETECTORS). Then `sessions` login-like batches are made from
 the simulated genuine sessions of trained users: each session's events up to and including its submit
 (username, password with the fixed phrase, submit), under a new session id `bench-{i}` so every batch
 is a session the store has not seen.
 
 Timed per batch with `time.perf_counter` (what the capture page does with a batch that submits a login):
-`app.pipeline.ingest_and_score(store, events, [session_id], ...)`, which in one transaction stores the
+`app.engine.pipeline.ingest_and_score(store, events, [session_id], ...)`, which in one transaction stores the
 batch, builds the session's windows from it, scores them against the user's models, decides and
 records the decision. The scheduler interval (up to a second before a batch is sent) is not included.
 
@@ -83,7 +83,7 @@ def login_batches(events: pl.DataFrame, session_ids: list[str], count: int, *,
 def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
              enrolment_days: int) -> tuple[pl.DataFrame, list[str]]:
     """Simulate, ingest, build windows, train; returns the events and the genuine sessions of trained users."""
-    from app.pipeline import prepare_store
+    from app.engine.pipeline import prepare_store
     from simulators import simulate
     from store.models import active_models
 
@@ -98,14 +98,14 @@ def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
 @contextmanager
 def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the calls `score_windows` makes so their time adds up in `totals` (name -> seconds)."""
-    import app.models
+    import app.engine.policies
+    import app.engine.training
     import store.decisions
     import store.models
-    import store.policies
     import store.windows
     from detectors.persistence import UserModel
 
-    targets = [(app.models, "load_active", "load_models"), (store.policies, "latest_policy", "policy"),
+    targets = [(app.engine.training, "load_active", "load_models"), (app.engine.policies, "latest_policy", "policy"),
                (store.windows, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
                (store.decisions, "record_decisions", "record_decisions"),
                (store.models, "record_scores", "record_scores")]
@@ -131,7 +131,7 @@ def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
 
 def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, float]:
     """Median ms of each stage of `ingest_and_score`, run step by step on fresh sessions."""
-    from app.pipeline import build_and_store_windows, score_windows
+    from app.engine.pipeline import build_and_store_windows, score_windows
     from store.windows import unscored_windows
 
     per_stage: dict[str, list[float]] = defaultdict(list)
@@ -166,7 +166,7 @@ def bench_latency(sessions: int = 1_000, *, users: int = 10, enrolment_sessions:
 
     `stages`: None = profile the stages only when the p99 misses the target; True/False = always/never.
     """
-    from app.pipeline import ingest_and_score
+    from app.engine.pipeline import ingest_and_score
 
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "latency.duckdb") as store:
         _log(f"setup: simulating {users} users x {enrolment_sessions} sessions, training ...")

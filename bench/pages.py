@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = ROOT / "app" / "main.py"
+ENTRY = ROOT / "app" / "web" / "main.py"
 PAGES = ROOT / "pages"
 #: The fast detector keeps building the store (and the app's retraining) short.
 DETECTORS = "manhattan_log"
@@ -40,8 +40,8 @@ STREAMS = {"data-page": (8, 1), "heavy": (3, 20)}
 def build_store(path: Path, *, users: int = 50, sessions: int = 29, seed: int = 7) -> dict[str, Any]:
     """Simulate (`simulate(50, 29, seed=7)` is about 1.0M events), then windows, models, scores, decisions."""
     os.environ["TELLTALE_DETECTORS"] = DETECTORS
-    from app.pipeline import prepare_store
-    from app.samples import simulate_into
+    from app.engine.pipeline import prepare_store
+    from app.engine.samples import simulate_into
     from store import Store
 
     started = time.perf_counter()
@@ -60,7 +60,7 @@ def _fresh_apptest(db: Path, script: Path):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from app.resources import get_live_control, get_store
+    from app.web.resources import get_live_control, get_store
 
     st.cache_data.clear()
     get_store.clear()
@@ -89,7 +89,7 @@ def page_render_times(db: Path, pages: list[str] | None = None) -> dict[str, Any
         import streamlit as st
 
         st.cache_data.clear()  # the switched page starts with cold caches
-        app.switch_page(f"../pages/{name}.py")
+        app.switch_page(f"../../pages/{name}.py")
         started = time.perf_counter()
         app.run()
         first_s = time.perf_counter() - started
@@ -97,7 +97,7 @@ def page_render_times(db: Path, pages: list[str] | None = None) -> dict[str, Any
         app.run()
         rerun_s = time.perf_counter() - started
         results[name] = {"first_s": round(first_s, 3), "rerun_s": round(rerun_s, 3), "errors": _errors(app)}
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     get_store.clear()
     slowest = max(results, key=lambda n: results[n]["first_s"])

@@ -2,12 +2,12 @@
 
 Setup (not timed): `simulators.simulate(users, sessions, seed, attack_share, enrolment_days)`.
 
-Timed, ours: `app.replay.replay` into a new store, which is what `python -m app evaluate` does: each
+Timed, ours: `app.engine.replay.replay` into a new store, which is what `python -m app evaluate` does: each
 session stored and windowed, its windows decided run by run as the score job would, one-time codes
 answered, the retrain job run between sessions.
 
 Baseline, same run and same events: the same population handled in bulk into another new store
-(`ingest_events` of every event at once, then `app.pipeline.prepare_store`: windows, one training, one
+(`ingest_events` of every event at once, then `app.engine.pipeline.prepare_store`: windows, one training, one
 scoring pass), the floor of any evaluation that stores, windows, trains and scores everything once.
 The difference is the price of deciding each session only from the sessions before it.
 """
@@ -30,8 +30,8 @@ def _log(message: str) -> None:
 def bench_replay(users: int = 24, sessions: int = 16, *, seed: int = 1, attack_share: float = 0.3,
                  enrolment_days: int = 6) -> dict[str, Any]:
     """Seconds and sessions per second of the replay beside the bulk baseline, with the replay's figures."""
-    from app.pipeline import prepare_store
-    from app.replay import ReplayOptions, outcome, replay
+    from app.engine.pipeline import prepare_store
+    from app.engine.replay import ReplayOptions, outcome, replay
     from app.settings import get
     from simulators import simulate
 

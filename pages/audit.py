@@ -5,11 +5,11 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import operate
-from app.resources import get_store
-from app.text import plural
-from app.ui import teach
+from app.web import review
+from app.web.resources import get_store
+from app.web.ui import teach
 from store.audit import audit, audit_csv, audit_entries, audit_facets, audit_time_span
+from store.text import plural
 
 ACTOR = "audit-page"
 TABLE_KEY = "audit_table"
@@ -45,7 +45,7 @@ with st.container(border=True):
     days = st.date_input("Days (UTC)", value=(first.date(), last.date()))
 
 picked = tuple(days) if isinstance(days, list | tuple) else (days,)
-since, until = operate.day_bounds(picked[0] if picked else None, picked[-1] if picked else None)
+since, until = review.day_bounds(picked[0] if picked else None, picked[-1] if picked else None)
 filters = {"actor": actor, "action": action, "subject": subject.strip() or None, "since": since, "until": until}
 rows = audit_entries(store, **filters, limit=LIMIT)
 st.caption(f"{plural(rows.height, 'row matches', 'rows match')} (newest first; at most {LIMIT:,} are shown).")
@@ -53,20 +53,20 @@ if rows.is_empty():
     st.info("No audit row matches these filters: widen the days, or set a filter back to *any*.")
     st.stop()
 
-readable = rows.with_columns(pl.Series("details", [operate.details_summary(text) for text in rows["details"]],
+readable = rows.with_columns(pl.Series("details", [review.details_summary(text) for text in rows["details"]],
                                         dtype=pl.String))
 selection = st.dataframe(readable, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
                          selection_mode="single-row",
                          column_config={"details": st.column_config.TextColumn("details", width="large")})
-row = operate.selected_row(rows, selection.selection.rows)
+row = review.selected_row(rows, selection.selection.rows)
 if row is None:
     st.caption("Select a row to read its details in full.")
 else:
     st.markdown(f"**#{row['audit_id']}** · {row['happened_at']:%Y-%m-%d %H:%M:%S} UTC · {row['actor']} · "
                 f"`{row['action']}` · {row['subject'] or '—'}")
-    st.text("\n".join(operate.details_lines(row["details"])) or "no details")
+    st.text("\n".join(review.details_lines(row["details"])) or "no details")
 
 st.download_button("Export these rows (CSV)", audit_csv(store, **filters, limit=LIMIT), file_name="audit_log.csv",
                    mime="text/csv", on_click=audit_export,
-                   args=(rows.height, operate.described_filters((), **filters)),
+                   args=(rows.height, review.described_filters((), **filters)),
                    help="The filtered audit rows; the export itself is recorded in the audit log.")

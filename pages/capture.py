@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import polars as pl
 import streamlit as st
 
-from app import pipeline, settings, stepup
+from app import settings
 from app.capture.component import PHRASE, mount_capture, page_capture
-from app.resources import get_store
-from app.text import plural
-from app.ui import verdict_badge
+from app.engine import pipeline, stepup
+from app.web.resources import get_store
+from app.web.ui import verdict_badge
+from store.text import plural
 
 st.title("Capture")
 st.caption("Only timings, key classes and positions leave your browser: never the characters you type.")
@@ -33,7 +34,7 @@ def ask_for_code(store, user_id: str, session_id: str) -> None:
         st.warning(f"This login did not look like {user_id}'s usual typing, so it needs a one-time code, but "
                    f"{user_id} has no authenticator yet. Add one on **Step-up** (a QR code for your phone's "
                    "authenticator app), then log in again.")
-        st.page_link("../pages/stepup.py", label="Enrol an authenticator on Step-up", icon=":material/password:")
+        st.page_link("../../pages/stepup.py", label="Enrol an authenticator on Step-up", icon=":material/password:")
         return
     challenge = stepup.session_challenge(store, session_id)
     if challenge is None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from app import samples, settings
-from app.resources import get_live_control, get_store
-from app.text import plural
-from app.ui import progress_callback, show_error
+from app import settings
+from app.engine import samples
+from app.web.resources import get_live_control, get_store
+from app.web.ui import progress_callback, show_error
 from store import StoreError, ingest_events_csv, reads
 from store.export import export_events_parquet
+from store.text import plural
 
 UPLOADS = Path(settings.get("db")).parent / "uploads"
 
@@ -81,7 +82,7 @@ with dataset_tab:
         dataset_format = st.selectbox("Format", ["events", "cmu", "balabit", "aalto"])
         submitted = st.form_submit_button("Import")
     if submitted and dataset_path:
-        from app.cli import IMPORT_FORMATS
+        from app.engine.imports import IMPORT_FORMATS
 
         update, clear = progress_callback(f"Importing {dataset_path}")
         try:

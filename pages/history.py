@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, operate
-from app.policy import Action, Verdict
-from app.resources import get_store
-from app.text import plural
-from app.ui import teach
+from app.engine.policy import Action, Verdict
+from app.web import charts, review
+from app.web.resources import get_store
+from app.web.ui import teach
 from store.audit import audit
 from store.decisions import BUCKETS, decisions
+from store.text import plural
 
 ACTOR = "history-page"
 TABLE_KEY = "history_table"
@@ -27,7 +27,7 @@ def audit_export(rows: int, filters: dict) -> None:
 def investigate(session_id: str, user_id: str | None) -> None:
     st.session_state["investigate_session"] = session_id
     st.session_state["investigate_user"] = user_id
-    st.switch_page("../pages/investigation.py")
+    st.switch_page("../../pages/investigation.py")
 
 
 st.title("History")
@@ -42,19 +42,19 @@ if everything.is_empty():
 
 with st.container(border=True):
     user_column, verdict_column, action_column = st.columns([2, 1, 1])
-    users = user_column.multiselect("Users", operate.distinct_values(everything["user_id"]),
+    users = user_column.multiselect("Users", review.distinct_values(everything["user_id"]),
                                     placeholder="all users")
     verdict = verdict_column.selectbox("Verdict", [ANY, *Verdict])
     action = action_column.selectbox("Action", [ANY, *Action])
     days_column, policy_column, bucket_column = st.columns([2, 1, 1])
-    first_day, last_day = operate.date_range(everything, "decided_at")
+    first_day, last_day = review.date_range(everything, "decided_at")
     days = days_column.date_input("Days (UTC)", value=(first_day, last_day))
-    revision = policy_column.selectbox("Policy revision", [None, *operate.policy_revisions_in(everything)],
+    revision = policy_column.selectbox("Policy revision", [None, *review.policy_revisions_in(everything)],
                                        format_func=lambda pair: "any" if pair is None else f"{pair[0]} rev {pair[1]}")
     bucket = bucket_column.selectbox("Count per", BUCKETS, index=BUCKETS.index("hour"))
 
 picked = tuple(days) if isinstance(days, list | tuple) else (days,)
-since, until = operate.day_bounds(picked[0] if picked else None, picked[-1] if picked else None)
+since, until = review.day_bounds(picked[0] if picked else None, picked[-1] if picked else None)
 filters = {
     "verdict": None if verdict == ANY else str(verdict),
     "action": None if action == ANY else str(action),
@@ -63,7 +63,7 @@ filters = {
     "policy_id": revision[0] if revision else None,
     "policy_revision": revision[1] if revision else None,
 }
-shown = operate.decisions_for(store, users, **filters)
+shown = review.decisions_for(store, users, **filters)
 st.caption(f"{plural(shown.height, 'decision matches', 'decisions match')} (newest first; at most 10,000 per "
            "user are read).")
 if shown.is_empty():
@@ -74,18 +74,18 @@ st.plotly_chart(charts.decision_timeline(shown, colour_by="action", title="Risk 
                 key="history_timeline")
 teach("Each dot is one decision: higher means the behaviour looked less like the user's own. Green was "
       "allowed (SAFE); orange and red were challenged, flagged or denied (UNSAFE).")
-st.plotly_chart(charts.decision_counts_chart(operate.counts_for(store, users, bucket, **filters),
+st.plotly_chart(charts.decision_counts_chart(review.counts_for(store, users, bucket, **filters),
                                              title=f"Decisions per {bucket}"), key="history_counts")
 teach("How many decisions of each kind were made in each period: a sudden rise of red or orange is worth a look.")
 
 st.subheader("Decisions")
 table = shown.select("decided_at", "user_id", "session_id", "action", "verdict", "risk", "policy_id", "policy_rev",
-                     operate.reasons_text("reasons"), "decision_id")
+                     review.reasons_text("reasons"), "decision_id")
 selection = st.dataframe(table, hide_index=True, width="stretch", key=TABLE_KEY, on_select="rerun",
                          selection_mode="single-row",
                          column_config={"risk": st.column_config.NumberColumn(format="%.3f"),
                                         "reasons": st.column_config.TextColumn("reasons", width="large")})
-row = operate.selected_row(table, selection.selection.rows)
+row = review.selected_row(table, selection.selection.rows)
 investigate_column, export_column = st.columns(2)
 with investigate_column:
     if row is None:
@@ -96,7 +96,7 @@ with investigate_column:
                  help="Open the selected decision's session on the Investigation page."):
         investigate(row["session_id"], row["user_id"])
 with export_column:
-    st.download_button("Export these decisions (CSV)", operate.decisions_export(store, users, **filters),
+    st.download_button("Export these decisions (CSV)", review.decisions_export(store, users, **filters),
                        file_name="decisions.csv", mime="text/csv", on_click=audit_export,
-                       args=(shown.height, operate.described_filters(users, **filters)),
+                       args=(shown.height, review.described_filters(users, **filters)),
                        help="The filtered decisions, every column; the export is recorded in the audit log.")

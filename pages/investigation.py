@@ -11,14 +11,14 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, operate
-from app.policy import Policy
-from app.resources import get_store
-from app.text import plural
-from app.ui import ACTION_STYLE, teach
+from app.engine.policies import latest_policy
+from app.engine.policy import Policy
+from app.web import charts, investigation, review
+from app.web.resources import get_store
+from app.web.ui import ACTION_STYLE, teach
 from store import monitor, reads
 from store.models import model_blobs
-from store.policies import latest_policy
+from store.text import plural
 from store.windows import feature_windows
 
 TTL = 60  # seconds; per-session results are also keyed by the session's row counts
@@ -167,12 +167,12 @@ with behaviour_tab:
     else:
         rhythm, path = st.columns(2)
         with rhythm:
-            st.plotly_chart(charts.keystroke_rhythm_chart(analysis.session_presses(events)), width="stretch")
+            st.plotly_chart(charts.keystroke_rhythm_chart(investigation.session_presses(events)), width="stretch")
             teach("Dwell is how long each key is held; flight is the time from one key going down to the next. "
                   "People are remarkably consistent in both, pair by pair, which is what keystroke dynamics "
                   "measures. Only timings and key classes are stored, never the keys.")
         with path:
-            st.plotly_chart(charts.mouse_path_chart(analysis.pointer_path(events)), width="stretch")
+            st.plotly_chart(charts.mouse_path_chart(investigation.pointer_path(events)), width="stretch")
             teach("The pointer's path on the screen, coloured by speed (px/s). Speed, acceleration, curvature and "
                   "pauses are personal; a bot's straight, constant-speed lines stand out.")
 
@@ -204,7 +204,8 @@ with features_tab:
         scored_by = scores.filter(pl.col("window_id") == window_id)["model_id"].to_list()
         models = _models(db, tuple(scored_by)) if scored_by else _fallback_models(
             db, summary["user_id"], window["kind"], window["schema_id"], counts["models"])
-        baseline = next((b for b in map(analysis.baseline_of, models["metadata"].to_list()) if b is not None), None)
+        baselines = map(investigation.baseline_of, models["metadata"].to_list())
+        baseline = next((b for b in baselines if b is not None), None)
         if baseline is None or len(baseline[0]) != len(names):
             st.info("No baseline for this window yet: no model of this user (or the global one) covers its kind. "
                     "Train the models on **Models**.")
@@ -213,7 +214,7 @@ with features_tab:
             if not personal:
                 st.caption("Scored by the global model (this user has too little enrolment of this kind): the "
                            "baseline is every user's, not theirs.")
-            zscores = analysis.feature_zscores(window["features"], names, *baseline)
+            zscores = investigation.feature_zscores(window["features"], names, *baseline)
             chart, drivers = st.columns(2)
             with chart:
                 st.plotly_chart(charts.feature_zscore_chart(zscores), width="stretch")
@@ -224,17 +225,17 @@ with features_tab:
                 method = st.radio("Contribution", ["share of the deviation", "leave one feature out (model)"],
                                   horizontal=True, key="inv_method")
                 if method == "share of the deviation":
-                    contributions = analysis.deviation_contributions(zscores)
+                    contributions = investigation.deviation_contributions(zscores)
                     explanation = ("Each feature's share of the window's total |z|: model-free, quick, and a fair "
                                    "guide for distance-based detectors.")
                 else:
                     loaded = [m for m in (_loaded_model(db, mid) for mid in models["model_id"]) if m is not None]
                     if not loaded:
                         st.info("The model is no longer stored; showing the deviation share instead.")
-                        contributions = analysis.deviation_contributions(zscores)
+                        contributions = investigation.deviation_contributions(zscores)
                     else:
-                        contributions = analysis.leave_one_out_contributions(
-                            analysis.mean_model_risk(loaded, window["schema_id"]), window["features"], baseline[0],
+                        contributions = investigation.leave_one_out_contributions(
+                            investigation.mean_model_risk(loaded, window["schema_id"]), window["features"], baseline[0],
                             names)
                     explanation = ("How much the window's own risk (the share of the user's genuine windows that "
                                    "score lower, averaged over its models) drops when one feature is put back to "
@@ -267,7 +268,7 @@ with decisions_tab:
               "to use up, so theirs build the evidence from zero. Answering a one-time code starts it again from "
               "zero.")
         st.dataframe(decided.select("decided_at", "kind", "window_risk", "evidence_change", "evidence", "action",
-                                    "risk", "policy_rev", operate.reasons_text("reasons")),
+                                    "risk", "policy_rev", review.reasons_text("reasons")),
                      hide_index=True, width="stretch",
                      column_config={"decided_at": st.column_config.DatetimeColumn("behaviour at (UTC)"),
                                     "window_risk": st.column_config.ProgressColumn(
@@ -294,7 +295,7 @@ with replay_tab:
         if st.button("Replay", key="inv_replay_button"):
             st.session_state["inv_replay"] = session_id
         if st.session_state.get("inv_replay") == session_id:
-            st.plotly_chart(analysis.replay_figure(events, speed), width="stretch", key="inv_replay_chart")
+            st.plotly_chart(investigation.replay_figure(events, speed), width="stretch", key="inv_replay_chart")
             st.caption("Press ▶ Play under the chart; drag the slider to jump to a moment.")
         teach("The session as it happened: the pointer with a short trail, and the keys pressed in the last moment "
               "by how long they were held. Speed it up to see rhythm, slow it down to see hesitation.")

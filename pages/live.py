@@ -16,10 +16,11 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from app import charts, settings
-from app.operate import with_decisive_reason
-from app.resources import get_store
-from app.ui import teach
+from app import settings
+from app.web import charts
+from app.web.resources import get_store
+from app.web.review import with_decisive_reason
+from app.web.ui import teach
 from store import monitor, reads
 
 st.title("Live monitor")

@@ -7,15 +7,17 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from app import charts, models, settings
-from app.evaluate import DEFAULT_DETECTORS, markdown, protocol_text
-from app.resources import get_store
-from app.text import plural
-from app.ui import progress_callback, teach
+from app import settings
+from app.engine import training
+from app.engine.detector_evaluation import DEFAULT_DETECTORS, markdown, protocol_text
+from app.web import charts
+from app.web.resources import get_store
+from app.web.ui import progress_callback, teach
 from detectors import DETECTORS
 from store.metrics import latest_drift
 from store.models import active_models
 from store.progress import clear_session_failures, session_failures
+from store.text import plural
 from store.windows import window_counts
 
 st.title("Models")
@@ -48,7 +50,7 @@ else:
 
     if st.button("Train now", type="primary", help=f"Detectors: {settings.get('detectors')}"):
         update, clear = progress_callback("Training")
-        report = models.train(store, progress=update, actor="models-page")
+        report = training.train(store, progress=update, actor="models-page")
         clear()
         st.session_state["models_trained"] = report.summary()
         st.rerun()  # redraw the table with the new models
@@ -83,7 +85,7 @@ if run:
     if not Path(path).exists():
         st.error(f"{path} not found on this machine.")
     else:
-        from app.evaluate import evaluate
+        from app.engine.detector_evaluation import evaluate
 
         update, clear = progress_callback("Evaluating")
         try:

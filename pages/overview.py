@@ -7,12 +7,14 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, settings
-from app.resources import get_store
-from app.text import plural
-from app.ui import teach
+from app import settings
+from app.engine import history
+from app.web import charts
+from app.web.resources import get_store
+from app.web.ui import teach
 from store import monitor, reads
 from store.decisions import decision_counts_over_time
+from store.text import plural
 
 TTL = 60  # seconds; results are also keyed by the row counts they depend on
 
@@ -34,7 +36,7 @@ def _per_day(db: str, decisions: int) -> pl.DataFrame:
 def investigate(session_id: str, user_id: str) -> None:
     st.session_state["investigate_session"] = session_id
     st.session_state["investigate_user"] = user_id
-    st.switch_page("../pages/investigation.py")
+    st.switch_page("../../pages/investigation.py")
 
 
 store = get_store()
@@ -71,7 +73,7 @@ if labelled.height:
     outcomes = labelled.select("session_id", "label", challenged=pl.col("worst_action") != "ALLOW",
                                denied=pl.col("worst_action").is_in(["FLAG_SESSION", "DENY"]),
                                highest_risk="highest_risk")
-    rates = analysis.outcome_rates(outcomes)
+    rates = history.outcome_rates(outcomes)
     st.subheader("Against the ground truth")
     st.caption(f"Sessions after each user's first {plural(enrolment_sessions, 'session')} (their enrolment), whose "
                "true author is known (simulated data). The labels are only read here, never to decide.")
@@ -102,5 +104,6 @@ if labelled.height:
             row = table.row(picked.selection.rows[0], named=True)
             if st.button(f"Investigate {row['session_id']}", key=f"{key}_go"):
                 investigate(row["session_id"], row["user_id"])
-st.page_link("../pages/history.py", label="Every decision, filtered and exported: History", icon=":material/history:")
-st.page_link("../pages/investigation.py", label="One session in detail: Investigation", icon=":material/search:")
+st.page_link("../../pages/history.py", label="Every decision, filtered and exported: History",
+             icon=":material/history:")
+st.page_link("../../pages/investigation.py", label="One session in detail: Investigation", icon=":material/search:")

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from app import operate, stepup
-from app.resources import get_store
-from app.ui import teach
+from app.engine import stepup
+from app.web import review
+from app.web.resources import get_store
+from app.web.ui import teach
 from store import otp
 
 ACTOR = "stepup-page"
@@ -88,18 +89,18 @@ def submit(challenge_id: str | None, code: str) -> None:
         notice("warning", "Pick a challenge to answer first.", "answer")
         return
     last = st.session_state.get(LAST_KEY)
-    if operate.is_double_submit(last, challenge_id, code):
+    if review.is_double_submit(last, challenge_id, code):
         notice("info", f"This code was just submitted to this challenge ({last.outcome}); it was not sent "
                        "again and nothing changed.", "answer")
         return
     result = stepup.verify(store, challenge_id, code, time.time())
-    st.session_state[LAST_KEY] = operate.Submitted(operate.submission_key(challenge_id, code), result.outcome,
+    st.session_state[LAST_KEY] = review.Submitted(review.submission_key(challenge_id, code), result.outcome,
                                                    result.message, challenge_id)
 
 
 def submit_typed() -> None:
     typed = st.session_state.get(TYPED_KEY) or ""
-    problem = operate.typed_code_problem(typed)
+    problem = review.typed_code_problem(typed)
     if problem:
         notice("warning", problem, "answer")
         return
@@ -137,7 +138,7 @@ if shown is not None:
         st.button("Done", key=DONE_KEY, type="primary", on_click=forget_enrolment)
 
 show_notice("top")
-users = operate.known_users(store)
+users = review.known_users(store)
 if not users:
     st.info("There are no users yet. Open **Data** to load the sample data or simulate users; then enrol "
             "an authenticator for one of them here.")
@@ -156,7 +157,7 @@ with st.expander("Replace the authenticator"):
     st.button("Re-enrol authenticator", on_click=enrol_user, args=(user,))
 
 st.subheader("Challenges")
-states = operate.challenge_states(otp.challenges(store, user_id=user), utc_now())
+states = review.challenge_states(otp.challenges(store, user_id=user), utc_now())
 st.button("Issue a test challenge", on_click=issue_test_challenge, args=(user,),
           help="A demo challenge for this user, as the policy would issue for a risky session.")
 if states.is_empty():
@@ -165,7 +166,7 @@ if states.is_empty():
 else:
     st.dataframe(states.select("challenge_id", "state", "seconds_left", "failures", "session_id", "issued_at",
                                "expires_at", "resolved_at"), hide_index=True, width="stretch")
-for challenge_id in operate.locked_ids(states):
+for challenge_id in review.locked_ids(states):
     locked_column, button_column = st.columns([3, 1])
     locked_column.error(f"Challenge {challenge_id} is locked after repeated wrong codes.")
     button_column.button("Unlock", key=f"unlock-{challenge_id}", on_click=unlock_challenge, args=(challenge_id,),
@@ -192,7 +193,7 @@ def simulated_authenticator(user_id: str, challenge_id: str) -> None:
             st.rerun(scope="app")  # redraw the whole page: the challenge table shows the outcome
 
 
-open_ids = operate.answerable(states)
+open_ids = review.answerable(states)
 if open_ids:
     st.subheader("Answer a challenge")
     challenge_id = st.selectbox("Challenge", open_ids, key=CHALLENGE_KEY)
@@ -209,7 +210,7 @@ elif not states.is_empty():
 show_notice("answer")
 last = st.session_state.get(LAST_KEY)
 if last is not None and last.challenge_id in states["challenge_id"]:
-    style, title = operate.OUTCOME_STYLE.get(last.outcome, ("info", str(last.outcome)))
+    style, title = review.OUTCOME_STYLE.get(last.outcome, ("info", str(last.outcome)))
     getattr(st, style)(f"**{title}** (challenge {last.challenge_id}): {last.message}")
 teach("Each code is accepted once; wrong codes slow further attempts down and the fifth in a row locks the "
       "challenge until an analyst unlocks it. Every attempt is written to the audit log.")

@@ -14,13 +14,15 @@ from dataclasses import replace
 import polars as pl
 import streamlit as st
 
-from app import analysis, charts, pipeline, settings
-from app.policy import Policy, PolicyError
-from app.resources import get_store
-from app.text import plural
-from app.ui import teach
+from app import settings
+from app.engine import history, pipeline
+from app.engine.policies import latest_policy, save_policy
+from app.engine.policy import Policy, PolicyError
+from app.web import charts
+from app.web.resources import get_store
+from app.web.ui import teach
 from store import StoreError, monitor, reads
-from store.policies import latest_policy, save_policy
+from store.text import plural
 
 TTL = 300  # seconds a query result is reused; results are also keyed by the row counts they depend on
 
@@ -42,7 +44,7 @@ def _redecided(db: str, enrolment_sessions: int, decisions: int, scores: int, la
     settings (shift, kind weights) are the live ones."""
     rows = _decisions(db, enrolment_sessions, decisions, scores, labels)
     tuning = replace(pipeline.evidence_settings(), sensitivity=sensitivity)
-    return analysis.redecide(rows, Policy.from_json(policy_json), tuning)
+    return history.redecide(rows, Policy.from_json(policy_json), tuning)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -53,7 +55,7 @@ def _policy(db: str, revisions: int) -> Policy:
 def _outcomes(redecided: pl.DataFrame) -> pl.DataFrame:
     """How each labelled session after enrolment ends under a re-decided history."""
     labelled = redecided.filter(pl.col("label").is_not_null() & ~pl.col("enrolment"))
-    return analysis.session_outcomes(labelled, "new_action", "new_risk")
+    return history.session_outcomes(labelled, "new_action", "new_risk")
 
 
 def _percent(rate: float | None) -> str:
@@ -105,7 +107,7 @@ with right:
              for i, (band, after) in enumerate(zip(policy.bands, policy.bands[1:], strict=False))]
     described = re.sub(r"^Bands from the threshold lab \(explored at sensitivity [^)]*\)\. ", "", policy.description)
     try:
-        draft = analysis.policy_with_edges(policy, edges, description=(
+        draft = history.policy_with_edges(policy, edges, description=(
             f"Bands from the threshold lab (explored at sensitivity {sensitivity:+.2f}). {described}").strip())
     except PolicyError as error:
         draft = None
@@ -131,7 +133,7 @@ elif after_enrolment.height == 0:
             "and how many attacks are caught.")
 else:
     sessions = _outcomes(redecided)
-    now, before = analysis.outcome_rates(sessions), analysis.outcome_rates(_outcomes(baseline))
+    now, before = history.outcome_rates(sessions), history.outcome_rates(_outcomes(baseline))
     figures = []
     if "genuine" in now:
         figures += [("Genuine challenged", now["genuine"]["challenged"], before["genuine"]["challenged"], "inverse",
@@ -158,7 +160,7 @@ else:
 # -- windows on their own -----------------------------------------------------------------------------------------
 st.subheader("Windows on their own")
 edge = 1.0 - target_frr
-windows = analysis.labelled_windows(rows.filter(~pl.col("enrolment")))
+windows = history.labelled_windows(rows.filter(~pl.col("enrolment")))
 if kind != "all kinds":
     windows = windows.filter(pl.col("kind") == kind)
 if windows.height == 0:
@@ -166,7 +168,7 @@ if windows.height == 0:
             + ("" if kind == "all kinds" else f" of kind {kind}") + ". Simulate users on **Data** (with attacks) "
             "to measure FAR and FRR here.")
 else:
-    rates = analysis.error_rates(windows, edge)
+    rates = history.error_rates(windows, edge)
     figures = st.columns(4)
     figures[0].metric("FAR", _percent(rates.far), help="False accept rate: share of attack windows not flagged.")
     figures[1].metric("FRR", _percent(rates.frr), help="False reject rate: share of genuine windows flagged.")
@@ -216,7 +218,7 @@ st.subheader("What if: past decisions under this setting")
 if redecided is None:
     st.info("Fix the bands above to see which past decisions would change.")
 else:
-    summary = analysis.what_if_summary(redecided)
+    summary = history.what_if_summary(redecided)
     columns = st.columns(4)
     columns[0].metric("Decisions re-decided", f"{summary['decisions']:,}")
     columns[1].metric("Would change verdict", f"{summary['changed_verdict']:,}")
@@ -228,7 +230,7 @@ else:
                + (" " + plural(summary["not_recomputed"], "decision without its models' stored risks keeps its",
                                "decisions without their models' stored risks keep their")
                   + " stored risk under the new bands." if summary["not_recomputed"] else ""))
-    moved = analysis.transitions(redecided)
+    moved = history.transitions(redecided)
     if moved.height:
         st.dataframe(moved, hide_index=True, width="content")
     teach("The store keeps every window's risks and every rule that fired, so history can be re-decided in an "

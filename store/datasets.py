@@ -12,9 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
-from app.text import plural
 from store.db import Store
 from store.ingest import IngestReport, ingest_events
+from store.text import plural
 from store.windows import WindowReport, ingest_feature_windows
 
 Progress = Callable[[int, int], None]

@@ -13,11 +13,10 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
-from app.policy import Action, Decision, Verdict
 from store.audit import append_audit
 from store.db import SMALL_INSERT_ROWS, Store, insert_frame, insert_rows
 from store.policies import UnknownPolicyError, is_stored
@@ -36,6 +35,17 @@ DECISION_COLUMNS = (
 FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
 
 
+class PolicyOutcome(Protocol):
+    """What the policy said (`app.engine.policy.Decision` is one): the store keeps it as text and numbers."""
+
+    action: Any  # str() gives the action's name, e.g. "REQUIRE_OTP"
+    verdict: Any  # str() gives "SAFE" or "UNSAFE"
+    reasons: Sequence[str]
+    risk: float
+    policy_id: str
+    policy_revision: int
+
+
 @dataclass(frozen=True)
 class DecisionRecord:
     """One decision to store: what the policy said about a window, and the context to explain it.
@@ -44,7 +54,7 @@ class DecisionRecord:
     features that contributed most, largest first (a mapping or (name, contribution) pairs).
     """
 
-    decision: Decision
+    decision: PolicyOutcome
     user_id: str | None
     session_id: str | None = None
     window_id: str | None = None
@@ -52,12 +62,12 @@ class DecisionRecord:
     top_features: FeatureWeights | None = None
     decided_at: datetime | None = None  # the time of the behaviour judged (default: now)
     window_risk: float | None = None  # the window on its own: 1 - its detectors' combined surprise
-    evidence: float | None = None  # the session's evidence after this window (nats, app.evidence)
+    evidence: float | None = None  # the session's evidence after this window (nats, app.engine.evidence)
     evidence_change: float | None = None  # how much this window moved it
     flagged: bool | None = None  # the window on its own is rarer than the target false-reject rate allows
 
 
-def record_decision(store: Store, decision: Decision, *, user_id: str | None, session_id: str | None = None,
+def record_decision(store: Store, decision: PolicyOutcome, *, user_id: str | None, session_id: str | None = None,
                     window_id: str | None = None, detectors: Mapping[str, Any] | None = None,
                     top_features: FeatureWeights | None = None, decided_at: datetime | None = None,
                     actor: str = "scorer") -> str:
@@ -73,11 +83,6 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
     Every decision's policy revision must be stored: a draft policy (revision 0) is refused, and
     then nothing is stored.
     """
-    for record in records:
-        decision = record.decision
-        if decision.verdict is not Action(decision.action).verdict:
-            raise ValueError(f"decision verdict {decision.verdict} does not match its action {decision.action} "
-                             f"(expected {Action(decision.action).verdict}); build decisions with app.policy.decide")
     if not records:
         return []
     now = datetime.now(UTC)
@@ -105,7 +110,7 @@ def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: 
             if not is_stored(store, policy_id, revision):
                 raise UnknownPolicyError(
                     f"the decision was made under policy {policy_id!r} revision {revision}, which is not stored: "
-                    "save the policy (store.policies.save_policy) and decide with the saved one")
+                    "save the policy (app.engine.policies.save_policy) and decide with the saved one")
         if len(rows) <= SMALL_INSERT_ROWS:  # a login's few decisions: no frame to build
             insert_rows(cursor, "decisions", list(_DECISION_SCHEMA), [[r[c] for c in _DECISION_SCHEMA] for r in rows])
             insert_rows(cursor, "audit_log", list(_AUDIT_SCHEMA), [[a[c] for c in _AUDIT_SCHEMA] for a in audits])
@@ -242,11 +247,7 @@ def _filters(
     policy_id: str | None = None,
     policy_revision: int | None = None,
 ) -> tuple[str, list[Any]]:
-    """A WHERE clause with parameters for the given filters (values are checked, never interpolated)."""
-    if verdict is not None and verdict not in set(Verdict):
-        raise ValueError(f"unknown verdict {verdict!r} (allowed: {', '.join(Verdict)})")
-    if action is not None and action not in set(Action):
-        raise ValueError(f"unknown action {action!r} (allowed: {', '.join(Action)})")
+    """A WHERE clause with parameters for the given filters (values are bound, never interpolated)."""
     conditions, params = [], []
     for column, operator, value in (
         ("user_id", "=", user_id), ("verdict", "=", verdict), ("action", "=", action),

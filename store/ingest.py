@@ -20,7 +20,6 @@ from pathlib import Path
 
 import polars as pl
 
-from app.text import plural
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
@@ -37,6 +36,7 @@ from store.schema import (
     shorten,
 )
 from store.sidecars import Sidecars, read_sidecars
+from store.text import plural
 
 #: Rows held in memory at once while streaming a CSV (about 200 MB at most).
 DEFAULT_CHUNK_ROWS = 1_000_000

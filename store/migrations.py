@@ -206,7 +206,7 @@ MIGRATIONS.append((
     """,
 ))
 
-#: The default policy as migration 5 installs it (app.policy.DEFAULT_POLICY at the time, without its
+#: The default policy as migration 5 installs it (app.engine.policy.DEFAULT_POLICY at the time, without its
 #: revision). Frozen with the migration: a later default needs a migration of its own.
 _EVIDENCE_DEFAULT_POLICY = (
     '{"bands": [{"action": "ALLOW", "lower": 0.0, "upper": 0.75}, '
@@ -226,7 +226,7 @@ MIGRATIONS.append((
     """
     -- A decision judges the session after one window: the window on its own (window_risk: 1 - how rare
     -- it is among the user's genuine windows, its detectors combined; flagged: rarer than the target),
-    -- how much the window moved the session's evidence, and the evidence after it (nats, app.evidence).
+    -- how much the window moved the session's evidence, and the evidence after it (nats, app.engine.evidence).
     -- decided_at is the time of the behaviour judged: the session's start plus the window's end.
     ALTER TABLE decisions ADD COLUMN window_risk DOUBLE;
     ALTER TABLE decisions ADD COLUMN evidence DOUBLE;

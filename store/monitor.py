@@ -23,7 +23,7 @@ _EVENT_MS = "(s.start_ms + e.t_ms)"
 #: Sessions started before the end of the interval, with their start in epoch ms (computed once per
 #: session rather than once per event).
 _STARTS = "SELECT session_id, epoch_ms(started_at) AS start_ms FROM sessions WHERE started_at < ?"
-#: Severity of an action, for "the worst action of a session" (same order as app.policy.Action).
+#: Severity of an action, for "the worst action of a session" (same order as app.engine.policy.Action).
 _SEVERITY = "CASE action WHEN 'ALLOW' THEN 0 WHEN 'REQUIRE_OTP' THEN 1 WHEN 'FLAG_SESSION' THEN 2 " \
             "WHEN 'DENY' THEN 3 END"
 _WORST_ACTION = "['ALLOW', 'REQUIRE_OTP', 'FLAG_SESSION', 'DENY'][max(" + _SEVERITY + ") + 1]"
@@ -238,7 +238,7 @@ def model_rows(store: Store, model_ids: list[str]) -> pl.DataFrame:
 
 def scoring_models(store: Store, user_id: str, kind: str, schema_id: str) -> pl.DataFrame:
     """The active models that score this user's windows of `kind` and `schema_id` now: the user's own
-    when there are any, else the global ones (as `app.pipeline.score_windows` chooses). Columns as
+    when there are any, else the global ones (as `app.engine.pipeline.score_windows` chooses). Columns as
     `model_rows`."""
     return store.frame("""
         SELECT model_id, user_id, kind, detector, schema_id, trained_at, n_samples, active,

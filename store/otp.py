@@ -1,6 +1,6 @@
 """Stored step-up state: enrolments (secrets), challenges, their events, and the replay guard.
 
-Only `app.stepup` should call the functions that read a secret. Everything else here is free of
+Only `app.engine.stepup` should call the functions that read a secret. Everything else here is free of
 secrets: the frames for pages, the otp_events rows and the audit rows never carry one. Every write
 also appends its audit row in the same transaction. Times are naive UTC datetimes (as stored).
 Callers that need several steps to be atomic wrap them in `with store.transaction():` (nested

@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from app.text import plural
 from store.audit import append_audit
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
 from store.ingest import KNOWN_USERS
+from store.text import plural
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
 

@@ -73,7 +73,7 @@ def _copy_output(process: subprocess.Popen, log: Path, ready: threading.Event, d
 
 @contextmanager
 def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start `streamlit run app/main.py` on a free port with `db` (and extra `env`); yield its URL and
+    """Start `streamlit run app/web/main.py` on a free port with `db` (and extra `env`); yield its URL and
     process (the Streamlit process itself: its pid is the app's); stop it after.
 
     Readiness is read from the app's own output (its ready line), not guessed with a timer.
@@ -81,7 +81,7 @@ def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Itera
     port = free_port()
     env = {**os.environ, "TELLTALE_DB": str(db), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-c", STREAMLIT_WITH_STACK_DUMPS, "run", str(ROOT / "app" / "main.py"),
+        [sys.executable, "-c", STREAMLIT_WITH_STACK_DUMPS, "run", str(ROOT / "app" / "web" / "main.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -111,6 +111,6 @@ def app_process(db: Path, log: Path, env: dict[str, str] | None = None) -> Itera
 
 @contextmanager
 def running_app(db: Path, log: Path) -> Iterator[str]:
-    """Start `streamlit run app/main.py` on a free port with `db`; yield its URL; stop it after."""
+    """Start `streamlit run app/web/main.py` on a free port with `db`; yield its URL; stop it after."""
     with app_process(db, log) as (url, _process):
         yield url

@@ -14,13 +14,14 @@ import pytest
 from numpy.testing import assert_allclose
 from polars.testing import assert_frame_equal
 
-from app import analysis
-from app.evidence import EvidenceSettings, surprise_of, window_surprise
-from app.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
+from app.engine import history
+from app.engine.evidence import EvidenceSettings, surprise_of, window_surprise
+from app.engine.policies import latest_policy
+from app.engine.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
+from app.web import investigation
 from store import Store, ingest_events, monitor
 from store.decisions import DecisionRecord, record_decision, record_decisions
 from store.models import record_scores
-from store.policies import latest_policy
 from store.windows import store_window_rows, window_rows
 
 # ------------------------------------------------------------------------------------------ z-scores
@@ -28,7 +29,7 @@ from store.windows import store_window_rows, window_rows
 
 def test_zscores_divide_by_the_baseline_spread_and_carry_the_dictionary_units() -> None:
     # dwell_mean: (3 - 1) / 2 = 1; typing_speed: no spread -> null; mystery: (4 - 5) / 0.5 = -2, no unit
-    frame = analysis.feature_zscores([3.0, 10.0, 4.0], ["dwell_mean", "typing_speed", "mystery"],
+    frame = investigation.feature_zscores([3.0, 10.0, 4.0], ["dwell_mean", "typing_speed", "mystery"],
                                      [1.0, 10.0, 5.0], [2.0, 0.0, 0.5])
     assert frame["z"].to_list() == [1.0, None, -2.0]
     assert frame["unit"].to_list() == ["ms", "presses/s", ""]
@@ -38,22 +39,23 @@ def test_zscores_divide_by_the_baseline_spread_and_carry_the_dictionary_units() 
 
 def test_zscores_refuse_vectors_of_another_schema() -> None:
     with pytest.raises(ValueError, match="2 names but 3 values"):
-        analysis.feature_zscores([1.0, 2.0, 3.0], ["a", "b"], [0.0, 0.0], [1.0, 1.0])
+        investigation.feature_zscores([1.0, 2.0, 3.0], ["a", "b"], [0.0, 0.0], [1.0, 1.0])
 
 
 def test_deviation_contributions_are_shares_of_the_total_absolute_z() -> None:
     # |z| = 2, 1, 1 (the null is left out): shares 0.5, 0.25, 0.25, largest first
-    zscores = analysis.feature_zscores([3.0, -1.0, 0.0, 2.0], ["dwell_mean", "dwell_std", "key_count", "pause_rate"],
+    zscores = investigation.feature_zscores([3.0, -1.0, 0.0, 2.0],
+                                            ["dwell_mean", "dwell_std", "key_count", "pause_rate"],
                                        [1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0])
-    shares = analysis.deviation_contributions(zscores)
+    shares = investigation.deviation_contributions(zscores)
     assert shares["feature"].to_list() == ["dwell_mean", "dwell_std", "pause_rate"]
     assert shares["contribution"].to_list() == [0.5, 0.25, 0.25]
     assert shares["z"].to_list() == [2.0, -1.0, 1.0]
 
 
 def test_deviation_contributions_of_a_window_at_the_baseline_are_zero() -> None:
-    zscores = analysis.feature_zscores([1.0, 2.0], ["a", "b"], [1.0, 2.0], [1.0, 1.0])
-    assert analysis.deviation_contributions(zscores)["contribution"].to_list() == [0.0, 0.0]
+    zscores = investigation.feature_zscores([1.0, 2.0], ["a", "b"], [1.0, 2.0], [1.0, 1.0])
+    assert investigation.deviation_contributions(zscores)["contribution"].to_list() == [0.0, 0.0]
 
 
 def test_leave_one_out_contribution_is_the_risk_lost_when_a_feature_returns_to_the_baseline() -> None:
@@ -64,7 +66,7 @@ def test_leave_one_out_contribution_is_the_risk_lost_when_a_feature_returns_to_t
         calls.append(X.shape[0])
         return X[:, 0] * 0.1 + X[:, 1] * 0.2
 
-    frame = analysis.leave_one_out_contributions(risk_of, [1.0, 2.0], [0.0, 3.0], ["dwell_mean", "b"])
+    frame = investigation.leave_one_out_contributions(risk_of, [1.0, 2.0], [0.0, 3.0], ["dwell_mean", "b"])
     assert calls == [3]  # one call: the window and one row per feature
     assert frame["feature"].to_list() == ["b", "dwell_mean"]  # largest |contribution| first
     assert_allclose(frame["contribution"].to_numpy(), [-0.2, 0.1])
@@ -73,9 +75,9 @@ def test_leave_one_out_contribution_is_the_risk_lost_when_a_feature_returns_to_t
 
 def test_baseline_comes_from_model_metadata() -> None:
     metadata = json.dumps({"baseline": {"mean": [1, 2], "std": [0.5, 1]}})
-    mean, std = analysis.baseline_of(metadata)
+    mean, std = investigation.baseline_of(metadata)
     assert mean.tolist() == [1.0, 2.0] and std.tolist() == [0.5, 1.0]
-    assert analysis.baseline_of("{}") is None and analysis.baseline_of(None) is None
+    assert investigation.baseline_of("{}") is None and investigation.baseline_of(None) is None
 
 
 class _Model:
@@ -92,14 +94,14 @@ class _Model:
 def test_mean_model_risk_averages_the_models_own_risks_for_leave_one_out() -> None:
     # models read feature 0 and feature 1: risk of (0.8, 0.4) = 0.6; feature 0 back to 0.2 gives 0.3
     models = [_Model(0), _Model(1)]
-    risk = analysis.mean_model_risk(models, "schema-a")
+    risk = investigation.mean_model_risk(models, "schema-a")
     assert_allclose(risk(np.array([[0.8, 0.4], [0.2, 0.2]])), [0.6, 0.2])
-    frame = analysis.leave_one_out_contributions(risk, [0.8, 0.4], [0.2, 0.4], ["dwell_mean", "b"])
+    frame = investigation.leave_one_out_contributions(risk, [0.8, 0.4], [0.2, 0.4], ["dwell_mean", "b"])
     assert frame["feature"].to_list() == ["dwell_mean", "b"]
     assert_allclose(frame["contribution"].to_numpy(), [0.3, 0.0])
     assert models[0].seen == ["schema-a", "schema-a"]
     with pytest.raises(ValueError, match="at least one model"):
-        analysis.mean_model_risk([], "schema-a")
+        investigation.mean_model_risk([], "schema-a")
 
 
 # ------------------------------------------------------------------------------------------ one session
@@ -123,7 +125,7 @@ def _session_events() -> pl.DataFrame:
 
 
 def test_session_presses_have_dwell_and_flights() -> None:
-    presses = analysis.session_presses(_session_events())
+    presses = investigation.session_presses(_session_events())
     assert presses["dwell"].to_list() == [80.0, 60.0]
     assert presses["flight_dd"].to_list() == [None, 150.0]
     assert presses["flight_ud"].to_list() == [None, 70.0]
@@ -131,7 +133,7 @@ def test_session_presses_have_dwell_and_flights() -> None:
 
 
 def test_pointer_path_speeds_in_px_per_second() -> None:
-    path = analysis.pointer_path(_session_events())
+    path = investigation.pointer_path(_session_events())
     assert path["type"].to_list() == ["mouse_move", "mouse_move", "mouse_down", "mouse_move"]
     assert path["speed"].to_list()[:3] == [None, 500.0, None]
     assert path["speed"][3] == pytest.approx(60 / 0.9)
@@ -139,20 +141,20 @@ def test_pointer_path_speeds_in_px_per_second() -> None:
 
 def test_empty_session_gives_empty_frames_and_a_figure() -> None:
     empty = _session_events().head(0)
-    assert analysis.session_presses(empty).height == 0
-    assert analysis.pointer_path(empty).height == 0
-    assert len(analysis.replay_figure(empty).frames) == 1
+    assert investigation.session_presses(empty).height == 0
+    assert investigation.pointer_path(empty).height == 0
+    assert len(investigation.replay_figure(empty).frames) == 1
 
 
 def test_replay_times_step_at_least_the_minimum_and_end_at_the_end() -> None:
-    times, step = analysis.replay_times(1000.0, max_frames=5, min_step_ms=100.0)
+    times, step = investigation.replay_times(1000.0, max_frames=5, min_step_ms=100.0)
     assert step == 250.0 and times.tolist() == [0.0, 250.0, 500.0, 750.0, 1000.0]
-    times, step = analysis.replay_times(250.0, max_frames=100, min_step_ms=100.0)
+    times, step = investigation.replay_times(250.0, max_frames=100, min_step_ms=100.0)
     assert step == 100.0 and times.tolist() == [0.0, 100.0, 200.0, 250.0]
 
 
 def test_replay_frames_show_what_had_happened_by_then_at_the_chosen_speed() -> None:
-    fig = analysis.replay_figure(_session_events(), speed=2.0, max_frames=5, trail_ms=500.0)
+    fig = investigation.replay_figure(_session_events(), speed=2.0, max_frames=5, trail_ms=500.0)
     # duration 1000 ms, 5 frames: 0, 250, 500, 750, 1000 ms; a frame lasts 250 ms / 2
     assert [f.name for f in fig.frames] == ["0", "1", "2", "3", "4"]
     assert [step.label for step in fig.layout.sliders[0].steps] == ["0.0", "0.2", "0.5", "0.8", "1.0"]
@@ -164,7 +166,7 @@ def test_replay_frames_show_what_had_happened_by_then_at_the_chosen_speed() -> N
     assert list(at_1000[0].y) == [100.0]  # trail of 500 ms: only the sample at 1000 ms
     assert list(at_1000[2].x) == []  # both presses are older than the trail
     with pytest.raises(ValueError, match="above 0"):
-        analysis.replay_figure(_session_events(), speed=0)
+        investigation.replay_figure(_session_events(), speed=0)
 
 
 # ------------------------------------------------------------------------------ re-deciding history
@@ -172,13 +174,13 @@ def test_replay_frames_show_what_had_happened_by_then_at_the_chosen_speed() -> N
 # 2) moves the session by weight * (z - 0.5) at sensitivity 0, by weight * z at +1 and by weight * (z - 1)
 # at -1. Bands of their own (risk 0.7 / 0.8 / 0.95, i.e. 1.20 / 1.61 / 3.00 nats), so a new default keeps
 # these hand-worked histories.
-POLICY = analysis.policy_with_edges(DEFAULT_POLICY, [0.7, 0.8, 0.95])
+POLICY = history.policy_with_edges(DEFAULT_POLICY, [0.7, 0.8, 0.95])
 
 
 def _stored(decision_id: str, session_id: str, end_ms: float, kind: str, z: list[float] | None, evidence: float,
             change: float, label: str, context: DecisionContext | None = None) -> dict:
     """A decision as the scorer stored it: models whose evidence is `z` (their risk is 1 - surprise),
-    the session's evidence after the window and how much it moved, decided by app.policy.decide."""
+    the session's evidence after the window and how much it moved, decided by app.engine.policy.decide."""
     risk = 1 - math.exp(-evidence)
     made = decide(risk, POLICY, context)
     model_risks = None if z is None else [float(1 - surprise_of(v)) for v in z]
@@ -216,92 +218,92 @@ def _history() -> pl.DataFrame:
 
 
 def test_the_reasons_say_which_rules_fired() -> None:
-    fired = analysis.fired_rules(_history()["reasons"], DEFAULT_POLICY)
+    fired = history.fired_rules(_history()["reasons"], DEFAULT_POLICY)
     held = {condition: [d for d, f in zip(_history()["decision_id"], flags, strict=True) if f]
             for condition, flags in fired.items()}
     assert held == {Condition.REPLAYED_PATTERN: ["b2"], Condition.MACHINE_LIKE: ["b1"],
                     Condition.INSUFFICIENT_ENROLMENT: ["c3"]}
     lenient = replace(DEFAULT_POLICY, min_enrolment_windows=2)  # the decision counted 2: enough now
-    assert not analysis.fired_rules(_history()["reasons"], lenient)[Condition.INSUFFICIENT_ENROLMENT].any()
+    assert not history.fired_rules(_history()["reasons"], lenient)[Condition.INSUFFICIENT_ENROLMENT].any()
 
 
 def test_redeciding_at_the_stored_setting_changes_nothing() -> None:
-    rows = analysis.redecide(_history(), POLICY, EvidenceSettings())
+    rows = history.redecide(_history(), POLICY, EvidenceSettings())
     assert_allclose(rows["new_evidence"].to_numpy(), rows["evidence"].to_numpy(), atol=1e-9)
     assert rows["new_action"].to_list() == rows["action"].to_list() == [
         "ALLOW", "REQUIRE_OTP", "FLAG_SESSION", "DENY", "DENY", "REQUIRE_OTP", "ALLOW", "REQUIRE_OTP", "ALLOW",
         "ALLOW", "REQUIRE_OTP"]
     assert rows["recomputed"].to_list() == [True] * 7 + [False] + [True] * 3
-    assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
+    assert history.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
                                               "unsafe_to_safe": 0, "changed_action": 0, "not_recomputed": 1}
 
 
 def test_full_sensitivity_keeps_every_unusual_window_counted() -> None:
     # +1: steps are weight * z. a: 0, 2, 2.5; b: 2, 0; c: 2, restart 1, c3 kept; d: 0; h: 0, 2
-    rows = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=1.0))
+    rows = history.redecide(_history(), POLICY, EvidenceSettings(sensitivity=1.0))
     assert_allclose(rows["new_evidence"].to_numpy(), [0, 2, 2.5, 2, 0, 2, 1, 0.2, 0, 0, 2], atol=1e-9)
     assert (rows["new_evidence"] >= rows["evidence"] - 1e-12).all()  # never lowers any session's evidence
     assert rows["new_action"].to_list() == [
         "ALLOW", "FLAG_SESSION", "FLAG_SESSION", "DENY", "DENY", "FLAG_SESSION", "ALLOW", "REQUIRE_OTP", "ALLOW",
         "ALLOW", "FLAG_SESSION"]
-    assert analysis.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
+    assert history.what_if_summary(rows) == {"decisions": 11, "changed_verdict": 0, "safe_to_unsafe": 0,
                                               "unsafe_to_safe": 0, "changed_action": 3, "not_recomputed": 1}
-    assert analysis.transitions(rows).to_dicts() == [
+    assert history.transitions(rows).to_dicts() == [
         {"action": "REQUIRE_OTP", "new_action": "FLAG_SESSION", "decisions": 3}]
 
 
 def test_less_sensitivity_and_other_bands_move_decisions_both_ways() -> None:
     # -1: steps are weight * (z - 1). a: 0, 1, 1 (risk 0.63: ALLOW); c1 and h2 1 (ALLOW), c2 restarts at 0
-    lenient = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
+    lenient = history.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
     assert_allclose(lenient["new_evidence"].to_numpy()[:3], [0, 1, 1], atol=1e-9)
     assert lenient["new_action"].to_list()[:5] == ["ALLOW", "ALLOW", "ALLOW", "DENY", "DENY"]  # rules still fire
-    assert analysis.what_if_summary(lenient)["unsafe_to_safe"] == 4  # a2, a3, c1, h2
+    assert history.what_if_summary(lenient)["unsafe_to_safe"] == 4  # a2, a3, c1, h2
     # a first edge at 0.3 asks c2 (0.5 nats: risk 0.39) for a code; c3 keeps its stored risk 0.18, below it
-    strict = analysis.redecide(_history(), analysis.policy_with_edges(DEFAULT_POLICY, [0.3, 0.8, 0.95]),
+    strict = history.redecide(_history(), history.policy_with_edges(DEFAULT_POLICY, [0.3, 0.8, 0.95]),
                                EvidenceSettings())
     assert strict.filter(pl.col("changed_action"))["decision_id"].to_list() == ["c2"]  # a2 (0.78) still asks
     assert strict.filter(pl.col("decision_id") == "c3")["new_risk"].to_list() == pytest.approx([1 - math.exp(-0.2)])
-    assert analysis.what_if_summary(strict)["safe_to_unsafe"] == 1
+    assert history.what_if_summary(strict)["safe_to_unsafe"] == 1
 
 
 def test_redeciding_does_not_depend_on_the_row_order() -> None:
     tuning = EvidenceSettings(sensitivity=0.5)
-    in_order = analysis.redecide(_history(), POLICY, tuning)
-    shuffled = analysis.redecide(_history().sample(fraction=1.0, shuffle=True, seed=3), POLICY, tuning)
+    in_order = history.redecide(_history(), POLICY, tuning)
+    shuffled = history.redecide(_history().sample(fraction=1.0, shuffle=True, seed=3), POLICY, tuning)
     assert_frame_equal(shuffled, in_order)
     assert in_order["decision_id"].to_list() == _history()["decision_id"].to_list()  # session, then time
 
 
 def test_redeciding_nothing_gives_an_empty_frame() -> None:
-    rows = analysis.redecide(_history().head(0), POLICY, EvidenceSettings())
+    rows = history.redecide(_history().head(0), POLICY, EvidenceSettings())
     assert rows.height == 0 and {"new_evidence", "new_action", "changed_verdict"} <= set(rows.columns)
-    assert analysis.what_if_summary(rows)["decisions"] == 0 and analysis.transitions(rows).height == 0
+    assert history.what_if_summary(rows)["decisions"] == 0 and history.transitions(rows).height == 0
 
 
 def test_session_outcomes_count_challenges_and_denials_per_label() -> None:
-    stored = analysis.session_outcomes(_history())
+    stored = history.session_outcomes(_history())
     assert stored.select("session_id", "label", "challenged", "denied").rows() == [
         ("a", "genuine", True, True), ("b", "bot", True, True), ("c", "genuine", True, False),
         ("d", "genuine", False, False), ("h", "hijack", True, False)]
     assert stored["highest_risk"][0] == pytest.approx(1 - math.exp(-1.75))
-    assert analysis.outcome_rates(stored) == {
+    assert history.outcome_rates(stored) == {
         "genuine": {"n": 3, "challenged": pytest.approx(2 / 3), "denied": pytest.approx(1 / 3)},
         "bot": {"n": 1, "detected": 1.0, "denied": 1.0},
         "hijack": {"n": 1, "detected": 1.0, "denied": 0.0}}
     # at -1 session a is never challenged (see above); c still is (c3: too little enrolment), only asked
-    lenient = analysis.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
-    rates = analysis.outcome_rates(analysis.session_outcomes(lenient, "new_action", "new_risk"))
+    lenient = history.redecide(_history(), POLICY, EvidenceSettings(sensitivity=-1.0))
+    rates = history.outcome_rates(history.session_outcomes(lenient, "new_action", "new_risk"))
     assert rates["genuine"] == {"n": 3, "challenged": pytest.approx(1 / 3), "denied": 0.0}
 
 
 def test_window_labels_give_a_hijack_its_owner_windows_before_the_takeover() -> None:
-    windows = analysis.labelled_windows(_history())
+    windows = history.labelled_windows(_history())
     assert "c3-w" not in windows["window_id"].to_list()  # no stored window risk
     labels = dict(windows.select("window_id", "label").rows())
     assert (labels["h1-w"], labels["h2-w"], labels["b1-w"]) == ("genuine", "hijack", "bot")
     # flagged above 0.95: genuine a2 and c1 (z 2: 0.977; a3's detectors disagree, z 0 and 2: 0.84) of 7
     # genuine; attack b2 (0.023) of 3 passes
-    rates = analysis.error_rates(windows, 0.95)
+    rates = history.error_rates(windows, 0.95)
     assert (rates.frr, rates.far) == (pytest.approx(2 / 7), pytest.approx(1 / 3))
     assert rates.genuine.size == 7 and rates.impostor.size == 3 and 0 < rates.auc < 1
 
@@ -309,25 +311,25 @@ def test_window_labels_give_a_hijack_its_owner_windows_before_the_takeover() -> 
 def test_error_rates_need_both_classes_for_the_curves() -> None:
     windows = pl.DataFrame({"risk": [0.1, 0.2, 0.7, 0.9, None], "label": ["genuine", "Genuine", "bot", "hijack",
                                                                          "impostor"]})
-    rates = analysis.error_rates(windows, 0.6)
+    rates = history.error_rates(windows, 0.6)
     assert (rates.far, rates.frr, rates.eer, rates.auc) == (0.0, 0.0, 0.0, 1.0)
     assert rates.genuine.tolist() == [0.1, 0.2] and rates.impostor.tolist() == [0.7, 0.9]
-    on_edge = analysis.error_rates(windows, 0.7)  # flagged strictly above the edge: the bot window at 0.7 passes
+    on_edge = history.error_rates(windows, 0.7)  # flagged strictly above the edge: the bot window at 0.7 passes
     assert on_edge.far == 0.5
-    only_genuine = analysis.error_rates(windows.filter(pl.col("label") != "bot").head(2), 0.6)
+    only_genuine = history.error_rates(windows.filter(pl.col("label") != "bot").head(2), 0.6)
     assert only_genuine.eer is None and only_genuine.curve_far.size == 0 and math.isnan(only_genuine.far)
 
 
 def test_policy_with_edges_keeps_actions_and_rules_and_names_a_bad_band() -> None:
-    moved = analysis.policy_with_edges(DEFAULT_POLICY, [0.5, 0.7, 0.9])
+    moved = history.policy_with_edges(DEFAULT_POLICY, [0.5, 0.7, 0.9])
     assert [(b.lower, b.upper, b.action) for b in moved.bands] == [
         (0.0, 0.5, Action.ALLOW), (0.5, 0.7, Action.REQUIRE_OTP), (0.7, 0.9, Action.FLAG_SESSION),
         (0.9, 1.0, Action.DENY)]
     assert moved.rules == DEFAULT_POLICY.rules and moved.revision == 0
     with pytest.raises(PolicyError, match="band 2 \\(REQUIRE_OTP\\)"):
-        analysis.policy_with_edges(DEFAULT_POLICY, [0.8, 0.7, 0.9])
+        history.policy_with_edges(DEFAULT_POLICY, [0.8, 0.7, 0.9])
     with pytest.raises(PolicyError, match="3 inner edges"):
-        analysis.policy_with_edges(DEFAULT_POLICY, [0.5])
+        history.policy_with_edges(DEFAULT_POLICY, [0.5])
 
 
 # ------------------------------------------------------------------------------- store.monitor reads

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app.policy import Action, Band, Policy, decide
-from app.stepup import Outcome, code_at, enrol, issue_challenge, verify
+from app.engine.policies import save_policy
+from app.engine.policy import Action, Band, Policy, decide
+from app.engine.stepup import Outcome, code_at, enrol, issue_challenge, verify
 from store import Store
 from store.decisions import record_decision
-from store.policies import save_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Folders that are not Telltale's code.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.inbox import inbox_folder
+from app.engine.inbox import inbox_folder
 from store import Store
 from tests.browser import ARTIFACTS, ROOT, running_app
 

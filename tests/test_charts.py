@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 from numpy.testing import assert_allclose
 
-from app import charts
-from app.charts import (
+from app.engine.evidence import evidence_for_risk
+from app.engine.policy import DEFAULT_POLICY, Action, Band
+from app.web import charts
+from app.web.charts import (
     ACTION_COLOURS,
     FLAG_ORANGE,
     GENUINE_BLUE,
@@ -27,8 +29,6 @@ from app.charts import (
     UNSAFE_RED,
     VERDICT_COLOURS,
 )
-from app.evidence import evidence_for_risk
-from app.policy import DEFAULT_POLICY, Action, Band
 
 T0 = datetime(2025, 3, 1, 12, 0, 0)
 

@@ -151,7 +151,8 @@ def test_read_only_commands_refuse_a_missing_store_and_create_nothing(run_cli, t
 
 def test_a_fresh_clone_says_how_to_create_the_default_store(tmp_path: Path, monkeypatch, capsys) -> None:
     """No --db, no TELLTALE_DB: the default var/telltale.duckdb, here under a stand-in clone."""
-    from app import cli, settings
+    from app import settings
+    from app.cli import commands as cli
 
     monkeypatch.delenv("TELLTALE_DB", raising=False)
     monkeypatch.setitem(settings._BY_NAME, "db", replace(settings._BY_NAME["db"],
@@ -213,7 +214,7 @@ def test_export_writes_hive_partitioned_parquet_of_exactly_the_events(run_cli, t
 
 # -- ingest of a simulation's CSVs ---------------------------------------------------------------------
 def test_ingest_of_a_simulation_file_imports_its_sidecars(run_cli, tmp_path: Path) -> None:
-    from app.samples import write_simulation
+    from app.engine.samples import write_simulation
     from store.sidecars import sidecar_path as sidecar
 
     events_csv = tmp_path / "sim.csv"
@@ -245,7 +246,7 @@ def test_ingest_of_a_simulation_file_imports_its_sidecars(run_cli, tmp_path: Pat
 
 
 def test_ingest_refuses_a_malformed_sidecar_and_stores_nothing(run_cli, tmp_path: Path) -> None:
-    from app.samples import write_simulation
+    from app.engine.samples import write_simulation
     from store.sidecars import sidecar_path as sidecar
 
     events_csv = tmp_path / "sim.csv"

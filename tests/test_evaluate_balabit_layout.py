@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from app.evaluate import evaluate
+from app.engine.detector_evaluation import evaluate
 from bench.evaluate import build_full_layout
 from simulators import simulate
 from store.importers.balabit import read_balabit

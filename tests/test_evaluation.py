@@ -227,7 +227,7 @@ def test_protocol_sizes_refuse_too_few_repetitions_with_the_count() -> None:
 
 def test_evaluate_cmu_file_with_default_sizes(tmp_path: Path) -> None:
     """A CMU-layout file of 5 subjects x 14 repetitions: train on 7, impostors' first 3, and say so."""
-    from app.evaluate import evaluate
+    from app.engine.detector_evaluation import evaluate
 
     frame = cmu_frame()
     path = tmp_path / "small.csv"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from app.evidence import (
+from app.engine.evidence import (
     EvidenceSettings,
     accumulate,
     accumulate_sessions,

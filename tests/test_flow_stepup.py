@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from app import pipeline, stepup
-from app.models import train
-from app.policy import DEFAULT_POLICY, Action, Band, Policy
-from app.samples import simulate_into
+from app.engine import pipeline, stepup
+from app.engine.policies import save_policy
+from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy
+from app.engine.samples import simulate_into
+from app.engine.training import train
 from store import Store
 from store.audit import audit_entries
 from store.decisions import decisions
-from store.policies import save_policy
 
 
 @pytest.fixture

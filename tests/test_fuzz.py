@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import pipeline
 from app.capture import BROWSER_FIELDS, CaptureState
 from app.capture.component import PageCapture, store_batch
-from app.samples import simulate_into
+from app.engine import pipeline
+from app.engine.samples import simulate_into
 from store import Store, StoreError, ValidationError
 from store.ingest import ingest_events_csv
 from store.schema import BUTTONS, EVENT_COLUMNS, EVENT_TYPES, KEY_CLASSES, SOURCES

@@ -495,7 +495,7 @@ def test_cmu_layout_meu_mobile_matches_the_source() -> None:
 @pytest.mark.parametrize("families", [("DD.",), ("H.", "UD.")])
 def test_cmu_files_derived_from_meu_with_some_timing_families_import_and_evaluate(
         store, tmp_path: Path, families: tuple[str, ...]) -> None:
-    from app.evaluate import evaluate
+    from app.engine.detector_evaluation import evaluate
     from store.datasets import import_dataset
 
     source = pl.read_csv(require(MEU), infer_schema=False)

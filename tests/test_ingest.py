@@ -363,7 +363,7 @@ def test_frame_sessions_give_wall_clock_starts_and_labels_are_kept(store: Store)
 @pytest.fixture
 def simulation_csv(tmp_path: Path) -> Path:
     """A small seeded simulation as `simulate --out` writes it: sim.csv plus its three sidecars."""
-    from app.samples import write_simulation
+    from app.engine.samples import write_simulation
 
     path = tmp_path / "sim.csv"
     write_simulation(path, users=2, sessions=3, seed=8, load_seconds=20)

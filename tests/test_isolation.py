@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app import pipeline
-from app.jobs import JOBS, Worker
-from app.samples import simulate_into
+from app.engine import pipeline
+from app.engine.jobs import JOBS, Worker
+from app.engine.samples import simulate_into
 from simulators import simulate
 from store import Store, ingest_events
 from store.progress import clear_session_failures, session_failures

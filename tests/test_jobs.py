@@ -9,7 +9,7 @@ import textwrap
 import threading
 import time
 
-from app.jobs import Job, Worker
+from app.engine.jobs import Job, Worker
 from store import Store
 from tests.conftest import ROOT
 
@@ -19,7 +19,7 @@ ENDING_WHILE_JOBS_RUN = textwrap.dedent("""
     import logging, os, threading, time
     os.environ["TELLTALE_SAMPLE_SECONDS"] = "0.05"
     logging.basicConfig(level=logging.WARNING)
-    from app.jobs import Job, Worker
+    from app.engine.jobs import Job, Worker
     from store import Store
 
     worker = Worker(Store(":memory:"), jobs=(Job("slow", "sample_seconds", lambda s: time.sleep(0.3) or 1,

@@ -9,9 +9,9 @@ import polars as pl
 import psutil
 import pytest
 
-from app.inbox import drain_inbox, inbox_folder, post_batch
-from app.jobs import Job, Worker, sample_system
-from app.live import LiveStream, live_simulation
+from app.engine.inbox import drain_inbox, inbox_folder, post_batch
+from app.engine.jobs import Job, Worker, sample_system
+from app.engine.stream import LiveStream, live_simulation
 from store import Store
 
 
@@ -75,7 +75,7 @@ def test_a_failing_job_is_recorded_and_does_not_raise(tmp_path: Path) -> None:
 
 
 def test_stopping_the_worker_stores_what_waits_in_the_inbox(tmp_path: Path) -> None:
-    from app.jobs import JOBS
+    from app.engine.jobs import JOBS
 
     events, starts, _ = live_simulation(1, 1, 8, 0.0, stamp=9)
     with Store(tmp_path / "stop.duckdb") as store:

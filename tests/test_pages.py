@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.samples import simulate_into
+from app.engine.samples import simulate_into
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = str(ROOT / "app" / "main.py")
-PAGES = ["../pages/overview.py", "../pages/data.py"]
+ENTRY = str(ROOT / "app" / "web" / "main.py")
+PAGES = ["../../pages/overview.py", "../../pages/data.py"]
 
 
 def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TELLTALE_DB", str(db))
     monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # no background writes while the page is checked
-    from app.resources import get_live_control, get_store
+    from app.web.resources import get_live_control, get_store
 
     get_store.clear()  # a fresh Store for this test's database
     get_live_control.clear()
@@ -58,13 +58,13 @@ def test_page_renders_with_data(page: str, tmp_path: Path, monkeypatch: pytest.M
 
 def test_data_page_simulate_form_stores_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(tmp_path / "sim.duckdb", monkeypatch).run()
-    app.switch_page("../pages/data.py").run()
+    app.switch_page("../../pages/data.py").run()
     app.number_input[0].set_value(2)
     app.number_input[1].set_value(1)
     app.button(key="FormSubmitter:simulate-Simulate").click().run()
     assert not app.exception, app.exception
     assert any("labelled sessions" in s.value for s in app.success)
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     assert get_store().table_counts()["sessions"] >= 2
 
@@ -78,7 +78,7 @@ REFUSED_UPLOADS = [b"session_id;user_id;seq;t_ms;type\ns1;alice;0;0;key_down\n",
 def test_a_refused_upload_is_named_as_the_user_uploaded_it(content: bytes, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(tmp_path / "upload.duckdb", monkeypatch).run()
-    app.switch_page("../pages/data.py").run()
+    app.switch_page("../../pages/data.py").run()
     app.file_uploader[0].set_value(("my events.csv", content, "text/csv"))
     app.run()
     assert not app.exception, app.exception
@@ -89,7 +89,7 @@ def test_a_refused_upload_is_named_as_the_user_uploaded_it(content: bytes, tmp_p
 
 def test_an_imported_upload_counts_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _app(tmp_path / "words.duckdb", monkeypatch).run()
-    app.switch_page("../pages/data.py").run()
+    app.switch_page("../../pages/data.py").run()
     one = b"session_id,user_id,seq,t_ms,type\ns1,alice,0,0,focus\n"
     app.file_uploader[0].set_value(("one.csv", one, "text/csv"))
     app.run()
@@ -102,7 +102,7 @@ def test_an_imported_upload_counts_in_words(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_capture_enrolment_shows_the_models_it_just_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.pipeline import featurize_pending
+    from app.engine.pipeline import featurize_pending
 
     db = tmp_path / "enrol.duckdb"
     with Store(db) as store:
@@ -111,7 +111,7 @@ def test_capture_enrolment_shows_the_models_it_just_trained(tmp_path: Path, monk
     monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
     monkeypatch.setenv("TELLTALE_ENROLMENT_REPETITIONS", "2")
     app = _app(db, monkeypatch).run()
-    app.switch_page("../pages/capture.py").run()
+    app.switch_page("../../pages/capture.py").run()
     app.text_input[0].input("u001").run()
     assert "models: none yet" in _texts_of(app, "caption")
 
@@ -132,7 +132,7 @@ def test_overview_tells_what_happened_to_a_replayed_population(tmp_path: Path,
     """A small population loaded as the sample data is (replayed in time order): the Overview shows the
     sessions decided SAFE and UNSAFE over its days, the attacks caught by type, the genuine friction,
     and opens a chosen attack on Investigation."""
-    from app.samples import load_sample_data, write_simulation
+    from app.engine.samples import load_sample_data, write_simulation
 
     folder = tmp_path / "sample"
     write_simulation(folder / "events.csv", users=6, sessions=5, seed=8, attack_share=0.4, enrolment_days=3,
@@ -144,7 +144,7 @@ def test_overview_tells_what_happened_to_a_replayed_population(tmp_path: Path,
         attack_sessions = {s for (s,) in store.rows(
             "SELECT session_id FROM session_labels WHERE label <> 'genuine'")}
     app = _app(db, monkeypatch).run()
-    app.switch_page("../pages/overview.py").run()
+    app.switch_page("../../pages/overview.py").run()
     assert not app.exception, app.exception
     text = _texts(app)
     assert "SAFE" in text and "UNSAFE" in text and "decided between 2026-01-0" in text

@@ -14,14 +14,14 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.evidence import evidence_for_risk
-from app.policy import DEFAULT_POLICY
-from app.samples import simulate_into
+from app.engine.evidence import evidence_for_risk
+from app.engine.policy import DEFAULT_POLICY
+from app.engine.samples import simulate_into
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = str(ROOT / "app" / "main.py")
-LIVE, INVESTIGATION, LAB = "../pages/live.py", "../pages/investigation.py", "../pages/threshold_lab.py"
+ENTRY = str(ROOT / "app" / "web" / "main.py")
+LIVE, INVESTIGATION, LAB = "../../pages/live.py", "../../pages/investigation.py", "../../pages/threshold_lab.py"
 PAGES = [LIVE, INVESTIGATION, LAB]
 #: Enrolment sessions for training and for the lab's "leave out enrolment windows" (the simulation's
 #: first 4 days are free of attacks).
@@ -35,8 +35,8 @@ def scored_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TELLTALE_DETECTORS", "manhattan_log")
         patch.setenv("TELLTALE_ENROLMENT_SESSIONS", ENROLMENT_SESSIONS)
-        from app.models import train
-        from app.pipeline import featurize_pending, score_pending
+        from app.engine.pipeline import featurize_pending, score_pending
+        from app.engine.training import train
 
         with Store(path) as store:
             simulate_into(store, users=3, sessions=6, seed=5, enrolment_days=4)
@@ -57,7 +57,7 @@ def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # no background writes while the page is checked
     monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
     monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", ENROLMENT_SESSIONS)
-    from app.resources import get_live_control, get_store
+    from app.web.resources import get_live_control, get_store
 
     get_store.clear()  # a fresh Store for this test's database
     get_live_control.clear()
@@ -81,7 +81,7 @@ def _metrics(app: AppTest) -> dict[str, str]:
 
 
 def _models_snapshot() -> list[tuple]:
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     return get_store().rows("SELECT model_id, active, trained_at, hash(blob), CAST(metadata AS VARCHAR) "
                             "FROM models ORDER BY model_id")
@@ -130,7 +130,7 @@ def test_live_monitor_shows_latest_decisions_and_can_pause(scored: Path, monkeyp
 
 def _app_store():
     """The app's own Store (a second DuckDB connection to the file is refused while the app holds it)."""
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     return get_store()
 
@@ -181,9 +181,9 @@ def test_live_monitor_calls_active_only_sessions_with_events_moments_ago(scored:
 
 
 def test_live_monitor_says_why_a_low_risk_decision_denies(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.policy import DecisionContext, decide
+    from app.engine.policies import latest_policy
+    from app.engine.policy import DecisionContext, decide
     from store.decisions import record_decision
-    from store.policies import latest_policy
 
     app = _open(scored, LIVE, monkeypatch)
     _session_seconds_ago("replayer", "u001", 5)
@@ -307,8 +307,8 @@ def test_threshold_lab_refuses_bad_bands_and_saves_good_ones(scored: Path, monke
     app.button(key="lab_save").click().run()
     assert not app.exception, app.exception
     assert any("revision 2" in s.value for s in app.success)
-    from app.resources import get_store
-    from store.policies import latest_policy
+    from app.engine.policies import latest_policy
+    from app.web.resources import get_store
 
     saved = latest_policy(get_store())
     assert (saved.revision, saved.bands[0].upper) == (2, 0.5)

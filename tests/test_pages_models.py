@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.samples import simulate_into
+from app.engine.samples import simulate_into
 from store import Store
 
-ENTRY = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+ENTRY = str(Path(__file__).resolve().parents[1] / "app" / "web" / "main.py")
 
 
 def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
@@ -19,11 +19,11 @@ def _app(db: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TELLTALE_SCHEDULER", "off")
     monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
     monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "4")
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     get_store.clear()
     app = AppTest.from_file(ENTRY, default_timeout=120).run()
-    return app.switch_page("../pages/models.py").run()
+    return app.switch_page("../../pages/models.py").run()
 
 
 def test_models_page_on_an_empty_store_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +36,7 @@ def test_train_now_trains_every_user(tmp_path: Path, monkeypatch: pytest.MonkeyP
     db = tmp_path / "data.duckdb"
     with Store(db) as store:
         simulate_into(store, users=3, sessions=5, seed=3, enrolment_days=4, load_seconds=10)
-        from app.pipeline import featurize_pending
+        from app.engine.pipeline import featurize_pending
 
         featurize_pending(store)
     app = _app(db, monkeypatch)
@@ -74,7 +74,7 @@ def test_an_evaluation_shows_its_table(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_protocols_read_as_sentences() -> None:
-    from app.evaluate import protocol_text
+    from app.engine.detector_evaluation import protocol_text
 
     cmu = {"name": "cmu", "train_reps": 25, "impostor_reps": 1, "subjects": 56, "features": 71, "seed": 0,
            "target_frr": 0.05, "calibration": "training", "open_set_folds": 0, "skipped_subjects": ["s9"],

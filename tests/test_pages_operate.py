@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.policy import decide
-from app.stepup import current_code, enrol, issue_challenge, verify
+from app.engine.policies import latest_policy
+from app.engine.policy import decide
+from app.engine.stepup import current_code, enrol, issue_challenge, verify
 from store import Store
 from store.decisions import record_decision
-from store.policies import latest_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = str(ROOT / "app" / "main.py")
+ENTRY = str(ROOT / "app" / "web" / "main.py")
 #: (page, words of the message an empty store shows)
-EMPTY = [("../pages/stepup.py", "There are no users yet"), ("../pages/history.py", "No decisions yet"),
-         ("../pages/audit.py", "The audit log is empty")]
+EMPTY = [("../../pages/stepup.py", "There are no users yet"), ("../../pages/history.py", "No decisions yet"),
+         ("../../pages/audit.py", "The audit log is empty")]
 #: Risks of the seeded decisions, alternately bob's and alice's: 2 SAFE, 3 UNSAFE (one of them DENY).
 RISKS = [0.1, 0.3, 0.8, 0.93, 0.99]  # under the default bands: ALLOW, ALLOW, REQUIRE_OTP, FLAG_SESSION, DENY
 DAY = datetime(2026, 3, 2, 9, 0)
@@ -29,7 +29,7 @@ DAY = datetime(2026, 3, 2, 9, 0)
 def _app(db: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> AppTest:
     monkeypatch.setenv("TELLTALE_DB", str(db))
     monkeypatch.setenv("TELLTALE_SCHEDULER", "off")  # no background writes while the page is checked
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     get_store.clear()  # a fresh Store for this test's database
     app = AppTest.from_file(ENTRY, default_timeout=60).run()
@@ -38,7 +38,7 @@ def _app(db: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> AppTest:
 
 def _store():
     """The app's own Store (the one the page under test writes to)."""
-    from app.resources import get_store
+    from app.web.resources import get_store
 
     return get_store()
 
@@ -87,7 +87,7 @@ def test_page_renders_on_an_empty_store(page: str, message: str, tmp_path: Path,
 def test_history_filters_change_the_rows_and_the_export_is_audited(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "h.duckdb")
-    app = _app(tmp_path / "h.duckdb", monkeypatch, "../pages/history.py")
+    app = _app(tmp_path / "h.duckdb", monkeypatch, "../../pages/history.py")
     assert not app.exception, app.exception
     assert len(_table(app, "history_table")) == len(RISKS)
 
@@ -114,7 +114,7 @@ def test_history_filters_change_the_rows_and_the_export_is_audited(tmp_path: Pat
 
 def test_history_row_selection_opens_the_investigation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "i.duckdb")
-    app = _app(tmp_path / "i.duckdb", monkeypatch, "../pages/history.py")
+    app = _app(tmp_path / "i.duckdb", monkeypatch, "../../pages/history.py")
     [investigate] = [b for b in app.button if b.label == "Investigate"]
     assert investigate.disabled  # nothing selected yet
     newest = _table(app, "history_table").iloc[0]
@@ -129,7 +129,7 @@ def test_history_row_selection_opens_the_investigation(tmp_path: Path, monkeypat
 
 def test_history_shows_the_reasons_as_text_not_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "r.duckdb")
-    app = _app(tmp_path / "r.duckdb", monkeypatch, "../pages/history.py")
+    app = _app(tmp_path / "r.duckdb", monkeypatch, "../../pages/history.py")
     reasons = _table(app, "history_table")["reasons"]
     assert reasons.str.startswith("risk ").all() and not reasons.str.contains('"', regex=False).any()
     assert reasons.iloc[0].startswith("risk 0.99 is in band DENY [0.97, 1]")
@@ -138,27 +138,27 @@ def test_history_shows_the_reasons_as_text_not_json(tmp_path: Path, monkeypatch:
 def test_reasons_text_joins_the_stored_list() -> None:
     import polars as pl
 
-    from app import operate
+    from app.web import review
 
     frame = pl.DataFrame({"reasons": ['["risk 0.04 is in band ALLOW [0, 0.6)", "replayed pattern → at least DENY"]',
                                       "[]", None]})
-    assert frame.select(operate.reasons_text("reasons"))["reasons"].to_list() == [
+    assert frame.select(review.reasons_text("reasons"))["reasons"].to_list() == [
         "risk 0.04 is in band ALLOW [0, 0.6); replayed pattern → at least DENY", "", None]
 
 
 def test_audit_details_read_as_key_value_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import operate
+    from app.web import review
 
-    assert operate.details_lines('{"rows": 2, "filters": {"verdict": "UNSAFE", "users": ["alice", "bob"]}, '
+    assert review.details_lines('{"rows": 2, "filters": {"verdict": "UNSAFE", "users": ["alice", "bob"]}, '
                                  '"dry_run": false, "error": null}') == [
         "rows: 2", "filters.verdict: UNSAFE", "filters.users: alice; bob", "dry_run: no", "error: —"]
-    assert operate.details_lines('{"windows": [{"kind": "mouse", "n": 3}]}') == ["windows 1.kind: mouse",
+    assert review.details_lines('{"windows": [{"kind": "mouse", "n": 3}]}') == ["windows 1.kind: mouse",
                                                                                   "windows 1.n: 3"]
-    assert operate.details_lines("not json {") == ["not json {"]
-    assert operate.details_lines(None) == [] and operate.details_lines("{}") == []
+    assert review.details_lines("not json {") == ["not json {"]
+    assert review.details_lines(None) == [] and review.details_lines("{}") == []
 
     _seed(tmp_path / "d.duckdb")
-    app = _app(tmp_path / "d.duckdb", monkeypatch, "../pages/audit.py")
+    app = _app(tmp_path / "d.duckdb", monkeypatch, "../../pages/audit.py")
     details = _table(app, "audit_table")["details"].dropna()
     assert len(details) and not details.str.contains(r"^[\[{]", regex=True).any()
     decision = next(text for text in details if text.startswith("action: DENY"))
@@ -173,7 +173,7 @@ def test_audit_details_read_as_key_value_lines(tmp_path: Path, monkeypatch: pyte
 def test_audit_shows_rows_filters_by_action_and_audits_its_export(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "a.duckdb")
-    app = _app(tmp_path / "a.duckdb", monkeypatch, "../pages/audit.py")
+    app = _app(tmp_path / "a.duckdb", monkeypatch, "../../pages/audit.py")
     assert not app.exception, app.exception
     total = _store().scalar("SELECT count(*) FROM audit_log")
     assert len(_table(app, "audit_table")) == total > len(RISKS)
@@ -193,7 +193,7 @@ def test_audit_shows_rows_filters_by_action_and_audits_its_export(tmp_path: Path
 
 def test_enrolment_secret_is_shown_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "e.duckdb")
-    app = _app(tmp_path / "e.duckdb", monkeypatch, "../pages/stepup.py")
+    app = _app(tmp_path / "e.duckdb", monkeypatch, "../../pages/stepup.py")
     app.selectbox(key="stepup_user").select("alice").run()
     _click(app, "Enrol authenticator")
     assert not app.exception, app.exception
@@ -216,22 +216,22 @@ def test_enrolment_secret_is_shown_once(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_enrolment_secret_is_gone_after_leaving_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "n.duckdb")
-    app = _app(tmp_path / "n.duckdb", monkeypatch, "../pages/stepup.py")
+    app = _app(tmp_path / "n.duckdb", monkeypatch, "../../pages/stepup.py")
     app.selectbox(key="stepup_user").select("bob").run()
     _click(app, "Enrol authenticator")
     from store.otp import enrolment_state
 
     secret = enrolment_state(_store(), "bob").secret
     assert secret in _everything(app._tree)
-    app.switch_page("../pages/overview.py").run()
-    app.switch_page("../pages/stepup.py").run()
+    app.switch_page("../../pages/overview.py").run()
+    app.switch_page("../../pages/stepup.py").run()
     assert secret not in _everything(app._tree)
     assert "stepup_enrolment" not in app.session_state
 
 
 def test_answering_challenges_through_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(tmp_path / "c.duckdb")
-    app = _app(tmp_path / "c.duckdb", monkeypatch, "../pages/stepup.py")
+    app = _app(tmp_path / "c.duckdb", monkeypatch, "../../pages/stepup.py")
     app.selectbox(key="stepup_user").select("carol").run()
     assert "Simulated authenticator (a demo stand-in for a phone app)" in _texts(app, "markdown")
     [first] = _store().rows("SELECT challenge_id FROM otp_challenges")
@@ -273,7 +273,7 @@ def test_a_locked_challenge_can_be_unlocked_through_the_page(tmp_path: Path, mon
             code = current_code(store, "carol", start + offset).code
             result = verify(store, locked, "".join(str((int(d) + 5) % 10) for d in code), start + offset)
         assert result.outcome == "locked", result.message
-    app = _app(db, monkeypatch, "../pages/stepup.py")
+    app = _app(db, monkeypatch, "../../pages/stepup.py")
     app.selectbox(key="stepup_user").select("carol").run()
     assert f"Challenge {locked} is locked" in _texts(app, "error")
     _click(app, "Unlock")
@@ -298,7 +298,7 @@ def test_the_locked_message_goes_once_the_challenge_is_unlocked(tmp_path: Path,
         for offset in (0, 1, 4, 9):
             result = verify(store, challenge, _wrong(current_code(store, "carol", start + offset).code), start + offset)
         assert result.outcome == "wrong_code" and "(1 attempt left before the lock)" in result.message
-    app = _app(db, monkeypatch, "../pages/stepup.py")
+    app = _app(db, monkeypatch, "../../pages/stepup.py")
     app.selectbox(key="stepup_user").select("carol").run()
     app.selectbox(key="stepup_challenge").select(challenge).run()
     app.text_input(key="stepup_typed_code").input(_wrong(current_code(_store(), "carol", time.time()).code))
@@ -314,8 +314,8 @@ def test_the_locked_message_goes_once_the_challenge_is_unlocked(tmp_path: Path,
 def test_challenge_states_and_double_submits() -> None:
     import polars as pl
 
-    from app import operate
-    from app.stepup import Outcome
+    from app.engine.stepup import Outcome
+    from app.web import review
 
     now = datetime(2026, 3, 2, 12, 0)
     frame = pl.DataFrame({
@@ -324,17 +324,17 @@ def test_challenge_states_and_double_submits() -> None:
         "locked": [False, False, True, False],
         "expires_at": [now + timedelta(seconds=90), now, now + timedelta(seconds=90), now + timedelta(seconds=90)],
     })
-    states = operate.challenge_states(frame, now)
+    states = review.challenge_states(frame, now)
     assert states["state"].to_list() == ["open", "expired", "locked", "verified"]
     assert states["seconds_left"].to_list() == [90, None, None, None]
-    assert operate.answerable(states) == ["open", "overdue"]  # submitting to an overdue one says "expired"
-    assert operate.locked_ids(states) == ["locked"]
-    assert operate.challenge_states(frame.clear(), now).columns[-2:] == ["state", "seconds_left"]
+    assert review.answerable(states) == ["open", "overdue"]  # submitting to an overdue one says "expired"
+    assert review.locked_ids(states) == ["locked"]
+    assert review.challenge_states(frame.clear(), now).columns[-2:] == ["state", "seconds_left"]
 
-    last = operate.Submitted(operate.submission_key("c1", "123456"), Outcome.WRONG_CODE, "wrong code", "c1")
-    assert operate.is_double_submit(last, "c1", " 123456 ")
-    assert not operate.is_double_submit(last, "c2", "123456")  # another challenge: a replay check, not ours
-    assert not operate.is_double_submit(last, "c1", "123457")
-    throttled = operate.Submitted(last.key, Outcome.THROTTLED, "try again in 2 s", "c1")
-    assert not operate.is_double_submit(throttled, "c1", "123456")  # it was never checked: may be sent again
-    assert operate.day_bounds(DAY.date(), DAY.date()) == (DAY.replace(hour=0), DAY.replace(hour=0) + timedelta(days=1))
+    last = review.Submitted(review.submission_key("c1", "123456"), Outcome.WRONG_CODE, "wrong code", "c1")
+    assert review.is_double_submit(last, "c1", " 123456 ")
+    assert not review.is_double_submit(last, "c2", "123456")  # another challenge: a replay check, not ours
+    assert not review.is_double_submit(last, "c1", "123457")
+    throttled = review.Submitted(last.key, Outcome.THROTTLED, "try again in 2 s", "c1")
+    assert not review.is_double_submit(throttled, "c1", "123456")  # it was never checked: may be sent again
+    assert review.day_bounds(DAY.date(), DAY.date()) == (DAY.replace(hour=0), DAY.replace(hour=0) + timedelta(days=1))

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app import pipeline
-from app.models import load_active, train
-from app.samples import simulate_into
+from app.engine import pipeline
+from app.engine.samples import simulate_into
+from app.engine.training import load_active, train
 from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events

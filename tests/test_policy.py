@@ -6,13 +6,21 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.policy import (
+from app.engine.policies import (
+    UnknownPolicyError,
+    latest_policy,
+    policy_at_revision,
+    policy_revisions,
+    save_policy,
+)
+from app.engine.policy import (
     DEFAULT_POLICY,
     Action,
     Band,
@@ -27,6 +35,7 @@ from app.policy import (
     decide_many,
     decisive_reason,
 )
+from app.web import review
 from store import Store
 from store.decisions import (
     DECISION_COLUMNS,
@@ -36,13 +45,6 @@ from store.decisions import (
     decisions_csv,
     record_decision,
     record_decisions,
-)
-from store.policies import (
-    UnknownPolicyError,
-    latest_policy,
-    policy_at_revision,
-    policy_revisions,
-    save_policy,
 )
 
 EDGES = [(0.7, Action.ALLOW, Action.REQUIRE_OTP), (0.8, Action.REQUIRE_OTP, Action.FLAG_SESSION),
@@ -413,8 +415,17 @@ def test_decisions_filter_newest_first(decided: Store, filters: dict, users: lis
 @pytest.mark.parametrize(("filters", "message"), [({"verdict": "safe"}, "unknown verdict 'safe'"),
                                                   ({"action": "BLOCK"}, "unknown action 'BLOCK'")])
 def test_unknown_filter_values_are_refused(decided: Store, filters: dict, message: str) -> None:
+    for read in (review.decisions_for, review.decisions_export):
+        with pytest.raises(ValueError, match=message):
+            read(decided, [], **filters)
     with pytest.raises(ValueError, match=message):
-        decisions(decided, **filters)
+        review.counts_for(decided, [], "hour", **filters)
+
+
+def test_a_decision_whose_verdict_contradicts_its_action_cannot_be_made() -> None:
+    made = decide(0.99, DEFAULT_POLICY)
+    with pytest.raises(ValueError, match="does not match its action DENY"):
+        replace(made, verdict=Verdict.SAFE)
 
 
 def test_decision_counts_per_bucket(decided: Store) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from app import analysis, pipeline, replay
-from app.samples import write_simulation
+from app.engine import history, pipeline, replay
+from app.engine.samples import write_simulation
 from simulators import simulate
 from store import Store, ingest_events, monitor
 from store.progress import mark_featurized
@@ -92,7 +92,7 @@ def test_the_kept_store_has_the_labels_and_the_threshold_lab_counts_what_the_eva
     with Store(keep) as store:
         assert store.scalar("SELECT count(*) FROM session_labels") == labels.height
         rows = monitor.lab_decisions(store, enrolment_sessions=6)
-    lab = analysis.session_outcomes(rows.filter(~pl.col("enrolment") & pl.col("label").is_not_null()))
+    lab = history.session_outcomes(rows.filter(~pl.col("enrolment") & pl.col("label").is_not_null()))
     for label, entry in figures["sessions"].items():
         challenged = lab.filter(pl.col("label") == label)["challenged"].sum()
         assert challenged == round(entry["challenged" if label == "genuine" else "detected"] * entry["n"]), label

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from app import stepup
-from app.stepup import (
+from app.engine import stepup
+from app.engine.stepup import (
     ChallengeStateError,
     NotEnrolledError,
     Outcome,
@@ -390,9 +390,9 @@ def every_stored_text(store: Store) -> list[str]:
 
 def test_the_secret_appears_nowhere_after_a_full_flow(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    from app.policy import decide
+    from app.engine.policies import latest_policy
+    from app.engine.policy import decide
     from store.decisions import record_decision
-    from store.policies import latest_policy
 
     first = enrol(store, "alice", actor="alice", now=T - 60)
     decision_id = record_decision(store, decide(0.7, latest_policy(store)), user_id="alice", session_id="s1",

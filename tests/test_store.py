@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 import store.db as db_module
-from app.policy import DEFAULT_POLICY, Action, Band
+from app.engine.policies import latest_policy, save_policy
+from app.engine.policy import DEFAULT_POLICY, Action, Band
 from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
 from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
-from store.policies import latest_policy, save_policy
 
 
 def user_tables(s: Store) -> set[str]:

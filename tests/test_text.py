@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.text import plural
+from store.text import plural
 
 
 @pytest.mark.parametrize(("count", "words"), [(0, "0 sessions"), (1, "1 session"), (2, "2 sessions"),

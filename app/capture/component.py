@@ -46,7 +46,7 @@ def mount_capture(store: Store, mode: str, user_id: str, *, on_completed: Callab
     """Show the component; each batch it sends is validated and stored before the rerun.
 
     `score_finished`: a batch that finishes a session (a login's submit) is stored and the session
-    scored in one transaction (`app.pipeline.ingest_and_score`); `PageCapture.scored` tells the outcome.
+    scored in one transaction (`app.engine.pipeline.ingest_and_score`); `PageCapture.scored` tells the outcome.
     """
     capture = page_capture(mode, user_id)
     key = f"telltale-capture-{mode}-{capture.mount_key}"
@@ -76,7 +76,7 @@ def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: 
     Any other failure leaves it unacknowledged, so the browser sends it again with its next flush and
     nothing is lost; storing is idempotent, so a write that committed before the failure is not doubled.
     """
-    from app.pipeline import ingest_and_score, score_session
+    from app.engine.pipeline import ingest_and_score, score_session
 
     try:
         accepted = accept_batch(payload, capture.state)

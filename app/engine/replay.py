@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from app import jobs, pipeline, settings, stepup
+from app import settings
+from app.engine import jobs, pipeline, stepup
+from app.engine.history import LABEL_ORDER
 from store import Store, ingest_events
 from store.errors import Problem, ValidationError
 from store.ingest import ROW, check_csv_file, store_labels, validate_batch
@@ -37,7 +39,7 @@ from store.progress import mark_featurized
 from store.sidecars import read_sidecars
 
 Progress = Callable[[int, int], None]
-ATTACK_LABELS = ("impostor", "bot", "replay", "hijack")
+ATTACK_LABELS = LABEL_ORDER[1:]
 #: Seconds after a challenge is issued at which the real user types the code from their authenticator.
 ANSWER_AFTER_SECONDS = 8.0
 
@@ -210,7 +212,7 @@ def _window_figures(store: Store, after: pl.DataFrame) -> dict[str, dict[str, An
     """Per window kind: genuine windows (after enrolment) flagged on their own, the target, attack
     windows flagged; and per detector the share of genuine windows its own calibration flagged (how
     well each calibration holds on later sessions). A window is flagged on its own when its detectors'
-    combined surprise is below the target (`app.evidence.window_surprise`)."""
+    combined surprise is below the target (`app.engine.evidence.window_surprise`)."""
     flags = store.frame("""
         SELECT d.session_id, w.kind, d.flagged
         FROM decisions d JOIN feature_windows w USING (window_id)""")

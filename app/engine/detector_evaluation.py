@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
+from store.text import plural
 
 REFERENCES: dict[str, dict[str, float]] = {
     "cmu": {"manhattan_scaled": 0.0962, "zscore_count": 0.1022, "autoencoder": 0.1614},

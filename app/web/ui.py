@@ -7,8 +7,8 @@ from collections.abc import Callable
 import polars as pl
 import streamlit as st
 
-from app.text import plural
 from store.errors import StoreError, ValidationError
+from store.text import plural
 
 
 def problems_frame(error: ValidationError) -> pl.DataFrame:

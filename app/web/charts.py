@@ -19,8 +19,9 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from app.evidence import evidence_for_risk
-from app.policy import Action, Band, Verdict
+from app.engine.evidence import evidence_for_risk
+from app.engine.history import LABEL_ORDER
+from app.engine.policy import Action, Band, Verdict
 
 SAFE_GREEN = "#2e7d32"
 UNSAFE_RED = "#c62828"
@@ -40,7 +41,6 @@ ACTION_COLOURS: dict[str, str] = {
 }
 VERDICT_COLOURS: dict[str, str] = {Verdict.SAFE.value: SAFE_GREEN, Verdict.UNSAFE.value: UNSAFE_RED}
 #: Ground-truth labels in the order charts and pages list them: genuine, then the attack types.
-LABEL_ORDER = ("genuine", "impostor", "bot", "replay", "hijack")
 #: Series colours for event sources; a source not listed here is grey.
 SOURCE_COLOURS: dict[str, str] = {
     "browser": GENUINE_BLUE, "simulator": CPU_PURPLE, "csv": MEMORY_TEAL, "dataset": "#5d4037"}
@@ -316,7 +316,7 @@ def session_risk_chart(sessions: pl.DataFrame | None, bands: Sequence[Band] = ()
 
     Columns: `session_id`, `label` (genuine, impostor, bot, replay, hijack, ...; null rows are dropped),
     `highest_risk` (0-1, the highest session risk any of its decisions reached; non-finite rows are
-    dropped). `bands`: the policy's bands (`app.policy.Band`), shaded in their action's colour with a
+    dropped). `bands`: the policy's bands (`app.engine.policy.Band`), shaded in their action's colour with a
     dashed line at each inner edge. Dots spread vertically within their row by a fixed pattern (no
     randomness), so the figure is the same every time. Traces: one per label, in `LABEL_ORDER`, then
     other labels sorted; names carry the counts; genuine blue, attacks red.
@@ -356,7 +356,7 @@ def evidence_chain_chart(decisions: pl.DataFrame | None, bands: Sequence[Band] =
     window), `evidence_change` (nats), `action`, `kind` (window kind, in the hover); optional
     `window_risk` (0-1, the window on its own, in the hover). Rows without a finite end_ms or
     evidence (decisions made before evidence was stored) are dropped. `bands`: the policy's bands;
-    each inner edge at risk r is a dotted line at evidence -ln(1 - r) (`app.evidence.evidence_for_risk`).
+    each inner edge at risk r is a dotted line at evidence -ln(1 - r) (`app.engine.evidence.evidence_for_risk`).
     Traces: window change (bars), evidence (line), then one marker trace per action in severity order.
     """
     if _is_empty(decisions):

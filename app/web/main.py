@@ -1,4 +1,4 @@
-"""Streamlit entry: `streamlit run app/main.py` (what `make run` does).
+"""Streamlit entry: `streamlit run app/web/main.py` (what `make run` does).
 
 Builds the navigation frame; each page lives in `pages/` and calls `store`, `detectors`, `app`.
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # Streamlit puts only this file's folder on sys.path
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 
-from app.resources import get_store, get_worker  # noqa: E402
+from app.web.resources import get_store, get_worker  # noqa: E402
 from store import StoreError  # noqa: E402
 
 PAGES = ROOT / "pages"

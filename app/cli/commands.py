@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from app import settings
-from app.text import plural
+from app.engine.imports import IMPORT_FORMATS
+from store.text import plural
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every argument, --help included, belongs to `python -m bench`
+        return run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -113,24 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("worker", cmd_worker, "Run the scheduled jobs headless (sampling, inbox, scoring) until Ctrl+C.",
             json_flag=False)
 
-    bench = command("bench", cmd_bench, "Benchmarks: print our rate beside a baseline measured in the same run.",
-                    db=False)
-    bench.add_argument("what", choices=["ingest", "import", "features", "detectors", "evaluate", "replay",
-                                        "latency", "pages"],
-                       help="ingest: 1M-event CSV; import: Balabit folder; features: window pipeline; "
-                            "detectors: fit and scoring times; evaluate: `evaluate --format balabit` on a "
-                            "full-challenge-size layout; replay: `evaluate --format events` on a simulated "
-                            "population beside bulk processing; latency: batch to stored decision; pages: first "
-                            "render of every page on ~1M events and the app's memory with the Live monitor open")
-    bench.add_argument("--rows", type=int, default=1_000_000, help="events in the generated CSV (ingest)")
-    bench.add_argument("--path", type=Path, help="Balabit folder (import, evaluate; default "
-                                                 "../shared/datasets/balabit-mouse); "
-                                                 "pages: an already prepared store to copy instead of building one")
-    bench.add_argument("--minutes", type=float, default=60.0,
-                       help="pages: minutes of memory sampling with the Live monitor open (default 60)")
-    bench.add_argument("--stream", choices=["data-page", "heavy"], default="data-page",
-                       help="pages: the live stream during the memory soak: data-page (the Data page's default, "
-                            "8 people at once, ~100 events/s) or heavy (60 sessions at once, ~1,000 events/s)")
+    bench = commands.add_parser(
+        "bench", add_help=False,
+        help="Benchmarks: print our rate beside a baseline measured in the same run (python -m app bench --help).")
+    bench.add_argument("arguments", nargs=argparse.REMAINDER, help="arguments of `python -m bench`")
     return parser
 
 
@@ -216,7 +206,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from app.samples import load_sample_data
+    from app.engine.samples import load_sample_data
 
     with _open_store(args) as store:
         if store.table_counts()["events"] == 0:
@@ -237,7 +227,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from app.samples import simulate_into
+    from app.engine.samples import simulate_into
 
     if args.users < 1 or args.sessions < 1:
         print("error: --users and --sessions must be at least 1", file=sys.stderr)
@@ -245,7 +235,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.live:
         return _simulate_live(args)
     if args.out:
-        from app.samples import write_simulation
+        from app.engine.samples import write_simulation
 
         written = write_simulation(args.out, users=args.users, sessions=args.sessions, seed=args.seed,
                                    attack_share=args.attack_share, enrolment_days=args.enrolment_days)
@@ -260,8 +250,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _simulate_live(args: argparse.Namespace) -> int:
-    from app.inbox import inbox_folder, post_batch
-    from app.live import LiveStream
+    from app.engine.inbox import inbox_folder, post_batch
+    from app.engine.stream import LiveStream
     from store import DatabaseLockedError, Store, ingest_events
 
     if args.speed <= 0:
@@ -305,7 +295,7 @@ def _simulate_live(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from app.evaluate import evaluate, markdown
+    from app.engine.detector_evaluation import evaluate, markdown
 
     if not args.path.exists():
         print(f"error: {args.path} not found", file=sys.stderr)
@@ -332,7 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_decisions(args: argparse.Namespace) -> int:
-    from app.replay import ReplayOptions, evaluate_events, summary_text
+    from app.engine.replay import ReplayOptions, evaluate_events, summary_text
 
     if not args.tick_seconds > 0:
         print("error: --tick-seconds must be greater than 0", file=sys.stderr)
@@ -351,9 +341,9 @@ def _evaluate_decisions(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from app.jobs import failures_summary
-    from app.models import train
-    from app.pipeline import featurize_pending
+    from app.engine.jobs import failures_summary
+    from app.engine.pipeline import featurize_pending
+    from app.engine.training import train
 
     with _open_store(args) as store:
         built = featurize_pending(store)
@@ -384,41 +374,16 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from app.jobs import run_worker
+    from app.engine.jobs import run_worker
 
     run_worker(args.db or settings.get("db"))
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from bench import run_benchmark
+def run_bench(arguments: Sequence[str]) -> int:
+    """Run `python -m bench` with these arguments: the benchmarks import the app, so they run in a
+    process of their own instead of being imported by it."""
+    import subprocess
 
-    result = run_benchmark(args.what, rows=args.rows, path=args.path, minutes=args.minutes, stream=args.stream)
-    _emit(args, result, "\n".join(f"{k}: {v:,.2f}" if isinstance(v, float) else f"{k}: {v}"
-                                  for k, v in result.items()))
-    return EXIT_OK
-
-
-# -- import formats --------------------------------------------------------------------------------
-def _import_events(store, path: Path, *, progress, dry_run: bool):
-    from store.ingest import ingest_events_csv
-
-    return ingest_events_csv(store, path, progress=progress, dry_run=dry_run,
-                             chunk_rows=settings.get("ingest_chunk_rows"), sidecars=True)
-
-
-def _import_dataset(kind: str):
-    def run(store, path: Path, *, progress, dry_run: bool):
-        from store.datasets import import_dataset
-
-        return import_dataset(store, kind, path, progress=progress, dry_run=dry_run)
-
-    return run
-
-
-IMPORT_FORMATS: dict[str, Callable[..., Any]] = {
-    "events": _import_events,
-    "cmu": _import_dataset("cmu"),
-    "balabit": _import_dataset("balabit"),
-    "aalto": _import_dataset("aalto"),
-}
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "bench", *arguments], cwd=root, check=False).returncode

@@ -31,10 +31,10 @@ import pyotp
 import segno
 
 from app import settings
-from app.text import plural
 from store import otp
 from store.db import Store
 from store.otp import Challenge
+from store.text import plural
 
 log = logging.getLogger(__name__)
 

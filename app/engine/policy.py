@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from app.text import plural
+from store.text import plural
 
 
 class Action(StrEnum):
@@ -108,7 +108,7 @@ class DecisionContext:
 
     enrolment_windows: int | None = None
     replayed: bool = False
-    machine_like: str | None = None  # why the input is not a person's (app.evidence.machine_like)
+    machine_like: str | None = None  # why the input is not a person's (app.engine.evidence.machine_like)
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,11 @@ class Decision:
     risk: float
     policy_id: str
     policy_revision: int
+
+    def __post_init__(self) -> None:
+        if Verdict(self.verdict) is not Action(self.action).verdict:
+            raise ValueError(f"decision verdict {self.verdict} does not match its action {self.action} "
+                             f"(expected {Action(self.action).verdict}); build decisions with decide")
 
 
 POLICY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -12,8 +12,8 @@ import threading
 import streamlit as st
 
 from app import settings
-from app.jobs import Worker
-from app.live import LiveStream
+from app.engine.jobs import Worker
+from app.engine.stream import LiveStream
 from store import Store, ingest_events
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from app.policy import decisive_reason
-from app.stepup import Outcome
+from app.engine.policy import Action, Verdict, decisive_reason
+from app.engine.stepup import Outcome
 from store import otp, reads
 from store.db import Store
 from store.decisions import decision_counts_over_time, decisions, decisions_csv
@@ -118,7 +118,7 @@ def is_double_submit(last: Submitted | None, challenge_id: str, code: str) -> bo
 # -- decisions ------------------------------------------------------------------------------------
 def with_decisive_reason(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` plus `reason`: of each row's `reasons` (JSON text), the one that set its `action`
-    (`app.policy.decisive_reason`); null on a row without a decision.
+    (`app.engine.policy.decisive_reason`); null on a row without a decision.
 
     For the few rows a page lists (a loop over rows, not an expression: which reason decides depends
     on the row's action).
@@ -154,8 +154,20 @@ def policy_revisions_in(frame: pl.DataFrame) -> list[tuple[str, int]]:
     return [(str(p), int(r)) for p, r in pairs.iter_rows()]
 
 
+def checked_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """`filters` of `store.decisions.decisions`, refused with the allowed values when a verdict or an
+    action is not one of the policy's."""
+    verdict, action = filters.get("verdict"), filters.get("action")
+    if verdict is not None and verdict not in set(Verdict):
+        raise ValueError(f"unknown verdict {verdict!r} (allowed: {', '.join(Verdict)})")
+    if action is not None and action not in set(Action):
+        raise ValueError(f"unknown action {action!r} (allowed: {', '.join(Action)})")
+    return filters
+
+
 def decisions_for(store: Store, users: Sequence[str], **filters: Any) -> pl.DataFrame:
     """Decisions of any of `users` (all users when empty) matching `filters`, newest first."""
+    checked_filters(filters)
     if len(users) <= 1:
         return decisions(store, user_id=users[0] if users else None, **filters)
     frames = [decisions(store, user_id=user, **filters) for user in users]
@@ -164,6 +176,7 @@ def decisions_for(store: Store, users: Sequence[str], **filters: Any) -> pl.Data
 
 def counts_for(store: Store, users: Sequence[str], bucket: str, **filters: Any) -> pl.DataFrame:
     """Decisions per bucket, action and verdict for any of `users` (all when empty)."""
+    checked_filters(filters)
     if len(users) <= 1:
         return decision_counts_over_time(store, bucket, user_id=users[0] if users else None, **filters)
     frames = [decision_counts_over_time(store, bucket, user_id=user, **filters) for user in users]
@@ -173,6 +186,7 @@ def counts_for(store: Store, users: Sequence[str], bucket: str, **filters: Any) 
 
 def decisions_export(store: Store, users: Sequence[str], **filters: Any) -> bytes:
     """The CSV the History page offers (not audited here: the page audits it when it is downloaded)."""
+    checked_filters(filters)
     if len(users) <= 1:
         return decisions_csv(store, user_id=users[0] if users else None, **filters)
     return decisions_for(store, users, **filters).write_csv().encode("utf-8")

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.text import plural
 from store import Store, ingest_events, ingest_events_csv, reads
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport, store_labels
 from store.metrics import insert_system_metrics
 from store.sidecars import read_sidecar, sidecar_path
+from store.text import plural
 
 Progress = Callable[[int, int], None]
 
@@ -69,11 +69,11 @@ def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system"
 
 def load_sample_data(store: Store, folder: Path, progress: Progress | None = None) -> dict[str, object] | None:
     """Load `folder/events.csv` into an empty store the way it would have happened live (None when the
-    store was not empty): its sessions in start order through the app's own path (`app.replay`: stored,
+    store was not empty): its sessions in start order through the app's own path (`app.engine.replay`: stored,
     windowed, decided as the score job decides them, models retrained as the retrain job retrains them,
     every user holding an authenticator), then the ground-truth labels (for the Threshold lab) and the
     CPU trace beside it. So the pages open on a history over the sample's days."""
-    from app.replay import ReplayOptions, read_population, replay
+    from app.engine.replay import ReplayOptions, read_population, replay
 
     if not reads.is_empty(store):
         return None

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from app import settings
-from app.evidence import (
+from app.engine.evidence import (
     EvidenceSettings,
     accumulate,
     increments,
@@ -28,11 +28,11 @@ from app.evidence import (
     window_evidence,
     window_surprise,
 )
-from app.text import plural
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
 from store.progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
+from store.text import plural
 from store.windows import enrolment_repetitions, store_window_rows, window_rows
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class WindowVerdict:
     top_features: list[dict[str, object]]
     decision_id: str
     challenge_id: str | None = None
-    window_risk: float = 0.0  # this window on its own: 1 - its detectors' combined surprise (app.evidence)
+    window_risk: float = 0.0  # this window on its own: 1 - its detectors' combined surprise (app.engine.evidence)
     evidence: float = 0.0  # the session's evidence after this window (nats)
     evidence_change: float = 0.0  # how much this window moved it
 
@@ -228,7 +228,7 @@ def evidence_settings() -> EvidenceSettings:
 def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozenset[str] = frozenset()
                   ) -> list[WindowVerdict]:
     """Score windows against their user's active models (or the global ones) and decide each session on
-    the evidence it has shown so far (`app.evidence`), window by window in the order of their last event.
+    the evidence it has shown so far (`app.engine.evidence`), window by window in the order of their last event.
 
     A session's evidence continues from its latest decision, or from 0 once the user answered a one-time
     code after it. Each decision is dated by the behaviour it judges (the session's start plus the
@@ -237,12 +237,12 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
     later run. Decisions, audit rows, step-up challenges and raw scores are written in one transaction.
     `new_sessions`: sessions stored in the caller's open transaction, which have no decision yet.
     """
-    from app import stepup
-    from app.models import load_active, window_matrix
-    from app.policy import DecisionContext, decide
+    from app.engine import stepup
+    from app.engine.policies import latest_policy
+    from app.engine.policy import DecisionContext, decide
+    from app.engine.training import load_active, window_matrix
     from store.decisions import DecisionRecord, record_decisions, session_states
     from store.models import record_scores
-    from store.policies import latest_policy
     from store.windows import replayed_windows, schema_names
 
     if windows.height == 0:
@@ -453,7 +453,7 @@ def enrolment_status(store: Store, user_id: str) -> EnrolmentStatus:
 
 def train_user(store: Store, user_id: str, progress=None):
     """Train one user's models for every kind they have windows of (the capture page's button)."""
-    from app.models import train
+    from app.engine.training import train
 
     return train(store, users=[user_id], progress=progress, actor="capture-page")
 
@@ -468,7 +468,7 @@ def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> p
 def prepare_store(store: Store, progress=None) -> str:
     """Windows for every stored session (all treated as finished), models, scores: what a store of
     complete recordings (sample data, an import) needs before the pages have something to show."""
-    from app.models import train
+    from app.engine.training import train
 
     todo = sessions_to_featurize(store, idle_seconds=0, limit=1_000_000)
     built, failed = each_isolated(todo["session_id"].to_list(),

@@ -1,0 +1,5 @@
+"""The `python -m app` (and `telltale`) command line."""
+
+from app.cli.commands import main
+
+__all__ = ["main"]
