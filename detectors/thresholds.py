@@ -96,7 +96,7 @@ def normalise(scores: Any, normaliser: ScoreNormaliser) -> np.ndarray:
 
 #: Evidence of one window, in standard normal units (`evidence`), is clipped to this range: a window can
 #: neither prove an attacker alone nor erase what earlier windows showed. With the evidence a session
-#: accumulates (`app.evidence`, shift 1), one window adds at most 1.5 nats: a risk of 0.78, enough to ask
+#: accumulates (`app.engine.evidence`, shift 1), one window adds at most 1.5 nats: a risk of 0.78, enough to ask
 #: for a one-time code and never to deny on its own.
 EVIDENCE_RANGE = (-2.0, 2.0)
 #: The smallest surprise reported (beyond every float the fitted tail can resolve).
