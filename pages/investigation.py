@@ -11,13 +11,13 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from app.engine import training
 from app.engine.policies import latest_policy
 from app.engine.policy import Policy
 from app.web import charts, investigation, review
 from app.web.resources import get_store
 from app.web.ui import ACTION_STYLE, teach
 from store import monitor, reads
-from store.models import model_blobs
 from store.text import plural
 from store.windows import feature_windows
 
@@ -72,15 +72,6 @@ def _models(db: str, model_ids: tuple[str, ...]) -> pl.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _fallback_models(db: str, user_id: str, kind: str, schema_id: str, models: int) -> pl.DataFrame:
     return monitor.scoring_models(get_store(), user_id, kind, schema_id)
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _loaded_model(db: str, model_id: str):
-    """A fitted model (unpickled once per process and id), for leave-one-feature-out."""
-    from detectors.persistence import UserModel
-
-    blobs = model_blobs(get_store(), [model_id])
-    return UserModel.from_bytes(blobs[model_id]) if model_id in blobs else None
 
 
 def _seconds(ms: float | None) -> str:
@@ -229,7 +220,7 @@ with features_tab:
                     explanation = ("Each feature's share of the window's total |z|: model-free, quick, and a fair "
                                    "guide for distance-based detectors.")
                 else:
-                    loaded = [m for m in (_loaded_model(db, mid) for mid in models["model_id"]) if m is not None]
+                    loaded = list(training.load_models(store, models["model_id"].to_list()).values())
                     if not loaded:
                         st.info("The model is no longer stored; showing the deviation share instead.")
                         contributions = investigation.deviation_contributions(zscores)

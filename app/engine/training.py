@@ -198,20 +198,21 @@ class _ModelCache:
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
 
-    def get_many(self, store: Store, model_ids: list[str]) -> list[UserModel]:
+    def get_many(self, store: Store, model_ids: list[str]) -> dict[str, UserModel]:
+        """The stored models of `model_ids` (ids not stored are left out), unpickling only new ones."""
         with self._lock:
-            found = {mid: self._models.get((store.path, mid)) for mid in model_ids}
-        missing = [mid for mid, model in found.items() if model is None]
+            found = {mid: self._models[(store.path, mid)] for mid in model_ids if (store.path, mid) in self._models}
+        missing = [mid for mid in model_ids if mid not in found]
         if missing:
             for mid, blob in model_blobs(store, missing).items():
                 found[mid] = UserModel.from_bytes(blob)
         with self._lock:
-            for mid in model_ids:
-                self._models[(store.path, mid)] = found[mid]
+            for mid, model in found.items():
+                self._models[(store.path, mid)] = model
                 self._models.move_to_end((store.path, mid))
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
-        return [found[mid] for mid in model_ids]
+        return found
 
 
 _MODEL_CACHE = _ModelCache()
@@ -231,6 +232,12 @@ class ActiveModels:
     by_id: dict[str, UserModel]
 
 
+def load_models(store: Store, model_ids: list[str]) -> dict[str, UserModel]:
+    """Stored models by id, active or not (Investigation explains past decisions with the models that
+    made them), each unpickled once per id and process; ids that are not stored are left out."""
+    return _MODEL_CACHE.get_many(store, model_ids)
+
+
 def load_active(store: Store, kind: str | None = None, users: list[str] | None = None) -> ActiveModels:
     """Active models, each unpickled once per model id and process.
 
@@ -241,7 +248,7 @@ def load_active(store: Store, kind: str | None = None, users: list[str] | None =
     if users is not None:
         rows = rows.filter(pl.col("user_id").is_null() | pl.col("user_id").is_in(users))
     ids = rows["model_id"].to_list()
-    return ActiveModels(rows, dict(zip(ids, _MODEL_CACHE.get_many(store, ids), strict=True)) if ids else {})
+    return ActiveModels(rows, _MODEL_CACHE.get_many(store, ids) if ids else {})
 
 
 def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:
