@@ -28,6 +28,7 @@ from app.engine.evidence import (
     window_evidence,
     window_surprise,
 )
+from app.engine.policy import Action
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
@@ -392,8 +393,7 @@ def score_session(store: Store, session_id: str, *,
         fresh = score_windows(store, windows, new_sessions=frozenset([session_id]) if built.all_new else frozenset())
     if not fresh:
         return None
-    severity = {"ALLOW": 0, "REQUIRE_OTP": 1, "FLAG_SESSION": 2, "DENY": 3}
-    return max(fresh, key=lambda v: (v.kind == "fixed_text", severity[v.action], v.risk))
+    return max(fresh, key=lambda v: (v.kind == "fixed_text", Action(v.action).severity, v.risk))
 
 
 @dataclass(frozen=True)
