@@ -344,3 +344,22 @@ def test_cmu_file_with_some_timing_families_imports_and_evaluates(run_cli, tmp_p
     assert result["protocol"] | {"features": len(timing), "subjects": 4, "train_reps": 6, "impostor_reps": 3} \
         == result["protocol"]
     assert result["detectors"]["manhattan_scaled"]["auc"] > 0.8
+
+
+def test_the_package_metadata_installs_the_pinned_requirements_and_the_telltale_command() -> None:
+    """`pip install -e .` reads pyproject.toml: its dependencies are requirements.txt (one list), and the
+    `telltale` command is the same main as `python -m app`."""
+    import importlib
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["dependencies"]
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+    pins = [line for line in (root / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert "torch==2.13.0" in pins and all("==" in pin for pin in pins)
+    module, _, function = project["project"]["scripts"]["telltale"].partition(":")
+    from app.cli.commands import main
+
+    assert getattr(importlib.import_module(module), function) is main
+    assert (root / project["project"]["license-files"][0]).is_file()

@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    invoked = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
-        prog="python -m app",
+        prog=invoked if invoked == "telltale" else "python -m app",
         description="Telltale: behavioral-biometrics workbench (event store, simulators, detectors).",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
