@@ -1,7 +1,7 @@
 """Every setting in one declarative table: name, environment variable, default, help.
 
-`TELLTALE_*` environment variables override the defaults; `tests/test_settings.py` fails when a
-setting is missing from the README, so this table and the docs cannot drift apart.
+`TELLTALE_*` environment variables override the defaults. docs/settings.md is this table as
+`python -m app settings --markdown` prints it; `tests/test_settings.py` fails when they differ.
 """
 
 from __future__ import annotations
@@ -148,6 +148,22 @@ def get(name: str) -> Any:
         return setting.parse(raw)
     except ValueError:
         raise SystemExit(f"{setting.env}={raw!r} is not valid: {setting.help}") from None
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table (docs/settings.md holds exactly this; a test compares them)."""
+    escape = {"|": "\\|"}
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{row['variable']}` | `{row['default']}` | {row['meaning'].translate(str.maketrans(escape))} |"
+             for row in as_table()]
+    return "\n".join(rows)
+
+
+def current() -> list[dict[str, str]]:
+    """Each setting's value in this environment and where it comes from (the environment or the default)."""
+    return [{"variable": s.env, "value": str(get(s.name)) if not isinstance(get(s.name), dict) else
+             ",".join(f"{k}={v:g}" for k, v in get(s.name).items()),
+             "source": "environment" if os.environ.get(s.env) else "default"} for s in SETTINGS]
 
 
 def as_table() -> list[dict[str, str]]:

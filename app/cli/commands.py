@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing of the current import was stored", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", cmd_train, "Train every user's models from the stored windows.")
     train.add_argument("--users", help="comma-separated user ids (default: everyone, plus the global models)")
 
+    shown = command("settings", cmd_settings, "Every setting's value here (TELLTALE_* variables or the default).",
+                    db=False)
+    shown.add_argument("--markdown", action="store_true", help="print the documented table (docs/settings.md)")
     features = command("features", cmd_features, "The feature dictionary (name, family, unit, meaning).", db=False)
     features.add_argument("--markdown", action="store_true", help="print Markdown (docs/features.md)")
 
@@ -371,6 +377,19 @@ def cmd_features(args: argparse.Namespace) -> int:
                                             for n, i in FEATURE_DICTIONARY.entries.items()}}
     _emit(args, payload, "\n".join(f"{kind}: {plural(len(names), 'feature')}: {', '.join(names)}"
                                     for kind, names in kinds.items()))
+    return EXIT_OK
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings.markdown_table())
+        return EXIT_OK
+    rows = settings.current()
+    width = max(len(row["variable"]) for row in rows)
+    _emit(args, {row["variable"]: {"value": row["value"], "source": row["source"]} for row in rows},
+          "\n".join(f"{row['variable']:<{width}}  {row['value']}" + ("  (from the environment)"
+                                                                      if row["source"] == "environment" else "")
+                    for row in rows))
     return EXIT_OK
 
 
