@@ -33,6 +33,12 @@ PAGES = [
 ]
 
 
+#: True once the page shows no loading placeholder and every Plotly chart has drawn its SVG (charts and
+#: tables draw after the page's text).
+CHARTS_DRAWN = """() => !document.querySelector('[data-testid^="stSkeleton"]')
+    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(chart => chart.querySelector('.main-svg'))"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -47,12 +53,13 @@ def main() -> int:
         with app_process(db, Path(scratch) / "app.log", env={"TELLTALE_SCHEDULER": "off"}) as (url, _), \
                 sync_playwright() as play:
             browser = play.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(url)
             for link, shown, name in PAGES:
                 page.get_by_role("link", name=link).click()
                 page.get_by_text(shown).first.wait_for(timeout=120_000)
                 page.wait_for_load_state("networkidle")
+                page.wait_for_function(CHARTS_DRAWN, timeout=120_000)
                 page.screenshot(path=str(args.out / name), full_page=True)
                 print(f"{link}: {args.out / name}", file=sys.stderr)
             browser.close()

@@ -60,9 +60,13 @@ if sessions.height == 0:
 st.subheader("What happened")
 unsafe = sessions.filter(pl.col("worst_action") != "ALLOW")
 first, last = sessions["first_decided"].min(), sessions["last_decided"].max()
+enrolling = unsafe.filter(pl.col("enrolment")).height
 st.markdown(f"{plural(sessions.height, 'session')} decided between {first:%Y-%m-%d} and {last:%Y-%m-%d} (UTC, the "
             f"time of the behaviour judged): **{sessions.height - unsafe.height:,} SAFE** throughout, "
-            f"**{unsafe.height:,} UNSAFE** at some point (a one-time code asked, the session flagged or denied).")
+            f"**{unsafe.height:,} UNSAFE** at some point (a one-time code asked, the session flagged or denied): "
+            f"{enrolling:,} of them during their user's enrolment (their first {plural(enrolment_sessions, 'session')}"
+            f", when too little of their behaviour is known and the policy asks for a code), "
+            f"{unsafe.height - enrolling:,} after it.")
 st.plotly_chart(charts.decision_counts_chart(_per_day(store.path, counts["decisions"]), title="Decisions per day"),
                 key="overview_per_day")
 teach("Every window of a session is decided on the evidence the session has shown so far. Most days are green: "
