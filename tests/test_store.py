@@ -15,7 +15,7 @@ import pytest
 
 import store.db as db_module
 from app.engine.policies import latest_policy, save_policy
-from app.engine.policy import DEFAULT_POLICY, Action, Band
+from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy
 from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
 from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
 
@@ -317,16 +317,22 @@ def test_release_memory_empties_duckdbs_eviction_queues_and_keeps_the_limit(load
     assert loaded_store.rows(grouped) == expected  # evicted table blocks are read again from the file
 
 
+def a_version_4_store(path: Path, monkeypatch: pytest.MonkeyPatch, *, policy: Policy | None = None) -> Path:
+    """A store file as Telltale wrote it at schema version 4, with `policy` saved in it."""
+    with monkeypatch.context() as patch:
+        patch.setattr(db_module, "MIGRATIONS", MIGRATIONS[:4])
+        patch.setattr(db_module, "LATEST_VERSION", 4)
+        with Store(path) as old:
+            if policy is not None:
+                save_policy(old, policy, actor="analyst")
+    return path
+
+
 def test_migration_5_gives_a_store_with_the_default_policy_the_evidence_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = tmp_path / "t.duckdb"
-    monkeypatch.setattr(db_module, "MIGRATIONS", MIGRATIONS[:4])
-    monkeypatch.setattr(db_module, "LATEST_VERSION", 4)
     older = replace(DEFAULT_POLICY, bands=(Band(0.0, 0.5, Action.ALLOW), Band(0.5, 1.0, Action.DENY)))
-    with Store(path) as old:
-        save_policy(old, older, actor="analyst")
-    monkeypatch.undo()
+    path = a_version_4_store(tmp_path / "t.duckdb", monkeypatch, policy=older)
 
     with Store(path) as upgraded:
         newest = latest_policy(upgraded)
@@ -342,11 +348,7 @@ def test_migration_5_gives_a_store_with_the_default_policy_the_evidence_default(
 def test_migration_5_leaves_a_store_without_the_default_policy_to_install_it_on_first_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = tmp_path / "t.duckdb"
-    monkeypatch.setattr(db_module, "MIGRATIONS", MIGRATIONS[:4])
-    monkeypatch.setattr(db_module, "LATEST_VERSION", 4)
-    Store(path).close()
-    monkeypatch.undo()
+    path = a_version_4_store(tmp_path / "t.duckdb", monkeypatch)
 
     with Store(path) as upgraded:
         assert upgraded.scalar("SELECT count(*) FROM policies") == 0
