@@ -7,7 +7,7 @@ stand-in holds twice the training events), every other slice claimed by another 
 illegal in `public_labels.csv`. Its genuine test slices repeat training data, so the detectors' figures
 on it mean nothing and are not reported; what is measured is that the labelled-test path of
 `app.engine.detector_evaluation.evaluate` (parse every file, build windows, fit each user's models, score every test
-session against the claimed user) finishes within the issue's 10 minutes.
+session against the claimed user) finishes within 10 minutes.
 
 Baseline in the same run: parsing the same files (`store.importers.balabit.read_balabit`), the floor
 of any evaluation of them.

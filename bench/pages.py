@@ -1,4 +1,4 @@
-"""Page benchmarks on a store of about a million events (issue 8).
+"""Page benchmarks on a store of about a million events.
 
 1. First render of every page in `pages/`: a fresh AppTest per page (Streamlit caches and the
    process's Store cleared), the switched page's `.run()` timed; a live fragment runs once inside

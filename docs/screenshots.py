@@ -36,7 +36,8 @@ PAGES = [
 #: True once the page shows no loading placeholder and every Plotly chart has drawn its SVG (charts and
 #: tables draw after the page's text).
 CHARTS_DRAWN = """() => !document.querySelector('[data-testid^="stSkeleton"]')
-    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(chart => chart.querySelector('.main-svg'))"""
+    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+        .every(chart => chart.querySelector('.main-svg'))"""
 
 
 def main() -> int:

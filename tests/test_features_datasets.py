@@ -4,7 +4,7 @@ Reads `../shared/datasets` (next to the repository) and skips with a message whe
 All of the Balabit training part is used (2.25M events, 10 users: import 1.7 s, all windows 1.2-1.9 s);
 the whole module took 6-11 s on the two shared cores while other sessions kept them busy.
 
-Window counts asserted below were measured on these files (features as of issue 4); the floors sit a
+Window counts asserted below were counted on these files with today's window definitions; the floors sit a
 little under them, and each count is also checked against what the parts imply (runs of N per session),
 so a silent drop of windows fails even when it stays above a floor.
 """

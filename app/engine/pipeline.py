@@ -198,9 +198,9 @@ def _top_features(model: UserModel, x: np.ndarray, count: int = 3) -> list[dict[
 def _native_threads():
     """The process's OpenMP/BLAS pools (found once: looking them up costs milliseconds).
 
-    Scoring a few windows runs on one thread: with a pool of two on two busy cores (the app, its
-    scheduler, a browser) scikit-learn's neighbour search for LOF took 55-78 ms for two windows
-    instead of 0.6-0.8 ms on one thread (measured here while a benchmark loaded the machine).
+    Scoring a few windows runs on one thread: on busy cores (the app, its scheduler, a browser) a pool
+    of several threads makes scikit-learn's neighbour search for a handful of windows about a hundred
+    times slower than one thread.
     """
     from threadpoolctl import ThreadpoolController
 

@@ -223,9 +223,8 @@ class ActiveModels:
     """Active model rows and their unpickled models, kept apart on purpose.
 
     The models are not a Polars Object column: a Polars worker thread that copies a Python object
-    needs the GIL, and while the scoring job filtered such a frame, a page thread converting a frame
-    for `st.dataframe` held the GIL waiting on the same worker pool. Both hung for good (seen in a
-    memory soak: the scheduler and the Live monitor stopped after 6 minutes).
+    needs the GIL; if the scoring job filtered such a frame while a page thread converting a frame for
+    `st.dataframe` holds the GIL waiting on the same worker pool, both would hang for good.
     """
 
     rows: pl.DataFrame  # model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed, metadata

@@ -26,9 +26,9 @@ def get_store() -> Store:
 def import_before_threads() -> None:
     """Finish importing what background threads would otherwise import while a page draws.
 
-    Plotly looks pandas up in `sys.modules` without waiting for an import in progress, so a chart built
-    while the scheduler's first job was still importing pandas failed with
-    "partially initialized module 'pandas' has no attribute 'Series'" (seen in a memory soak here).
+    Plotly looks pandas up in `sys.modules` without waiting for an import in progress: a chart built
+    while a scheduler job is still importing pandas fails with "partially initialized module 'pandas'
+    has no attribute 'Series'".
     """
     import pandas  # noqa: F401
 
