@@ -8,15 +8,16 @@ where the algorithm allows it) and `n_features_in_` behind; thresholds and norma
 `training_scores_` and live in `detectors.thresholds`, never inside a detector.
 
 This module imports numpy and the standard library only: `detectors.features` imports the package, and
-PyOD / torch take seconds to import. The registry loads `detectors.adapters` the first time it is used.
+PyOD / torch take seconds to import. It knows no detector: `detectors.adapters` registers them with
+`register`, and importing the `detectors` package imports the adapters.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -35,34 +36,9 @@ class NotFittedError(RuntimeError):
     """A detector was asked for scores before `fit`."""
 
 
-class _Registry(Mapping[str, type]):
-    """Read-only view name -> detector class; importing the adapters on first use registers them."""
-
-    def __init__(self) -> None:
-        self._classes: dict[str, type] = {}
-        self._loaded = False
-
-    def _load(self) -> dict[str, type]:
-        if not self._loaded:
-            self._loaded = True
-            importlib.import_module("detectors.adapters")
-        return self._classes
-
-    def __getitem__(self, name: str) -> type:
-        return self._load()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-    def __repr__(self) -> str:
-        return f"DETECTORS({', '.join(self)})"
-
-
-#: Every registered detector: iterate for the names, index for the class.
-DETECTORS = _Registry()
+_REGISTERED: dict[str, type] = {}
+#: Every registered detector (read-only): iterate for the names, index for the class.
+DETECTORS: Mapping[str, type] = MappingProxyType(_REGISTERED)
 
 DetectorClass = TypeVar("DetectorClass", bound=type)
 
@@ -71,11 +47,10 @@ def register(name: str) -> Callable[[DetectorClass], DetectorClass]:
     """Class decorator: make a detector available as `make_detector(name)` and to the contract tests."""
 
     def add(cls: DetectorClass) -> DetectorClass:
-        known = DETECTORS._classes
-        if name in known and known[name] is not cls:
-            raise ValueError(f"detector name {name!r} is already registered by {known[name].__qualname__}")
+        if name in _REGISTERED and _REGISTERED[name] is not cls:
+            raise ValueError(f"detector name {name!r} is already registered by {_REGISTERED[name].__qualname__}")
         cls.name = name  # type: ignore[attr-defined]
-        known[name] = cls
+        _REGISTERED[name] = cls
         return cls
 
     return add
