@@ -39,9 +39,9 @@ from detectors.base import (
     calibration_folds,
     check_features,
     cross_fitted_scores,
+    cross_fitting_splits,
     detector_name,
     fit_detector,
-    fold_rows,
     make_detector,
     parameter_names,
     refit_fold_scores,
@@ -60,12 +60,6 @@ def _seed(random_state: int | None) -> int:
     if random_state is None:
         return int(np.random.default_rng().integers(2**31 - 1))
     return int(random_state)
-
-
-def _fold_blocks(n: int, folds: Folds) -> list[np.ndarray]:
-    """The rows of each calibration fold, as `refit_fold_scores` deals them (at least two folds)."""
-    fold_of = as_fold_assignment(n, folds)
-    return fold_rows(fold_of if fold_of.max(initial=-1) >= 1 else calibration_folds(n, 2))
 
 
 def _tree_folds(n: int, oob_folds: int, folds: np.ndarray | None) -> np.ndarray:
@@ -123,12 +117,11 @@ class IForestDetector(BaseDetector):
 
         features = self._fit_input(X, log_transform=self.log_transform)
         fold_of = _tree_folds(features.shape[0], self.oob_folds, folds)
-        count = int(fold_of.max(initial=-1)) + 1
         self.model_ = grow_isolation_forest(features, n_trees=self.n_estimators,
                                             max_samples=self._sample_size(features.shape[0]), fold_of=fold_of,
                                             seed=_seed(self.random_state))
         depths = leaf_values(self.model_, features)
-        out_of_bag = block_out_of_bag_mean(depths, fold_of, count)
+        out_of_bag = block_out_of_bag_mean(depths, fold_of)
         # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
         self.training_scores_ = 2.0 ** -np.where(np.isfinite(out_of_bag), out_of_bag, depths.mean(axis=1))
         return self
@@ -182,8 +175,7 @@ class LOFDetector(BaseDetector):
         per-fit overhead (a neighbour-search structure per refit: about 0.3 s per user for 5 folds)."""
         X = check_features(X)
         scores = np.empty(X.shape[0])
-        for held_out in _fold_blocks(X.shape[0], folds):
-            kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(X.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             train, query = _scaled(X[kept], X[held_out], self.scaling, self.log_transform)
@@ -431,8 +423,7 @@ class AutoEncoderDetector(BaseDetector):
         rows with their windows scaled the same way."""
         seed = _seed(self.random_state)
         jobs, held = [], []
-        for k, held_out in enumerate(_fold_blocks(X.shape[0], folds)):
-            kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+        for k, (kept, held_out) in enumerate(cross_fitting_splits(X.shape[0], folds)):
             if kept.size < self.min_training_windows:
                 raise ValueError(f"{len(X)} windows are too few for cross-fitting the autoencoder")
             train, query = _scaled(X[kept], X[held_out], self.scaling, self.log_transform)
@@ -539,8 +530,7 @@ class ManhattanScaledDetector(BaseDetector):
         other blocks (the log step has no fitted state). Same numbers without building `folds` detectors."""
         features = self._score_input(X)
         scores = np.empty(features.shape[0])
-        for held_out in _fold_blocks(features.shape[0], folds):
-            kept = np.setdiff1d(np.arange(features.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(features.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
@@ -584,8 +574,7 @@ class ZScoreCountDetector(BaseDetector):
         of the other blocks. Same numbers without building `folds` detectors."""
         features = self._score_input(X)
         scores = np.empty(features.shape[0])
-        for held_out in _fold_blocks(features.shape[0], folds):
-            kept = np.setdiff1d(np.arange(features.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(features.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
@@ -662,13 +651,12 @@ class BackgroundClassifierDetector(BaseDetector):
             from detectors.forests import block_out_of_bag_mean, grow_extra_trees, leaf_values
 
             own_folds = _tree_folds(len(genuine), self.oob_folds, folds)
-            count = int(own_folds.max(initial=-1)) + 1
             fold_of = np.r_[own_folds, np.full(len(others), -1)]  # others: any tree
             self.model_ = grow_extra_trees(both, labels, n_trees=self.n_estimators,
                                            max_features=max(1, int(math.sqrt(both.shape[1]))),
                                            seed=_seed(self.random_state), fold_of=fold_of)
             votes = leaf_values(self.model_, both[:len(genuine)])
-            out_of_bag = block_out_of_bag_mean(votes, fold_of, count)
+            out_of_bag = block_out_of_bag_mean(votes, own_folds)
             # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
             self.training_scores_ = np.where(np.isfinite(out_of_bag), out_of_bag, votes.mean(axis=1))
             return self

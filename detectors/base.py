@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -148,6 +148,21 @@ def fold_rows(fold_of: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(fold_of == k) for k in range(int(fold_of.max(initial=-1)) + 1)]
 
 
+def cross_fitting_splits(n: int, folds: Folds) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows to fit on, rows to score) for each calibration fold of `n` windows, in fold order.
+
+    `folds`: a number of contiguous blocks or a fold per window (`as_fold_assignment`); fewer than two
+    folds become two contiguous blocks, so every window is scored by a model that did not see it. Every
+    out-of-fold computation (refits, closed-form block scores, fold networks) deals windows here.
+    """
+    fold_of = as_fold_assignment(n, folds)
+    if fold_of.max(initial=-1) < 1:
+        fold_of = calibration_folds(n, 2)
+    every = np.arange(n)
+    for held_out in fold_rows(fold_of):
+        yield np.setdiff1d(every, held_out), held_out
+
+
 def as_fold_assignment(n: int, folds: Folds) -> np.ndarray:
     """`folds` as the fold of each window: a count becomes contiguous blocks."""
     if isinstance(folds, int | np.integer):
@@ -177,12 +192,8 @@ def refit_fold_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | N
     detector (`cross_fitted_scores` prefers a cheaper one when the detector has it).
     """
     X = check_features(X)
-    fold_of = as_fold_assignment(X.shape[0], folds)
-    if fold_of.max(initial=-1) < 1:
-        fold_of = calibration_folds(X.shape[0], 2)
     scores = np.empty(X.shape[0])
-    for held_out in fold_rows(fold_of):
-        kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+    for kept, held_out in cross_fitting_splits(X.shape[0], folds):
         member = fit_detector(clone(detector), X[kept], X_background)
         scores[held_out] = member.decision_function(X[held_out])
     return scores

@@ -205,7 +205,8 @@ def feature_names(kind: str, settings: WindowSettings | None = None) -> list[str
 
 
 def feature_schema_id(names: list[str]) -> str:
-    """Hash of the names in order (same as store.windows.schema_id): models refuse other schemas."""
+    """The schema id of feature vectors: the first 16 hex digits of SHA-256 over the names in order, joined
+    by the unit separator (0x1f). Windows are stored under it and a model refuses vectors of another id."""
     return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:16]
 
 
