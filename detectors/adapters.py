@@ -88,8 +88,6 @@ class IForestDetector(BaseDetector):
     fit on scikit-learn's per-tree bookkeeping; 1000 trees here take about 0.05 s for 200 windows.
     """
 
-    oob_folds = 1  # what a model pickled before blocks existed (PyOD IForest) gets for this parameter
-
     def __init__(self, n_estimators: int = 1000, max_samples: int | float | str = "auto", oob_folds: int = 5,
                  log_transform: bool = False, random_state: int | None = 0):
         self.n_estimators = n_estimators
@@ -135,11 +133,9 @@ class IForestDetector(BaseDetector):
         return refit_fold_scores(self, X, X_background, folds)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        from detectors.forests import Forest, mean_leaf_value
+        from detectors.forests import mean_leaf_value
 
         features = self._score_input(X)
-        if not isinstance(self.model_, Forest):  # saved before the compiled forest: PyOD's IForest scores it
-            return np.asarray(self.model_.decision_function(features), dtype=float)
         return 2.0 ** -mean_leaf_value(self.model_, features)
 
 
@@ -479,9 +475,6 @@ class AutoEncoderDetector(BaseDetector):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         features = np.asarray(self._score_input(X), dtype=float)
-        if not hasattr(self, "layers_"):  # saved before batched training: PyOD's AutoEncoder scores it
-            _torch_single_thread()
-            return np.asarray(self.model_.decision_function(features), dtype=float)
         return _reconstruction_errors(self.layers_, features)
 
 
@@ -611,7 +604,6 @@ class BackgroundClassifierDetector(BaseDetector):
     """
 
     requires_background = True
-    oob_folds = 1  # what a model pickled before blocks existed (scikit-learn's forest) gets for this parameter
 
     def __init__(self, classifier: str = "extra_trees", n_estimators: int = 200, C: float = 0.1,
                  cv_folds: int = 5, oob_folds: int = 5, scaling: str = "standard", log_transform: bool = True,
@@ -685,11 +677,9 @@ class BackgroundClassifierDetector(BaseDetector):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         features = self._score_input(X)
         if self.classifier == "extra_trees":
-            from detectors.forests import Forest, mean_leaf_value
+            from detectors.forests import mean_leaf_value
 
-            if isinstance(self.model_, Forest):
-                return mean_leaf_value(self.model_, features)
-        # the logistic model, or trees saved before the compiled forest (scikit-learn's)
+            return mean_leaf_value(self.model_, features)
         return np.asarray(self.model_.predict_proba(features)[:, 1], dtype=float)
 
 

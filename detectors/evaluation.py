@@ -1,10 +1,10 @@
 """How well scores separate a user from impostors, and the CMU benchmark protocol (Killourhy & Maxion 2009).
 
 Conventions everywhere: higher score = more anomalous; a window is flagged when its score is strictly
-above the threshold (as `thresholds.verdict`). FRR (false rejection rate) = share of genuine windows
-flagged; FAR (false acceptance rate) = share of impostor windows not flagged. The ROC curve treats
-impostors as the positive class, so its false-positive rate is the FRR and its true-positive rate 1 - FAR.
-Rates are fractions in [0, 1]. Pure numpy (plus Polars to read the windows frame); nothing about timing.
+above the threshold. FRR (false rejection rate) = share of genuine windows flagged; FAR (false acceptance
+rate) = share of impostor windows not flagged. The ROC curve treats impostors as the positive class, so
+its false-positive rate is the FRR and its true-positive rate 1 - FAR. Rates are fractions in [0, 1]. Pure
+numpy (plus Polars to read the windows frame); nothing about timing.
 """
 
 from __future__ import annotations

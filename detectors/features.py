@@ -95,13 +95,6 @@ class FeatureDictionary:
             parts.append("")
         return "\n".join(parts)
 
-    def as_frame(self, names: list[str] | None = None) -> pl.DataFrame:
-        rows = [self.entries[n] for n in (names or list(self.entries))]
-        return pl.DataFrame({
-            "name": [r.name for r in rows], "family": [r.family for r in rows], "unit": [r.unit for r in rows],
-            "meaning": [r.meaning for r in rows], "when_undefined": [r.when_undefined for r in rows],
-        })
-
 
 FEATURE_DICTIONARY = FeatureDictionary()
 _d = FEATURE_DICTIONARY.add

@@ -1,12 +1,12 @@
 """Fitted models as bytes with readable metadata, and the per-user model the scoring job uses.
 
-A saved model is one blob: a magic line, a format version, JSON metadata (readable without unpickling,
-so a page can list models safely) and the pickled fitted detector, checked with SHA-256 on load.
-Unpickling runs code: load only blobs this application wrote (the store's `models` table), never a
-file someone hands you.
+A saved model is one blob: a magic line, a format version, JSON metadata (plain text before the pickle, so
+the checksum and library versions are read before anything is unpickled) and the pickled fitted detector,
+checked with SHA-256 on load. Unpickling runs code: load only blobs this application wrote (the store's
+`models` table), never a file someone hands you.
 
-`UserModel` bundles a detector with the feature schema it was trained on, the user's score normaliser
-and risk threshold; it refuses vectors of another schema.
+`UserModel` bundles a detector with the feature schema it was trained on and the calibration of its
+scores (`detectors.thresholds.ScoreCalibration`); it refuses vectors of another schema.
 """
 
 from __future__ import annotations
@@ -128,11 +128,6 @@ def _split(blob: bytes) -> tuple[dict[str, Any], bytes]:
     return metadata, blob[start + header_length:]
 
 
-def read_metadata(blob: bytes) -> dict[str, Any]:
-    """The metadata of a saved model, without unpickling the detector."""
-    return _split(blob)[0]
-
-
 def load_model(blob: bytes) -> tuple[Any, dict[str, Any]]:
     """(fitted detector, metadata) from `save_model` bytes; warns when library versions differ from now."""
     metadata, payload = _split(blob)
@@ -220,7 +215,7 @@ class UserModel:
                                    "retrain it (`python -m app train`)")
         return cls(detector=detector, schema_id=metadata["schema_id"], feature_names=list(metadata["feature_names"]),
                    calibration=ScoreCalibration.from_dict(metadata["calibration"]),
-                   target_frr=float(metadata.get("target_frr", 0.05)), metadata=metadata,
+                   target_frr=float(metadata["target_frr"]), metadata=metadata,
                    columns=metadata.get("columns"))
 
 
