@@ -27,7 +27,7 @@ from functools import lru_cache
 import polars as pl
 
 #: Expressions are built once per shape and reused by every plan (Polars expressions are immutable): a
-#: login's windows need about 700 of them, and constructing them took longer than running the plans.
+#: login's windows need about 700 of them, and constructing them costs more than running the plans.
 built_once = lru_cache(maxsize=None)
 
 WINDOW_KINDS = ("fixed_text", "free_text", "mouse", "time")
@@ -629,9 +629,9 @@ SMALL_INPUT_EVENTS = 20_000
 def collect_all(plans: list[pl.LazyFrame], events: int) -> list[pl.DataFrame]:
     """Collect plans over `events` input events with Polars' in-memory engine.
 
-    Measured here (Polars 2.1, `bench features` data): the in-memory engine builds windows about twice
-    as fast as the default (streaming) engine at every size from a 40-event login to 350k events, with
-    identical results (tests/test_features.py compares the two).
+    The in-memory engine builds windows about twice as fast as the default (streaming) engine at every
+    size from a 40-event login to 350k events (`python -m app bench features`), with identical results
+    (tests/test_features.py compares the two).
     """
     flags = pl.QueryOptFlags.none() if events < SMALL_INPUT_EVENTS else pl.QueryOptFlags()
     return pl.collect_all(plans, engine="in-memory", optimizations=flags)

@@ -1,18 +1,17 @@
 """Random-split tree ensembles compiled with numba: isolation forests and extremely randomised trees.
 
-Why not scikit-learn's: a 200-tree forest on a user's windows spent 2-3 ms per tree in Python bookkeeping
-(parameter validation, random-state plumbing, per-tree class weights) against well under 1 ms of tree
-building, so a retrain of 100 users x the `iforest`, `background` and `ensemble` detectors took over
-20 minutes (calibration refits included). Here one compiled call grows every tree of a forest. The
-algorithms are the published ones (Liu, Ting & Zhou 2008; Geurts, Ernst & Wehenkel 2006) with
-scikit-learn's conventions: a threshold uniform in [min, max) of a random non-constant feature,
-`x <= threshold` goes left.
+Why not scikit-learn's (or PyOD's IForest, which wraps it): they spend milliseconds per tree on Python
+bookkeeping (parameter validation, random-state plumbing, per-tree class weights), more than growing a
+tree on a user's few hundred windows takes, and the scheduler's retrain grows forests for every user and
+detector. Here one compiled call grows every tree of a forest. The algorithms are the published ones
+(Liu, Ting & Zhou 2008; Geurts, Ernst & Wehenkel 2006) with scikit-learn's conventions: a threshold
+uniform in [min, max) of a random non-constant feature, `x <= threshold` goes left.
 
 Deterministic for a given `seed`: tree t draws from numba's own generator seeded with seed + t (NumPy's
 global one is left alone), so a tree depends only on its seed and the rows it may draw from. Fitted
 forests are plain NumPy arrays (`Forest`), so they pickle without numba. The first fit in a process
-compiles (about 12 s here) unless `cache=True` finds the machine code in `__pycache__` from an earlier
-run (then under 2 s, most of it importing numba); the cache is written when the directory is writable.
+compiles (about 12 s) unless `cache=True` finds the machine code in `__pycache__` from an earlier run
+(then under 2 s, most of it importing numba); the cache is written when the directory is writable.
 """
 
 from __future__ import annotations
