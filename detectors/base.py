@@ -90,6 +90,12 @@ def detector_name(detector: object) -> str:
     return getattr(type(detector), "name", type(detector).__name__)
 
 
+def reference_for(name: str) -> str | None:
+    """The detector a registered detector is a reference for (PyOD's own beside our reimplementation), or
+    None for a detector the app offers."""
+    return getattr(DETECTORS[name], "reference_for", None)
+
+
 def requires_background(detector: object) -> bool:
     """True when `fit` needs other users' windows (`X_background`) next to the user's own."""
     return bool(getattr(detector, "requires_background", False))

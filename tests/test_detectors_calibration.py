@@ -44,7 +44,8 @@ def population(users: int = 4, per_user: int = 160) -> tuple[list[np.ndarray], l
 def _small(name: str) -> dict[str, object]:
     """Parameters that keep the slow detectors quick in tests (the properties do not depend on size)."""
     return {"autoencoder": {"epochs": 8}, "iforest": {"n_estimators": 100}, "background": {"n_estimators": 50},
-            "ensemble": {"members": ("manhattan_log", ("background", {"n_estimators": 50}))}}.get(name, {})
+            "ensemble": {"members": ("manhattan_log", ("background", {"n_estimators": 50}))},
+            "pyod_autoencoder": {"epochs": 8}, "pyod_iforest": {"n_estimators": 50}}.get(name, {})
 
 
 def _calibration(name: str, X: np.ndarray, background: np.ndarray) -> np.ndarray:
