@@ -16,6 +16,12 @@ own means, seeded numpy; no simulator, no store. For every registered detector (
   linearly from the users measured (users are independent and of the same size); `extrapolated_from_users`
   names those detectors and how many users each was measured on.
 
+PyOD beside ours, same run, same users and windows: each registered reference (`pyod_iforest`,
+`pyod_autoencoder`: PyOD's own detectors as they come) is measured the same way as the detector it is a
+reference for, when that detector is measured, plus the bare `fit` of one model (no calibration) at each
+size. Its retrain runs in chunks of `reference_chunk` users (it batches nothing) under the same budget.
+References are kept out of the retrain total: the app does not offer them.
+
 Baseline, same run, same users and windows: `StandardScaler().fit(X)` plus per-feature mean and median
 absolute deviation with numpy for every user, the fastest of three runs. Only fitting and scoring calls
 are timed, never the data generation or the background draw. Every detector is warmed up first (imports
@@ -40,6 +46,8 @@ KEYS = 12
 TARGET_RETRAIN_S = 60.0
 #: Users fitted per timed call of the retrain after the first chunk (the autoencoder batches a chunk).
 RETRAIN_CHUNK = 50
+#: The same for PyOD's references, which fit user by user: smaller chunks stop closer to the budget.
+REFERENCE_CHUNK = 10
 
 
 def _log(message: str) -> None:
@@ -138,15 +146,96 @@ def _timed_retrain(name: str, Xs: list[np.ndarray], backgrounds: list[np.ndarray
     return time.perf_counter() - started
 
 
+def _bare_fit_seconds(name: str, X: np.ndarray, background: np.ndarray | None) -> float:
+    from detectors.base import fit_detector, make_detector
+
+    started = time.perf_counter()
+    fit_detector(make_detector(name), X, background)
+    return time.perf_counter() - started
+
+
+def _measure(name: str, data: _Users, feature_names: list[str], schema_id: str, *, users: int, sizes: Sequence[int],
+             fit_users: int, X_score: np.ndarray, retrain_budget_s: float, retrain_chunk: int, n_jobs: int,
+             bare_fit: bool) -> dict[str, Any]:
+    """Fit seconds per size (median over `fit_users` users), retrain seconds for `users` users (extrapolated
+    past the budget) and scoring windows/s of one detector."""
+    from detectors.base import make_detector, uses_background
+
+    needs_background = uses_background(make_detector(name))
+    windows_per_user = data.windows(0).shape[0]
+
+    def background(u: int) -> np.ndarray | None:
+        return data.background(u) if needs_background else None
+
+    _log(f"[{name}] warm-up ...")
+    warm = [data.windows(u, 10) for u in range(2)]
+    warm_background = [None if not needs_background else data.background(u)[:50] for u in range(2)]
+    _timed_fit(name, warm[0], warm_background[0], feature_names, schema_id)
+    _timed_retrain(name, warm, warm_background, feature_names, schema_id, n_jobs)  # starts worker processes
+
+    figures: dict[str, Any] = {"fit_s": {}}
+    if bare_fit:
+        figures["bare_fit_s"] = {}
+    first_model = None
+    for size in sizes:
+        timed = [_timed_fit(name, data.windows(u, size), background(u), feature_names, schema_id)
+                 for u in range(fit_users)]
+        figures["fit_s"][str(size)] = round(statistics.median(t for t, _ in timed), 4)
+        if size == windows_per_user:
+            first_model = timed[0][1]
+        _log(f"[{name}] fit on {size} windows: {figures['fit_s'][str(size)]:.3f} s (median of {fit_users} users)")
+        if bare_fit:
+            bare = [_bare_fit_seconds(name, data.windows(u, size), background(u)) for u in range(fit_users)]
+            figures["bare_fit_s"][str(size)] = round(statistics.median(bare), 4)
+    if first_model is None:
+        first_model = _timed_fit(name, data.windows(0), background(0), feature_names, schema_id)[1]
+
+    chunks = [range(0, fit_users)] + [range(start, min(start + retrain_chunk, users))
+                                      for start in range(fit_users, users, max(1, retrain_chunk))]
+    seconds, measured = 0.0, 0
+    for chunk in chunks:
+        if not chunk:
+            continue
+        backgrounds = [background(u) for u in chunk]  # drawn before the clock starts
+        seconds += _timed_retrain(name, [data.windows(u) for u in chunk], backgrounds, feature_names, schema_id,
+                                  n_jobs)
+        measured += len(chunk)
+        if seconds >= retrain_budget_s and measured < users:
+            break
+    figures["retrain_s"] = round(seconds * users / measured, 2)
+    figures["measured_users"] = measured
+    if measured < users:
+        _log(f"[{name}] retrain: {seconds:.1f} s for {measured} users -> {figures['retrain_s']:.1f} s for {users} "
+             "(extrapolated)")
+    else:
+        _log(f"[{name}] retrain: {figures['retrain_s']:.1f} s for {users} users")
+
+    first_model.score(X_score[:100], schema_id)  # warm up
+    best = math.inf
+    for _ in range(2):
+        started = time.perf_counter()
+        first_model.score(X_score, schema_id)
+        best = min(best, time.perf_counter() - started)
+    figures["score_per_s"] = round(X_score.shape[0] / best)
+    _log(f"[{name}] scoring: {figures['score_per_s']:,} windows/s")
+    return figures
+
+
 def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Sequence[int] = (25, 200),
                     fit_users: int = 3, score_windows: int = 10_000, background_limit: int = BACKGROUND_LIMIT,
                     detectors: Sequence[str] | None = None, retrain_budget_s: float = 120.0,
-                    retrain_chunk: int = RETRAIN_CHUNK, n_jobs: int = 1, seed: int = SEED) -> dict[str, Any]:
-    """Fit seconds per size, scoring windows/s and retrain seconds of each detector, and the baseline."""
-    from detectors.base import DETECTORS, make_detector, uses_background
+                    retrain_chunk: int = RETRAIN_CHUNK, reference_chunk: int = REFERENCE_CHUNK,
+                    references: bool = True, n_jobs: int = 1, seed: int = SEED) -> dict[str, Any]:
+    """Fit seconds per size, scoring windows/s and retrain seconds of each detector, the baseline, and (with
+    `references`) PyOD's own detectors beside the ones that reimplement them.
+
+    `detectors` defaults to every registered detector the app offers (not the references)."""
+    from detectors.base import DETECTORS, reference_for
     from detectors.features import feature_schema_id
 
-    names_to_run = list(detectors) if detectors is not None else list(DETECTORS)
+    names_to_run = (list(detectors) if detectors is not None
+                    else [name for name in DETECTORS if reference_for(name) is None])
+    pyod_names = [name for name in DETECTORS if references and reference_for(name) in names_to_run]
     fit_users = max(1, min(fit_users, users))
     if max(sizes) > windows_per_user:
         raise ValueError(f"fit sizes {tuple(sizes)} exceed windows_per_user={windows_per_user}")
@@ -156,64 +245,29 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
     data = _Users(X, user, background_limit)
     score_rows = np.random.default_rng(seed).choice(X.shape[0], score_windows, replace=score_windows > X.shape[0])
     X_score = X[score_rows]
-    chunks = [range(0, fit_users)] + [range(start, min(start + retrain_chunk, users))
-                                      for start in range(fit_users, users, max(1, retrain_chunk))]
+    common = {"users": users, "sizes": sizes, "fit_users": fit_users, "X_score": X_score,
+              "retrain_budget_s": retrain_budget_s, "n_jobs": n_jobs}
 
-    fit_s: dict[str, dict[str, float]] = {}
-    score_per_s: dict[str, int] = {}
-    retrain_s: dict[str, float] = {}
-    extrapolated: dict[str, int] = {}
-    for name in names_to_run:
-        needs_background = uses_background(make_detector(name))
-
-        def background(u: int, needs_background: bool = needs_background) -> np.ndarray | None:
-            return data.background(u) if needs_background else None
-
-        _log(f"[{name}] warm-up ...")
-        warm = [data.windows(u, 10) for u in range(2)]
-        warm_background = [None if not needs_background else data.background(u)[:50] for u in range(2)]
-        _timed_fit(name, warm[0], warm_background[0], feature_names, schema_id)
-        _timed_retrain(name, warm, warm_background, feature_names, schema_id, n_jobs)  # starts worker processes
-
-        fit_s[name] = {}
-        first_model = None
-        for size in sizes:
-            timed = [_timed_fit(name, data.windows(u, size), background(u), feature_names, schema_id)
-                     for u in range(fit_users)]
-            fit_s[name][str(size)] = round(statistics.median(t for t, _ in timed), 4)
-            if size == windows_per_user:
-                first_model = timed[0][1]
-            _log(f"[{name}] fit on {size} windows: {fit_s[name][str(size)]:.3f} s (median of {fit_users} users)")
-        if first_model is None:
-            first_model = _timed_fit(name, data.windows(0), background(0), feature_names, schema_id)[1]
-
-        seconds, measured = 0.0, 0
-        for chunk in chunks:
-            if not chunk:
-                continue
-            backgrounds = [background(u) for u in chunk]  # drawn before the clock starts
-            seconds += _timed_retrain(name, [data.windows(u) for u in chunk], backgrounds, feature_names, schema_id,
-                                      n_jobs)
-            measured += len(chunk)
-            if seconds >= retrain_budget_s and measured < users:
-                break
-        total = seconds * users / measured
-        retrain_s[name] = round(total, 2)
-        if measured < users:
-            extrapolated[name] = measured
-            _log(f"[{name}] retrain: {seconds:.1f} s for {measured} users -> {total:.1f} s for {users} "
-                 "(extrapolated)")
-        else:
-            _log(f"[{name}] retrain: {total:.1f} s for {users} users")
-
-        first_model.score(X_score[:100], schema_id)  # warm up
-        best = math.inf
-        for _ in range(2):
-            started = time.perf_counter()
-            first_model.score(X_score, schema_id)
-            best = min(best, time.perf_counter() - started)
-        score_per_s[name] = round(score_windows / best)
-        _log(f"[{name}] scoring: {score_per_s[name]:,} windows/s")
+    measured = {name: _measure(name, data, feature_names, schema_id, retrain_chunk=retrain_chunk,
+                               bare_fit=name in {reference_for(p) for p in pyod_names}, **common)
+                for name in names_to_run}
+    pyod = {name: _measure(name, data, feature_names, schema_id, retrain_chunk=reference_chunk, bare_fit=True,
+                           **common)
+            for name in pyod_names}
+    fit_s = {name: m["fit_s"] for name, m in measured.items()}
+    score_per_s = {name: m["score_per_s"] for name, m in measured.items()}
+    retrain_s = {name: m["retrain_s"] for name, m in measured.items()}
+    extrapolated = {name: m["measured_users"] for name, m in measured.items() if m["measured_users"] < users}
+    beside = {}
+    for name, figures in pyod.items():
+        ours = measured[reference_for(name)]
+        beside[reference_for(name)] = {
+            "pyod": name,
+            **{key: {"ours": ours[key], "pyod": figures[key]} for key in ("fit_s", "bare_fit_s", "score_per_s")},
+            "retrain_s": {"ours": ours["retrain_s"], "pyod": figures["retrain_s"]},
+            "retrain_ratio": round(figures["retrain_s"] / ours["retrain_s"], 1),
+            "pyod_retrain_measured_users": figures["measured_users"],
+        }
 
     _log(f"baseline: StandardScaler + mean/MAD for {users} users ...")
     baseline = _baseline_seconds(data, users)
@@ -226,6 +280,7 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
         "baseline_retrain_100_users_s": round(baseline, 4),
         "ratio": round(total / baseline, 1),
         "extrapolated_from_users": extrapolated,
+        "pyod_beside_ours": beside,
         "retrain_target_s": TARGET_RETRAIN_S,
         "within_target": total < TARGET_RETRAIN_S,
         "users": users,

@@ -8,14 +8,16 @@ this module is, because they take seconds to import.
 Registered names: iforest (isolation forest, `detectors.forests`), lof (PyOD), autoencoder (PyOD's network
 and recipe, trained batched with torch); manhattan_scaled, manhattan_log, zscore_count (Killourhy & Maxion
 2009 baselines and a log-feature variant); background (per-user classifier against other users, the
-universal-background-model idea); ensemble (averages normalised member scores).
+universal-background-model idea); ensemble (averages normalised member scores); pyod_iforest and
+pyod_autoencoder (PyOD's own detectors as they come, the references iforest and autoencoder are measured
+against).
 
 Every detector also gives honest calibration scores cheaply (`out_of_fold_scores`, used by
-`detectors.base.cross_fitted_scores`): the numbers `folds` refits on contiguous blocks would give, or
-trees / networks that never saw a window's block. Contiguous blocks, not leave-one-out or plain
-out-of-bag: on MEU-Mobile KSD thresholds from those rejected 15% (manhattan_log) and 22% (background) of
-later genuine windows at a 5% target, against 10% and 13% with blocks, because a window's neighbours in
-time resemble it.
+`detectors.base.cross_fitted_scores`): the numbers the fold refits would give, or trees / networks that
+never saw a window's fold. Folds are contiguous blocks of enrolment or whole sessions, never single
+windows or plain out-of-bag draws: a window's neighbours in time resemble it, so a model they trained
+finds it more typical than a later genuine window, and thresholds set on such scores reject more later
+genuine windows than their target.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from detectors.base import (
     calibration_folds,
     check_features,
     cross_fitted_scores,
+    cross_fitting_splits,
     detector_name,
     fit_detector,
-    fold_rows,
     make_detector,
     parameter_names,
     refit_fold_scores,
@@ -62,12 +64,6 @@ def _seed(random_state: int | None) -> int:
     return int(random_state)
 
 
-def _fold_blocks(n: int, folds: Folds) -> list[np.ndarray]:
-    """The rows of each calibration fold, as `refit_fold_scores` deals them (at least two folds)."""
-    fold_of = as_fold_assignment(n, folds)
-    return fold_rows(fold_of if fold_of.max(initial=-1) >= 1 else calibration_folds(n, 2))
-
-
 def _tree_folds(n: int, oob_folds: int, folds: np.ndarray | None) -> np.ndarray:
     """The fold of each training window for a forest: the given calibration folds, else `oob_folds`
     contiguous blocks (none when `oob_folds` is 1)."""
@@ -82,19 +78,15 @@ class IForestDetector(BaseDetector):
 
     Score = 2 ** -(mean path length / its expected value), in (0, 1]; about 0.5 for a typical window.
     Trees grow on up to `max_samples` windows ("auto": 256; a float: that share of the user's windows).
-    Tree t never sees block t % `oob_folds` of the user's windows (contiguous blocks in enrolment order),
-    so a training window's score from its block's trees (1/oob_folds of the forest) is out of sample, and
-    out of its time as contiguous cross-fitting is: `training_scores_` are those, and calibration uses
-    them at no extra fit. `oob_folds=1` lets every tree see every window (then calibration refits).
-    1000 trees by default, so each block's 200 trees score its windows about as steadily as the forest
-    scores new ones: with 200 trees in all (40 per block) the noisier calibration scores put thresholds
-    too high (5% target: 3.0% of later genuine windows rejected on MEU-Mobile KSD, 3.2% on simulated
-    users; with 1000 trees 5.5% and 4.7%). MEU-Mobile KSD mean EER over 6 seeds: 0.093 (PyOD's 200-tree
-    IForest: 0.105). Grown by `detectors.forests` (compiled): PyOD's IForest spent about 1 s per 200-tree
-    fit on scikit-learn's per-tree bookkeeping; 1000 trees here take about 0.05 s for 200 windows.
+    Tree t never sees fold t % `oob_folds` of the user's windows (contiguous blocks in enrolment order, or
+    the calibration folds given to `fit`), so a training window's score from its fold's trees (1/oob_folds
+    of the forest) is out of sample: `training_scores_` are those, and calibration uses them at no extra
+    fit. `oob_folds=1` lets every tree see every window (then calibration refits). 1000 trees by default,
+    so that a fold's 200 trees score its windows about as steadily as the whole forest scores new ones: with
+    fewer, the noisier calibration scores set thresholds too high. Grown in one compiled call
+    (`detectors.forests`) rather than by PyOD's IForest (`pyod_iforest`), whose per-tree overhead the
+    scheduler's retrain cannot afford (docs/detectors.md, "PyOD's detectors and ours").
     """
-
-    oob_folds = 1  # what a model pickled before blocks existed (PyOD IForest) gets for this parameter
 
     def __init__(self, n_estimators: int = 1000, max_samples: int | float | str = "auto", oob_folds: int = 5,
                  log_transform: bool = False, random_state: int | None = 0):
@@ -123,12 +115,11 @@ class IForestDetector(BaseDetector):
 
         features = self._fit_input(X, log_transform=self.log_transform)
         fold_of = _tree_folds(features.shape[0], self.oob_folds, folds)
-        count = int(fold_of.max(initial=-1)) + 1
         self.model_ = grow_isolation_forest(features, n_trees=self.n_estimators,
                                             max_samples=self._sample_size(features.shape[0]), fold_of=fold_of,
                                             seed=_seed(self.random_state))
         depths = leaf_values(self.model_, features)
-        out_of_bag = block_out_of_bag_mean(depths, fold_of, count)
+        out_of_bag = block_out_of_bag_mean(depths, fold_of)
         # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
         self.training_scores_ = 2.0 ** -np.where(np.isfinite(out_of_bag), out_of_bag, depths.mean(axis=1))
         return self
@@ -142,11 +133,9 @@ class IForestDetector(BaseDetector):
         return refit_fold_scores(self, X, X_background, folds)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        from detectors.forests import Forest, mean_leaf_value
+        from detectors.forests import mean_leaf_value
 
         features = self._score_input(X)
-        if not isinstance(self.model_, Forest):  # saved before the compiled forest: PyOD's IForest scores it
-            return np.asarray(self.model_.decision_function(features), dtype=float)
         return 2.0 ** -mean_leaf_value(self.model_, features)
 
 
@@ -178,12 +167,11 @@ class LOFDetector(BaseDetector):
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
                            folds: Folds = 5) -> np.ndarray:
         """`refit_fold_scores` computed directly: per contiguous block, the scaling step and LOF fitted on
-        the other blocks (NumPy, `_local_outlier_factors`) score the block. Same numbers without PyOD's
-        per-fit overhead (a neighbour-search structure per refit: about 0.3 s per user for 5 folds)."""
+        the other blocks (NumPy, `_local_outlier_factors`) score the block. Same numbers without building
+        PyOD's neighbour-search structure once per fold."""
         X = check_features(X)
         scores = np.empty(X.shape[0])
-        for held_out in _fold_blocks(X.shape[0], folds):
-            kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(X.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             train, query = _scaled(X[kept], X[held_out], self.scaling, self.log_transform)
@@ -199,7 +187,7 @@ class LOFDetector(BaseDetector):
 def _scaled(train: np.ndarray, query: np.ndarray, scaling: str, log_transform: bool) -> tuple[np.ndarray, np.ndarray]:
     """`make_preprocessor(scaling, log_transform)` fitted on `train`, applied to both, in plain NumPy: the
     same numbers as scikit-learn's scalers (a spread below 10 machine epsilons counts as 1) without their
-    per-column loops, which cost 9 ms per robust fit of 200 x 38 windows."""
+    per-column loops (calibration fits one scaling per fold and user)."""
     if log_transform:
         train, query = signed_log1p(train), signed_log1p(query)
     if scaling == "none":
@@ -251,7 +239,8 @@ _TORCH_READY = False
 
 
 def _torch_single_thread() -> None:
-    """Import torch once and pin it to one thread: on two busy cores more threads ran up to 30x slower."""
+    """Import torch once and pin it to one thread: the networks are small, so more threads only contend with
+    the other fits for the machine's cores."""
     global _TORCH_READY
     if not _TORCH_READY:
         import torch
@@ -375,14 +364,13 @@ def _reconstruction_errors(layers: Layers, X: np.ndarray) -> np.ndarray:
 
 @register("autoencoder")
 class AutoEncoderDetector(BaseDetector):
-    """Auto-associative network: reconstruction error of a window, in scaled units.
+    """Auto-associative network: reconstruction error of a window (Euclidean, in scaled units).
 
-    Small by default (hidden layers 32 and 8, 50 epochs, batches of 16): on MEU-Mobile KSD EER 0.100
-    with these (PyOD's AutoEncoder, whose network and recipe `_train_autoencoders` keeps: 0.099; with
-    more epochs 0.105-0.110). Training small networks one by one is all per-step overhead (PyOD: about
-    1 s per 200-window fit on this machine), so `fit_calibrated_many` trains every user's network and
-    its `folds` cross-fitting networks in one batched loop (100 users x 6 networks: about 10 s), and
-    scoring is NumPy.
+    PyOD 3.6.7's AutoEncoder network and recipe (`_train_autoencoders`), small by default: hidden layers 32
+    and 8, 50 epochs, batches of 16. Training small networks one by one is all per-step overhead, so
+    `fit_calibrated_many` trains every user's network and its `folds` cross-fitting networks in one
+    batched loop, and scoring is NumPy; PyOD's own fit, one network at a time, is `pyod_autoencoder`
+    (docs/detectors.md, "PyOD's detectors and ours").
     The batch size is capped at the number of training windows. Scaling is done here (`scaling`,
     `log_transform`), fitted on each network's own training windows; a feature constant in training
     keeps scale 1.
@@ -431,8 +419,7 @@ class AutoEncoderDetector(BaseDetector):
         rows with their windows scaled the same way."""
         seed = _seed(self.random_state)
         jobs, held = [], []
-        for k, held_out in enumerate(_fold_blocks(X.shape[0], folds)):
-            kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+        for k, (kept, held_out) in enumerate(cross_fitting_splits(X.shape[0], folds)):
             if kept.size < self.min_training_windows:
                 raise ValueError(f"{len(X)} windows are too few for cross-fitting the autoencoder")
             train, query = _scaled(X[kept], X[held_out], self.scaling, self.log_transform)
@@ -488,9 +475,6 @@ class AutoEncoderDetector(BaseDetector):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         features = np.asarray(self._score_input(X), dtype=float)
-        if not hasattr(self, "layers_"):  # saved before batched training: PyOD's AutoEncoder scores it
-            _torch_single_thread()
-            return np.asarray(self.model_.decision_function(features), dtype=float)
         return _reconstruction_errors(self.layers_, features)
 
 
@@ -499,8 +483,7 @@ class AutoEncoderDetector(BaseDetector):
 
 #: A spread at or below this fraction of a feature's magnitude is the rounding noise of a feature that was
 #: constant in training (the mean of identical floats can be off by an ulp), not variability: dividing by
-#: it made a later difference of one timer tick score about 1e12 (a browser login with the test's fixed
-#: Shift lead of 30 ms, once in a few runs).
+#: it would make a later difference of one timer tick (0.1 ms) score about 1e12.
 CONSTANT_SPREAD = 1e-9
 
 
@@ -517,7 +500,8 @@ class ManhattanScaledDetector(BaseDetector):
     """Scaled Manhattan distance (Killourhy & Maxion 2009): sum over features of |x - mean| / MAD.
 
     MAD is the mean absolute deviation of each feature from its training mean, so every feature counts
-    in units of that user's own variability. The best published detector on the CMU benchmark (EER 0.0962).
+    in units of that user's own variability. The best of the detectors Killourhy & Maxion compared on the CMU
+    benchmark.
     """
 
     def __init__(self, log_transform: bool = False):
@@ -539,8 +523,7 @@ class ManhattanScaledDetector(BaseDetector):
         other blocks (the log step has no fitted state). Same numbers without building `folds` detectors."""
         features = self._score_input(X)
         scores = np.empty(features.shape[0])
-        for held_out in _fold_blocks(features.shape[0], folds):
-            kept = np.setdiff1d(np.arange(features.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(features.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
@@ -562,7 +545,7 @@ class LogManhattanDetector(ManhattanScaledDetector):
 
 @register("zscore_count")
 class ZScoreCountDetector(BaseDetector):
-    """Outlier count (Killourhy & Maxion 2009): how many features lie beyond |z| > `z_limit` (CMU EER 0.1022)."""
+    """Outlier count (Killourhy & Maxion 2009): how many features lie beyond |z| > `z_limit`."""
 
     def __init__(self, z_limit: float = 1.96, log_transform: bool = False):
         self.z_limit = z_limit
@@ -584,8 +567,7 @@ class ZScoreCountDetector(BaseDetector):
         of the other blocks. Same numbers without building `folds` detectors."""
         features = self._score_input(X)
         scores = np.empty(features.shape[0])
-        for held_out in _fold_blocks(features.shape[0], folds):
-            kept = np.setdiff1d(np.arange(features.shape[0]), held_out)
+        for kept, held_out in cross_fitting_splits(features.shape[0], folds):
             if kept.size < self.min_training_windows:
                 return refit_fold_scores(self, X, X_background, folds)  # raises what a refit raises
             mean = features[kept].mean(axis=0)
@@ -608,21 +590,20 @@ class BackgroundClassifierDetector(BaseDetector):
     users' windows (`X_background`), the universal-background-model idea from speaker verification.
 
     Score = predicted probability that a window is *not* this user. `classifier` is "extra_trees"
-    (extremely randomised trees, bootstrapped, `max_features` sqrt, grown until pure; built by
-    `detectors.forests` because scikit-learn's forest spent about 0.5 s per 200-tree fit on per-tree
-    bookkeeping) or "logistic" (L2 logistic regression on scaled features); classes are weighted so the
-    few genuine windows count as much as the many background ones (per bootstrap sample for the trees).
+    (extremely randomised trees, bootstrapped, `max_features` sqrt, grown until pure, in one compiled call
+    by `detectors.forests`) or "logistic" (L2 logistic regression on scaled features); classes are weighted
+    so the few genuine windows count as much as the many background ones (per bootstrap sample for the
+    trees).
     Training scores are out of sample, because in-sample probabilities of a flexible classifier are all
     near 0: for the trees, tree t never sees block t % `oob_folds` of the user's windows (contiguous, in
     enrolment order) and a window is scored by its block's trees; for the logistic model, `cv_folds`-fold
     predictions. They are also the calibration scores (no extra fit). Plain out-of-bag votes would not
-    do: a window's neighbours in time train the trees that score it, and on MEU-Mobile KSD a threshold
-    on them rejected 22% of later genuine windows against 13% for contiguous blocks.
+    do: a window's neighbours in time train the trees that score it, so thresholds on them reject more
+    later genuine windows than their target.
     The model keeps no background windows, only what the classifier learned from them.
     """
 
     requires_background = True
-    oob_folds = 1  # what a model pickled before blocks existed (scikit-learn's forest) gets for this parameter
 
     def __init__(self, classifier: str = "extra_trees", n_estimators: int = 200, C: float = 0.1,
                  cv_folds: int = 5, oob_folds: int = 5, scaling: str = "standard", log_transform: bool = True,
@@ -662,13 +643,12 @@ class BackgroundClassifierDetector(BaseDetector):
             from detectors.forests import block_out_of_bag_mean, grow_extra_trees, leaf_values
 
             own_folds = _tree_folds(len(genuine), self.oob_folds, folds)
-            count = int(own_folds.max(initial=-1)) + 1
             fold_of = np.r_[own_folds, np.full(len(others), -1)]  # others: any tree
             self.model_ = grow_extra_trees(both, labels, n_trees=self.n_estimators,
                                            max_features=max(1, int(math.sqrt(both.shape[1]))),
                                            seed=_seed(self.random_state), fold_of=fold_of)
             votes = leaf_values(self.model_, both[:len(genuine)])
-            out_of_bag = block_out_of_bag_mean(votes, fold_of, count)
+            out_of_bag = block_out_of_bag_mean(votes, own_folds)
             # NaN without folds or for a block without trees (n_estimators < oob_folds): in-sample instead
             self.training_scores_ = np.where(np.isfinite(out_of_bag), out_of_bag, votes.mean(axis=1))
             return self
@@ -697,11 +677,9 @@ class BackgroundClassifierDetector(BaseDetector):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         features = self._score_input(X)
         if self.classifier == "extra_trees":
-            from detectors.forests import Forest, mean_leaf_value
+            from detectors.forests import mean_leaf_value
 
-            if isinstance(self.model_, Forest):
-                return mean_leaf_value(self.model_, features)
-        # the logistic model, or trees saved before the compiled forest (scikit-learn's)
+            return mean_leaf_value(self.model_, features)
         return np.asarray(self.model_.predict_proba(features)[:, 1], dtype=float)
 
 
@@ -785,12 +763,14 @@ class EnsembleDetector(BaseDetector):
 
     def out_of_fold_scores(self, X: np.ndarray, X_background: np.ndarray | None = None,
                            folds: Folds = 5) -> np.ndarray:
-        """Each member's own out-of-sample scores (`cross_fitted_scores`: leave-one-out, out-of-bag or
-        refits) through that member's normaliser, averaged as `decision_function` averages new windows'.
+        """Each member's own out-of-sample scores (`cross_fitted_scores`: closed-form fold refits, fold
+        out-of-bag trees, fold networks or refits) through that member's normaliser, averaged as
+        `decision_function` averages new windows'.
 
         The members fitted once by `fit` are reused: no ensemble refits (that would refit every member
         again per fold). The member normalisers are the fitted ones, learned on all n windows; a
-        normaliser is a fixed affine map per member (median, IQR), which one window barely moves.
+        normaliser (median and IQR, or the sorted training scores) is one fixed map per member, which one
+        window barely moves.
         """
         return np.mean([self._normalised(cross_fitted_scores(member, X, X_background, folds), normaliser)
                         for member, normaliser in zip(self.members_, self.normalisers_, strict=True)], axis=0)
@@ -799,3 +779,87 @@ class EnsembleDetector(BaseDetector):
         features = self._score_input(X)
         return np.mean([self._normalised(member.decision_function(features), normaliser)
                         for member, normaliser in zip(self.members_, self.normalisers_, strict=True)], axis=0)
+
+
+# ------------------------------------------------------------------- PyOD's own, beside the reimplementations
+
+
+@register("pyod_iforest")
+class PyODIForestDetector(BaseDetector):
+    """PyOD's `IForest` (scikit-learn's isolation forest) as it comes: the reference `iforest` is measured
+    against (docs/detectors.md, "PyOD's detectors and ours").
+
+    Score = PyOD's `decision_function` (higher = more anomalous). Training scores are in-sample, so
+    calibration refits the forest once per fold (`refit_fold_scores`).
+    """
+
+    reference_for = "iforest"  # `python -m app bench detectors` times it beside that detector
+
+    def __init__(self, n_estimators: int = 100, max_samples: int | float | str = "auto", log_transform: bool = False,
+                 random_state: int | None = 0):
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.log_transform = log_transform
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray) -> PyODIForestDetector:
+        from pyod.models.iforest import IForest
+
+        features = self._fit_input(X, log_transform=self.log_transform)
+        self.model_ = IForest(n_estimators=self.n_estimators, max_samples=self.max_samples, n_jobs=1,
+                              random_state=self.random_state).fit(features)
+        self.training_scores_ = np.asarray(self.model_.decision_scores_, dtype=float)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        features = self._score_input(X)
+        return np.asarray(self.model_.decision_function(features), dtype=float)
+
+
+@register("pyod_autoencoder")
+class PyODAutoEncoderDetector(BaseDetector):
+    """PyOD's `AutoEncoder` with the recipe `autoencoder` trains (same parameters, batch norm off, scaling
+    done here), one network per fit: the reference `autoencoder` is measured against.
+
+    Score = reconstruction error (Euclidean, in scaled units). Training scores are in-sample, so
+    calibration refits the network once per fold. The batch size is capped at the number of training
+    windows (PyOD drops an incomplete last batch); torch runs on one thread, and the global random states
+    PyOD seeds are put back after fit.
+    """
+
+    reference_for = "autoencoder"
+
+    min_training_windows = 2  # a batch of one window gives a degenerate loss
+
+    def __init__(self, hidden_neurons: tuple[int, ...] = (32, 8), epochs: int = 50, batch_size: int = 16,
+                 learning_rate: float = 1e-3, dropout_rate: float = 0.0, weight_decay: float = 1e-5,
+                 scaling: str = "standard", log_transform: bool = True, random_state: int | None = 0):
+        self.hidden_neurons = hidden_neurons
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.dropout_rate = dropout_rate
+        self.weight_decay = weight_decay
+        self.scaling = scaling
+        self.log_transform = log_transform
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray) -> PyODAutoEncoderDetector:
+        _torch_single_thread()
+        from pyod.models.auto_encoder import AutoEncoder
+
+        features = self._fit_input(X, scaling=self.scaling, log_transform=self.log_transform)
+        seed = _seed(self.random_state)
+        with _seeded_torch(seed):
+            self.model_ = AutoEncoder(
+                hidden_neuron_list=list(self.hidden_neurons), epoch_num=self.epochs,
+                batch_size=max(2, min(self.batch_size, features.shape[0])), lr=self.learning_rate,
+                optimizer_params={"weight_decay": self.weight_decay}, dropout_rate=self.dropout_rate,
+                batch_norm=False, preprocessing=False, device="cpu", verbose=0, random_state=seed,
+            ).fit(features)
+        self.training_scores_ = np.asarray(self.model_.decision_scores_, dtype=float)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        features = self._score_input(X)
+        return np.asarray(self.model_.decision_function(features), dtype=float)

@@ -8,15 +8,16 @@ where the algorithm allows it) and `n_features_in_` behind; thresholds and norma
 `training_scores_` and live in `detectors.thresholds`, never inside a detector.
 
 This module imports numpy and the standard library only: `detectors.features` imports the package, and
-PyOD / torch take seconds to import. The registry loads `detectors.adapters` the first time it is used.
+PyOD / torch take seconds to import. It knows no detector: `detectors.adapters` registers them with
+`register`, and importing the `detectors` package imports the adapters.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -35,34 +36,9 @@ class NotFittedError(RuntimeError):
     """A detector was asked for scores before `fit`."""
 
 
-class _Registry(Mapping[str, type]):
-    """Read-only view name -> detector class; importing the adapters on first use registers them."""
-
-    def __init__(self) -> None:
-        self._classes: dict[str, type] = {}
-        self._loaded = False
-
-    def _load(self) -> dict[str, type]:
-        if not self._loaded:
-            self._loaded = True
-            importlib.import_module("detectors.adapters")
-        return self._classes
-
-    def __getitem__(self, name: str) -> type:
-        return self._load()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-    def __repr__(self) -> str:
-        return f"DETECTORS({', '.join(self)})"
-
-
-#: Every registered detector: iterate for the names, index for the class.
-DETECTORS = _Registry()
+_REGISTERED: dict[str, type] = {}
+#: Every registered detector (read-only): iterate for the names, index for the class.
+DETECTORS: Mapping[str, type] = MappingProxyType(_REGISTERED)
 
 DetectorClass = TypeVar("DetectorClass", bound=type)
 
@@ -71,11 +47,10 @@ def register(name: str) -> Callable[[DetectorClass], DetectorClass]:
     """Class decorator: make a detector available as `make_detector(name)` and to the contract tests."""
 
     def add(cls: DetectorClass) -> DetectorClass:
-        known = DETECTORS._classes
-        if name in known and known[name] is not cls:
-            raise ValueError(f"detector name {name!r} is already registered by {known[name].__qualname__}")
+        if name in _REGISTERED and _REGISTERED[name] is not cls:
+            raise ValueError(f"detector name {name!r} is already registered by {_REGISTERED[name].__qualname__}")
         cls.name = name  # type: ignore[attr-defined]
-        known[name] = cls
+        _REGISTERED[name] = cls
         return cls
 
     return add
@@ -113,6 +88,12 @@ def clone(detector: object) -> Any:
 def detector_name(detector: object) -> str:
     """The registry name of a detector's class (`"iforest"`), or its class name when unregistered."""
     return getattr(type(detector), "name", type(detector).__name__)
+
+
+def reference_for(name: str) -> str | None:
+    """The detector a registered detector is a reference for (PyOD's own beside our reimplementation), or
+    None for a detector the app offers."""
+    return getattr(DETECTORS[name], "reference_for", None)
 
 
 def requires_background(detector: object) -> bool:
@@ -173,6 +154,21 @@ def fold_rows(fold_of: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(fold_of == k) for k in range(int(fold_of.max(initial=-1)) + 1)]
 
 
+def cross_fitting_splits(n: int, folds: Folds) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows to fit on, rows to score) for each calibration fold of `n` windows, in fold order.
+
+    `folds`: a number of contiguous blocks or a fold per window (`as_fold_assignment`); fewer than two
+    folds become two contiguous blocks, so every window is scored by a model that did not see it. Every
+    out-of-fold computation (refits, closed-form block scores, fold networks) deals windows here.
+    """
+    fold_of = as_fold_assignment(n, folds)
+    if fold_of.max(initial=-1) < 1:
+        fold_of = calibration_folds(n, 2)
+    every = np.arange(n)
+    for held_out in fold_rows(fold_of):
+        yield np.setdiff1d(every, held_out), held_out
+
+
 def as_fold_assignment(n: int, folds: Folds) -> np.ndarray:
     """`folds` as the fold of each window: a count becomes contiguous blocks."""
     if isinstance(folds, int | np.integer):
@@ -202,12 +198,8 @@ def refit_fold_scores(detector: Any, X: np.ndarray, X_background: np.ndarray | N
     detector (`cross_fitted_scores` prefers a cheaper one when the detector has it).
     """
     X = check_features(X)
-    fold_of = as_fold_assignment(X.shape[0], folds)
-    if fold_of.max(initial=-1) < 1:
-        fold_of = calibration_folds(X.shape[0], 2)
     scores = np.empty(X.shape[0])
-    for held_out in fold_rows(fold_of):
-        kept = np.setdiff1d(np.arange(X.shape[0]), held_out)
+    for kept, held_out in cross_fitting_splits(X.shape[0], folds):
         member = fit_detector(clone(detector), X[kept], X_background)
         scores[held_out] = member.decision_function(X[held_out])
     return scores

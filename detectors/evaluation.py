@@ -1,10 +1,10 @@
 """How well scores separate a user from impostors, and the CMU benchmark protocol (Killourhy & Maxion 2009).
 
 Conventions everywhere: higher score = more anomalous; a window is flagged when its score is strictly
-above the threshold (as `thresholds.verdict`). FRR (false rejection rate) = share of genuine windows
-flagged; FAR (false acceptance rate) = share of impostor windows not flagged. The ROC curve treats
-impostors as the positive class, so its false-positive rate is the FRR and its true-positive rate 1 - FAR.
-Rates are fractions in [0, 1]. Pure numpy (plus Polars to read the windows frame); nothing about timing.
+above the threshold. FRR (false rejection rate) = share of genuine windows flagged; FAR (false acceptance
+rate) = share of impostor windows not flagged. The ROC curve treats impostors as the positive class, so
+its false-positive rate is the FRR and its true-positive rate 1 - FAR. Rates are fractions in [0, 1]. The
+curves and the AUC are scikit-learn's (`sklearn.metrics`); Polars reads the windows frame.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 from detectors.base import (
     DETECTORS,
@@ -47,40 +49,41 @@ def far_frr_at(threshold: float, genuine_scores: Any, impostor_scores: Any) -> t
     return float(np.mean(impostor <= threshold)), float(np.mean(genuine > threshold))
 
 
-def det_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(FAR, FRR, thresholds) at every distinct score, thresholds ascending: the DET trade-off.
-
-    FAR rises and FRR falls along the arrays; plot them on normal-deviate (probit) axes, clipping 0 and 1.
-    """
-    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
-    impostor = np.sort(finite_scores(impostor_scores, "impostor_scores"))
-    thresholds = np.unique(np.concatenate([genuine, impostor]))
-    far = np.searchsorted(impostor, thresholds, side="right") / impostor.size
-    frr = (genuine.size - np.searchsorted(genuine, thresholds, side="right")) / genuine.size
-    return far, frr, thresholds
+def _labelled(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) for scikit-learn's metrics: impostors are the positive class (1)."""
+    genuine = finite_scores(genuine_scores, "genuine_scores")
+    impostor = finite_scores(impostor_scores, "impostor_scores")
+    return np.r_[np.zeros(genuine.size), np.ones(impostor.size)], np.r_[genuine, impostor]
 
 
 def roc_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false-positive rate, true-positive rate, thresholds), impostors positive, thresholds descending.
+    """(false-positive rate = FRR, true-positive rate = 1 - FAR, thresholds): `sklearn.metrics.roc_curve` with
+    impostors positive and every distinct score kept, thresholds descending.
 
-    Point k counts windows scoring >= thresholds[k]; the first threshold is +inf (nothing flagged). Same
-    points as `sklearn.metrics.roc_curve(..., drop_intermediate=False)`.
+    Point k counts windows scoring >= thresholds[k]; the first threshold is +inf (nothing flagged).
     """
-    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
-    impostor = np.sort(finite_scores(impostor_scores, "impostor_scores"))
-    thresholds = np.unique(np.concatenate([genuine, impostor]))[::-1]
-    fpr = (genuine.size - np.searchsorted(genuine, thresholds, side="left")) / genuine.size
-    tpr = (impostor.size - np.searchsorted(impostor, thresholds, side="left")) / impostor.size
-    return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
+    labels, scores = _labelled(genuine_scores, impostor_scores)
+    fpr, tpr, thresholds = sklearn_roc_curve(labels, scores, drop_intermediate=False)
+    return fpr, tpr, thresholds
+
+
+def det_curve(genuine_scores: Any, impostor_scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(FAR, FRR, thresholds) at every distinct score, thresholds ascending: the DET trade-off with a window
+    flagged when its score is strictly above the threshold (as `far_frr_at`).
+
+    FAR rises and FRR falls along the arrays; plot them on normal-deviate (probit) axes, clipping 0 and 1.
+    `sklearn.metrics.det_curve` flags scores >= the threshold and trims the flat ends of the curve, so the
+    points come from `roc_curve` one threshold along: what is flagged above a score is what is flagged at
+    or above the next higher one.
+    """
+    fpr, tpr, thresholds = roc_curve(genuine_scores, impostor_scores)
+    return (1.0 - tpr[:-1])[::-1], fpr[:-1][::-1], thresholds[1:][::-1]
 
 
 def roc_auc(genuine_scores: Any, impostor_scores: Any) -> float:
-    """Probability that an impostor window outscores a genuine one (ties count half): the area under ROC."""
-    genuine = np.sort(finite_scores(genuine_scores, "genuine_scores"))
-    impostor = finite_scores(impostor_scores, "impostor_scores")
-    below = np.searchsorted(genuine, impostor, side="left")
-    tied = np.searchsorted(genuine, impostor, side="right") - below
-    return float((below.sum() + 0.5 * tied.sum()) / (genuine.size * impostor.size))
+    """Probability that an impostor window outscores a genuine one (ties count half): the area under ROC
+    (`sklearn.metrics.roc_auc_score`, impostors positive)."""
+    return float(roc_auc_score(*_labelled(genuine_scores, impostor_scores)))
 
 
 def eer(genuine_scores: Any, impostor_scores: Any) -> tuple[float, float]:

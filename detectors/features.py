@@ -27,7 +27,7 @@ from functools import lru_cache
 import polars as pl
 
 #: Expressions are built once per shape and reused by every plan (Polars expressions are immutable): a
-#: login's windows need about 700 of them, and constructing them took longer than running the plans.
+#: login's windows need about 700 of them, and constructing them costs more than running the plans.
 built_once = lru_cache(maxsize=None)
 
 WINDOW_KINDS = ("fixed_text", "free_text", "mouse", "time")
@@ -94,13 +94,6 @@ class FeatureDictionary:
             parts += [f"| `{n}` | {self[n].unit} | {self[n].meaning} | {self[n].when_undefined:g} |" for n in names]
             parts.append("")
         return "\n".join(parts)
-
-    def as_frame(self, names: list[str] | None = None) -> pl.DataFrame:
-        rows = [self.entries[n] for n in (names or list(self.entries))]
-        return pl.DataFrame({
-            "name": [r.name for r in rows], "family": [r.family for r in rows], "unit": [r.unit for r in rows],
-            "meaning": [r.meaning for r in rows], "when_undefined": [r.when_undefined for r in rows],
-        })
 
 
 FEATURE_DICTIONARY = FeatureDictionary()
@@ -205,7 +198,8 @@ def feature_names(kind: str, settings: WindowSettings | None = None) -> list[str
 
 
 def feature_schema_id(names: list[str]) -> str:
-    """Hash of the names in order (same as store.windows.schema_id): models refuse other schemas."""
+    """The schema id of feature vectors: the first 16 hex digits of SHA-256 over the names in order, joined
+    by the unit separator (0x1f). Windows are stored under it and a model refuses vectors of another id."""
     return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:16]
 
 
@@ -635,9 +629,9 @@ SMALL_INPUT_EVENTS = 20_000
 def collect_all(plans: list[pl.LazyFrame], events: int) -> list[pl.DataFrame]:
     """Collect plans over `events` input events with Polars' in-memory engine.
 
-    Measured here (Polars 2.1, `bench features` data): the in-memory engine builds windows about twice
-    as fast as the default (streaming) engine at every size from a 40-event login to 350k events, with
-    identical results (tests/test_features.py compares the two).
+    The in-memory engine builds windows about twice as fast as the default (streaming) engine at every
+    size from a 40-event login to 350k events (`python -m app bench features`), with identical results
+    (tests/test_features.py compares the two).
     """
     flags = pl.QueryOptFlags.none() if events < SMALL_INPUT_EVENTS else pl.QueryOptFlags()
     return pl.collect_all(plans, engine="in-memory", optimizations=flags)

@@ -1,18 +1,17 @@
 """Random-split tree ensembles compiled with numba: isolation forests and extremely randomised trees.
 
-Why not scikit-learn's: a 200-tree forest on a user's windows spent 2-3 ms per tree in Python bookkeeping
-(parameter validation, random-state plumbing, per-tree class weights) against well under 1 ms of tree
-building, so a retrain of 100 users x the `iforest`, `background` and `ensemble` detectors took over
-20 minutes (calibration refits included). Here one compiled call grows every tree of a forest. The
-algorithms are the published ones (Liu, Ting & Zhou 2008; Geurts, Ernst & Wehenkel 2006) with
-scikit-learn's conventions: a threshold uniform in [min, max) of a random non-constant feature,
-`x <= threshold` goes left.
+Why not scikit-learn's (or PyOD's IForest, which wraps it): they spend milliseconds per tree on Python
+bookkeeping (parameter validation, random-state plumbing, per-tree class weights), more than growing a
+tree on a user's few hundred windows takes, and the scheduler's retrain grows forests for every user and
+detector. Here one compiled call grows every tree of a forest. The algorithms are the published ones
+(Liu, Ting & Zhou 2008; Geurts, Ernst & Wehenkel 2006) with scikit-learn's conventions: a threshold
+uniform in [min, max) of a random non-constant feature, `x <= threshold` goes left.
 
 Deterministic for a given `seed`: tree t draws from numba's own generator seeded with seed + t (NumPy's
 global one is left alone), so a tree depends only on its seed and the rows it may draw from. Fitted
 forests are plain NumPy arrays (`Forest`), so they pickle without numba. The first fit in a process
-compiles (about 12 s here) unless `cache=True` finds the machine code in `__pycache__` from an earlier
-run (then under 2 s, most of it importing numba); the cache is written when the directory is writable.
+compiles (about 12 s) unless `cache=True` finds the machine code in `__pycache__` from an earlier run
+(then under 2 s, most of it importing numba); the cache is written when the directory is writable.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from detectors.base import cross_fitting_splits, fold_rows
 
 _EULER_GAMMA = 0.5772156649015329
 #: Features whose range in a node is below this are constant there (scikit-learn's FEATURE_THRESHOLD).
@@ -355,27 +356,30 @@ def mean_leaf_value(forest: Forest, X: np.ndarray) -> np.ndarray:
 
 
 def _pools(fold_of: np.ndarray, n_trees: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows each tree may draw from: with k folds, tree t belongs to fold t % k and never sees that fold's
-    windows (rows of fold -1 are seen by every tree)."""
+    """Rows each tree may draw from: with k >= 2 folds, tree t belongs to fold t % k and never sees that
+    fold's windows (rows of fold -1 are seen by every tree); with fewer, every tree sees every row."""
     n = fold_of.shape[0]
-    folds = int(fold_of.max(initial=-1)) + 1
+    folded = fold_of.max(initial=-1) >= 1
+    outside = [kept for kept, _ in cross_fitting_splits(n, fold_of)] if folded else [np.arange(n)]
     pool = np.zeros((n_trees, n), np.int64)
     size = np.zeros(n_trees, np.int64)
     for t in range(n_trees):
-        rows = np.flatnonzero(fold_of != t % folds) if folds >= 2 else np.arange(n)
+        rows = outside[t % len(outside)]
         pool[t, :rows.size] = rows
         size[t] = rows.size
     return pool, size
 
 
-def block_out_of_bag_mean(values: np.ndarray, fold_of: np.ndarray, folds: int) -> np.ndarray:
-    """Per window of a fold, the mean of its leaf `values` (windows x trees) over that fold's trees, which
-    never saw the fold; NaN for windows without a fold (-1) or a fold without trees."""
-    n_trees = values.shape[1]
+def block_out_of_bag_mean(values: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """Per window (a row of `values`, windows x trees), the mean of its leaf values over its fold's trees
+    (tree t belongs to fold t % k of the k folds in `fold_of`), which never saw that fold; NaN for
+    windows without a fold (-1), a fold without trees, or fewer than two folds."""
     out = np.full(values.shape[0], np.nan)
-    for k in range(max(folds, 0)):
-        trees = np.arange(k, n_trees, folds) if folds >= 2 else np.arange(0)
-        rows = np.flatnonzero(fold_of[:values.shape[0]] == k)
+    held = fold_rows(fold_of)
+    if len(held) < 2:
+        return out
+    for k, rows in enumerate(held):
+        trees = np.arange(k, values.shape[1], len(held))
         if trees.size and rows.size:
             out[rows] = values[np.ix_(rows, trees)].mean(axis=1)
     return out

@@ -1,12 +1,12 @@
 """Fitted models as bytes with readable metadata, and the per-user model the scoring job uses.
 
-A saved model is one blob: a magic line, a format version, JSON metadata (readable without unpickling,
-so a page can list models safely) and the pickled fitted detector, checked with SHA-256 on load.
-Unpickling runs code: load only blobs this application wrote (the store's `models` table), never a
-file someone hands you.
+A saved model is one blob: a magic line, a format version, JSON metadata (plain text before the pickle, so
+the checksum and library versions are read before anything is unpickled) and the pickled fitted detector,
+checked with SHA-256 on load. Unpickling runs code: load only blobs this application wrote (the store's
+`models` table), never a file someone hands you.
 
-`UserModel` bundles a detector with the feature schema it was trained on, the user's score normaliser
-and risk threshold; it refuses vectors of another schema.
+`UserModel` bundles a detector with the feature schema it was trained on and the calibration of its
+scores (`detectors.thresholds.ScoreCalibration`); it refuses vectors of another schema.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def library_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _installed_versions() -> tuple[tuple[str, str], ...]:
-    """Read once per process: looking them up cost about 5 ms a saved model."""
+    """Read once per process: the lookup takes milliseconds, which every saved model would pay."""
     versions = {"python": platform.python_version()}
     for name in TRACKED_LIBRARIES:
         try:
@@ -126,11 +126,6 @@ def _split(blob: bytes) -> tuple[dict[str, Any], bytes]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFormatError(f"model metadata is damaged ({error})") from error
     return metadata, blob[start + header_length:]
-
-
-def read_metadata(blob: bytes) -> dict[str, Any]:
-    """The metadata of a saved model, without unpickling the detector."""
-    return _split(blob)[0]
 
 
 def load_model(blob: bytes) -> tuple[Any, dict[str, Any]]:
@@ -220,7 +215,7 @@ class UserModel:
                                    "retrain it (`python -m app train`)")
         return cls(detector=detector, schema_id=metadata["schema_id"], feature_names=list(metadata["feature_names"]),
                    calibration=ScoreCalibration.from_dict(metadata["calibration"]),
-                   target_frr=float(metadata.get("target_frr", 0.05)), metadata=metadata,
+                   target_frr=float(metadata["target_frr"]), metadata=metadata,
                    columns=metadata.get("columns"))
 
 
@@ -232,8 +227,8 @@ def fit_user_model(name: str, X: np.ndarray, *, schema_id: str, feature_names: l
 
     The calibration scores are out of fold (`detectors.base.cross_fitted_scores`): with `groups` (each
     window's session) every window is scored by a model that never saw its session, in at most `folds`
-    folds; without, by `folds` contiguous blocks. In-sample scores are optimistic: on MEU-Mobile KSD a
-    threshold for 5% FRR on in-sample scaled-Manhattan scores rejected 27% of later genuine windows.
+    folds; without, by `folds` contiguous blocks. In-sample scores are optimistic: a threshold set on
+    them rejects more of the user's later genuine windows than its target (docs/detectors.md).
     """
     [model] = fit_user_models(name, [X], schema_id=schema_id, feature_names=feature_names, params=params,
                               X_backgrounds=[X_background], target_frr=target_frr, user_ids=[user_id],
@@ -286,8 +281,8 @@ def fit_user_models(name: str, Xs: Sequence[np.ndarray], *, schema_id: str, feat
 def _native_threads() -> Any:
     """The process's OpenMP / BLAS pools, found once (a lookup costs milliseconds).
 
-    Fits run on one native thread (parallelism is across users, `n_jobs`): with a pool of two on two busy
-    cores, LOF models for 100 users took 3.4-4.0 s (scikit-learn's neighbour search), on one 1.8 s.
+    Fits run on one native thread (parallelism is across users, `n_jobs`): a user's fits are small, so a
+    larger pool only makes its threads contend for the cores (scikit-learn's neighbour search, BLAS).
     """
     from threadpoolctl import ThreadpoolController
 

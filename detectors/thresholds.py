@@ -1,18 +1,22 @@
-"""From raw scores to a risk and a verdict: pure functions, kept apart from the detectors (River style).
+"""From raw scores to how rare they are for the user: pure functions, kept apart from the detectors (River style).
 
-A detector's raw score has no common unit (a distance, a reconstruction error, a probability), so each
-user's scores are normalised against that user's genuine training scores into a *risk* in [0, 1]. A
-threshold on the risk gives the verdict; a global sensitivity slider moves every threshold without
-refitting anything, so stored scores can be re-labelled at any time.
+A detector's raw score has no common unit (a distance, a reconstruction error, a probability).
+`ScoreCalibration` keeps a user's genuine scores from held-out sessions and says how rarely a genuine
+window scores this high (`surprise`, in (0, 1)); `evidence` puts that on a standard normal scale for a
+session to accumulate (`app.evidence`). Thresholds live outside the detectors (`UserModel.target_frr`, the
+policy's bands), so stored scores can be judged again without refitting anything.
 
-Conventions: higher score and higher risk = less like the enrolled user; `verdict` is True when a window
-is flagged (risk strictly above the threshold); FRR = share of genuine windows flagged.
+The CMU protocol and the ensemble also use `fit_normaliser` / `normalise` (a raw score as a risk in [0, 1]
+against a user's genuine scores) and `calibrate_threshold` (a threshold for a target false-reject rate).
+
+Conventions: higher score = less like the enrolled user; a window is flagged when its score (or risk) is
+strictly above a threshold; FRR = share of genuine windows flagged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,20 +58,12 @@ def robust_center_scale(scores: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ScoreNormaliser:
-    """How one user's raw scores become risks; plain data so it can travel as JSON model metadata."""
+    """How one user's raw scores become risks (`normalise`)."""
 
     method: str
     center: float  # median of the genuine training scores (robust_logistic)
     scale: float  # raw-score units per logit unit (robust_logistic)
     reference: tuple[float, ...] = ()  # sorted genuine training scores (ecdf)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reference": list(self.reference)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoreNormaliser:
-        return cls(method=data["method"], center=float(data["center"]), scale=float(data["scale"]),
-                   reference=tuple(float(v) for v in data.get("reference", ())))
 
 
 def fit_normaliser(genuine_scores: Any, method: str = "robust_logistic") -> ScoreNormaliser:
@@ -161,7 +157,7 @@ class ScoreCalibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreCalibration:
-        return cls(reference=tuple(float(v) for v in data["reference"]), sessions=int(data.get("sessions", 0)))
+        return cls(reference=tuple(float(v) for v in data["reference"]), sessions=int(data["sessions"]))
 
     @classmethod
     def of(cls, genuine_scores: Any, sessions: int = 0) -> ScoreCalibration:
@@ -193,27 +189,3 @@ def calibrate_threshold(genuine_scores: Any, target_frr: float) -> float:
         allowed += 1
     allowed = min(allowed, n - 1)  # a threshold below every score would flag all of them; keep one in
     return float(ordered[n - 1 - allowed])
-
-
-def apply_sensitivity(threshold: float, sensitivity: float) -> float:
-    """Move a risk threshold with the global slider: 0 keeps it, +1 lowers it to 0, -1 raises it to 1.
-
-    Linear towards the end, so the slider's middle is the calibrated threshold and its ends are
-    "flag everything" and "flag nothing"; more sensitivity never raises the threshold.
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a risk in [0, 1]; got {threshold}")
-    if not -1.0 <= sensitivity <= 1.0:
-        raise ValueError(f"sensitivity must be in [-1, 1]; got {sensitivity}")
-    toward = 0.0 if sensitivity >= 0 else 1.0
-    moved = threshold + (toward - threshold) * abs(sensitivity)
-    return float(min(1.0, max(0.0, moved)))
-
-
-def verdict(risk: Any, threshold: float) -> Any:
-    """True when the window is flagged (not like the user): risk strictly above the threshold.
-
-    A float gives a bool; an array gives a boolean array.
-    """
-    flagged = np.asarray(risk, dtype=float) > threshold
-    return bool(flagged) if flagged.ndim == 0 else flagged

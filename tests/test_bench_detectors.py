@@ -34,3 +34,13 @@ def test_bench_detectors_extrapolates_a_retrain_over_its_budget() -> None:
                              detectors=("zscore_count",), retrain_budget_s=0.0)
     assert result["extrapolated_from_users"] == {"zscore_count": 2}
     assert list(result["fit_s"]["zscore_count"]) == ["12"]
+
+
+def test_bench_detectors_times_pyod_beside_the_detector_it_is_a_reference_for() -> None:
+    result = bench_detectors(users=3, windows_per_user=12, sizes=(12,), fit_users=2, score_windows=50,
+                             detectors=("iforest",))
+    beside = result["pyod_beside_ours"]["iforest"]
+    assert beside["pyod"] == "pyod_iforest"
+    assert set(beside["fit_s"]) == set(beside["bare_fit_s"]) == set(beside["retrain_s"]) == {"ours", "pyod"}
+    assert list(beside["bare_fit_s"]["pyod"]) == ["12"]
+    assert set(result["retrain_by_detector_s"]) == {"iforest"}  # references stay out of the total

@@ -4,7 +4,6 @@ nothing: properties checked on every registered detector, on small seeded Gaussi
 from __future__ import annotations
 
 import functools
-import pickle
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from detectors.base import (
     cross_fitted_scores,
     fit_calibrated,
     fit_detector,
-    get_params,
     refit_fold_scores,
     requires_background,
 )
@@ -46,7 +44,8 @@ def population(users: int = 4, per_user: int = 160) -> tuple[list[np.ndarray], l
 def _small(name: str) -> dict[str, object]:
     """Parameters that keep the slow detectors quick in tests (the properties do not depend on size)."""
     return {"autoencoder": {"epochs": 8}, "iforest": {"n_estimators": 100}, "background": {"n_estimators": 50},
-            "ensemble": {"members": ("manhattan_log", ("background", {"n_estimators": 50}))}}.get(name, {})
+            "ensemble": {"members": ("manhattan_log", ("background", {"n_estimators": 50}))},
+            "pyod_autoencoder": {"epochs": 8}, "pyod_iforest": {"n_estimators": 50}}.get(name, {})
 
 
 def _calibration(name: str, X: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -159,41 +158,6 @@ def test_threshold_on_calibration_scores_flags_the_target_share_of_them() -> Non
     own, backgrounds = population()
     scores = _calibration("background", own[2][:100], backgrounds[2])
     assert np.mean(scores > calibrate_threshold(scores, 0.05)) <= 0.05
-
-
-def test_models_saved_before_the_compiled_forests_and_batched_training_still_score() -> None:
-    """Stored models of the previous adapters (PyOD IForest and AutoEncoder, scikit-learn's forest) keep
-    scoring as they did until the next retrain replaces them."""
-    from pyod.models.auto_encoder import AutoEncoder
-    from pyod.models.iforest import IForest
-    from sklearn.ensemble import ExtraTreesClassifier
-
-    own, backgrounds = population()
-    X, others = own[0][:60], backgrounds[0][:120]
-    forest = make_detector("iforest")
-    features = forest._fit_input(X)
-    forest.model_ = IForest(n_estimators=10, random_state=0).fit(features)
-    forest.training_scores_ = forest.model_.decision_scores_
-    del forest.oob_folds  # not a parameter then
-    background = make_detector("background")
-    both = background._fit_input(np.vstack([X, others]), scaling="standard", log_transform=True)
-    background.model_ = ExtraTreesClassifier(n_estimators=10, random_state=0).fit(
-        both, np.r_[np.zeros(len(X)), np.ones(len(others))])
-    background.training_scores_ = background.model_.predict_proba(both[:len(X)])[:, 1]
-    del background.oob_folds
-    network = make_detector("autoencoder")
-    scaled = network._fit_input(X, scaling="standard", log_transform=True)
-    network.model_ = AutoEncoder(hidden_neuron_list=[8, 4], epoch_num=1, batch_size=16, preprocessing=False,
-                                 batch_norm=False, dropout_rate=0.0, verbose=0, device="cpu").fit(scaled)
-    network.training_scores_ = network.model_.decision_scores_
-    expected = {"iforest": forest.model_.decision_function(features[:5]),
-                "background": background.model_.predict_proba(background.preprocessor_.transform(X[:5]))[:, 1],
-                "autoencoder": network.model_.decision_function(scaled[:5])}
-    for name, old in (("iforest", forest), ("background", background), ("autoencoder", network)):
-        restored = pickle.loads(pickle.dumps(old))
-        np.testing.assert_allclose(restored.decision_function(X[:5]), expected[name], rtol=1e-6)
-        if name != "autoencoder":
-            assert get_params(restored)["oob_folds"] == 1  # their trees had no blocks
 
 
 @pytest.mark.parametrize("name", ["manhattan_scaled", "background", "iforest"])

@@ -1,4 +1,4 @@
-"""EER, ROC, DET and FAR/FRR against hand-computed examples and scikit-learn; the CMU protocol on small frames."""
+"""EER, ROC, DET and FAR/FRR against hand-computed examples; the CMU protocol on small frames."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from sklearn.metrics import roc_auc_score
-from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 import detectors.evaluation as evaluation
 from detectors.evaluation import (
@@ -69,24 +67,17 @@ def test_far_frr_at_hand_example() -> None:
     assert far_frr_at(4.0, GENUINE, IMPOSTOR) == (0.25, 0.0)  # flagged only above the threshold
 
 
-def test_roc_auc_hand_example_and_sklearn_on_random_data_with_ties() -> None:
+def test_roc_auc_hand_example() -> None:
     assert roc_auc(GENUINE, IMPOSTOR) == pytest.approx(14 / 16)
-    rng = np.random.default_rng(5)
-    for _ in range(20):
-        genuine = np.round(rng.normal(0.0, 1.0, rng.integers(1, 40)), 1)
-        impostor = np.round(rng.normal(0.7, 1.0, rng.integers(1, 40)), 1)
-        labels = np.r_[np.zeros(genuine.size), np.ones(impostor.size)]
-        expected = roc_auc_score(labels, np.r_[genuine, impostor])
-        assert roc_auc(genuine, impostor) == pytest.approx(expected)
 
 
-def test_roc_curve_matches_sklearn() -> None:
-    rng = np.random.default_rng(6)
-    genuine, impostor = np.round(rng.normal(0, 1, 30), 1), np.round(rng.normal(1, 1, 25), 1)
-    labels = np.r_[np.zeros(genuine.size), np.ones(impostor.size)]
-    expected = sklearn_roc_curve(labels, np.r_[genuine, impostor], drop_intermediate=False)
-    for ours, theirs in zip(roc_curve(genuine, impostor), expected, strict=True):
-        np.testing.assert_allclose(ours, theirs)
+def test_roc_curve_hand_example_puts_impostors_positive() -> None:
+    """At each threshold, the share of genuine (FRR) and impostor (1 - FAR) windows scoring at or above it."""
+    fpr, tpr, thresholds = roc_curve(GENUINE, IMPOSTOR)
+    np.testing.assert_array_equal(thresholds, [np.inf, 7, 6, 5, 4, 3, 2, 1])
+    np.testing.assert_allclose(fpr, [0, 0, 0, 0, 0.5, 0.5, 0.75, 1])
+    np.testing.assert_allclose(tpr, [0, 0.25, 0.5, 0.75, 0.75, 1, 1, 1])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(GENUINE, IMPOSTOR))
 
 
 def test_det_curve_agrees_with_far_frr_at_every_threshold() -> None:

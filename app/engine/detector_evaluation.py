@@ -74,7 +74,7 @@ def _cmu(path: Path, detectors: list[str], train_reps: int | None, impostor_reps
 
 
 def _balabit(path: Path, detectors: list[str], progress) -> dict[str, Any]:
-    from detectors.protocols import SessionSplit, chunk_sessions, evaluate_sessions, split_by_session_order
+    from detectors.session_protocols import SessionSplit, chunk_sessions, evaluate_sessions, split_by_session_order
     from store.importers.balabit import read_balabit
 
     imported = read_balabit(path)
@@ -128,7 +128,7 @@ def _test_session_ids(path: Path) -> list[str]:
 def _aalto(path: Path, detectors: list[str], train_reps: int | None, impostor_reps: int | None,
            progress) -> dict[str, Any]:
     from detectors.evaluation import protocol_sizes
-    from detectors.protocols import SessionSplit, evaluate_sessions
+    from detectors.session_protocols import SessionSplit, evaluate_sessions
     from store.importers.aalto import read_aalto
 
     imported = read_aalto(path)
