@@ -98,7 +98,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
-#: Registry names of detectors (tests/test_detectors_contract.py checks this against the registry;
+#: Registry names of detectors (tests/test_settings.py checks this against the registry;
 #: importing the registry here would load PyOD and torch into every CLI command).
 KNOWN_DETECTORS = ("iforest", "lof", "autoencoder", "manhattan_scaled", "manhattan_log", "zscore_count",
                    "background", "ensemble")

@@ -231,7 +231,7 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
 
     `detectors` defaults to every registered detector the app offers (not the references)."""
     from detectors.base import DETECTORS, reference_for
-    from detectors.features import feature_schema_id
+    from store.windows import schema_id as stored_schema_id
 
     names_to_run = (list(detectors) if detectors is not None
                     else [name for name in DETECTORS if reference_for(name) is None])
@@ -241,7 +241,7 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
         raise ValueError(f"fit sizes {tuple(sizes)} exceed windows_per_user={windows_per_user}")
     _log(f"generating {users} users x {windows_per_user} fixed-text windows (seed {seed}) ...")
     X, user, feature_names = simulated_windows(users, windows_per_user, seed)
-    schema_id = feature_schema_id(feature_names)
+    schema_id = stored_schema_id(feature_names)
     data = _Users(X, user, background_limit)
     score_rows = np.random.default_rng(seed).choice(X.shape[0], score_windows, replace=score_windows > X.shape[0])
     X_score = X[score_rows]

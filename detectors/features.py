@@ -18,7 +18,6 @@ value the dictionary names (`when_undefined`), never left as NaN for a detector 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,12 +194,6 @@ def feature_names(kind: str, settings: WindowSettings | None = None) -> list[str
     if kind == "time":
         return KEYSTROKE_FEATURES + MOUSE_FEATURES + ["focus_switches"]
     raise ValueError(f"unknown window kind {kind!r} (known: {', '.join(WINDOW_KINDS)})")
-
-
-def feature_schema_id(names: list[str]) -> str:
-    """The schema id of feature vectors: the first 16 hex digits of SHA-256 over the names in order, joined
-    by the unit separator (0x1f). Windows are stored under it and a model refuses vectors of another id."""
-    return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:16]
 
 
 # =====================================================================================================

@@ -87,3 +87,12 @@ def test_settings_table_for_the_docs_has_every_setting_without_local_paths() -> 
 
     assert [row["variable"] for row in table] == [s.env for s in SETTINGS]
     assert all(str(ROOT) not in row["default"] for row in table)
+
+
+def test_the_detectors_a_setting_accepts_are_the_registered_ones() -> None:
+    """`KNOWN_DETECTORS` is written out so that reading a setting does not load PyOD and torch; it must
+    name exactly the registered detectors the app can run (PyOD's references are for benchmarks)."""
+    from detectors import DETECTORS
+    from detectors.base import reference_for
+
+    assert set(settings.KNOWN_DETECTORS) == {name for name in DETECTORS if reference_for(name) is None}
