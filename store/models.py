@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import ACTIVE_MODELS
 from store.db import Store, insert_frame
 
 GLOBAL_USER = None  # models.user_id is NULL for the global model (users without enough enrolment)
@@ -29,19 +30,15 @@ def save_model(store: Store, *, model_id: str, user_id: str | None, kind: str, d
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true)""",
                        [model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed,
                         json.dumps(metadata, default=str, sort_keys=True), blob])
-        store.invalidate(ACTIVE_MODELS)
+        store.caches.invalidate(ACTIVE_MODELS)
         append_audit(cursor, actor=actor, action="training", subject=user_id or "(global)",
                      details={"model_id": model_id, "kind": kind, "detector": detector, "schema_id": schema_id,
                               "n_samples": n_samples})
 
 
-#: Read-cache key of the active models (every login's scoring reads them; only training writes them).
-ACTIVE_MODELS = "active_models"
-
-
 def active_models(store: Store, kind: str | None = None) -> pl.DataFrame:
     """Active models without their blobs: model_id, user_id, kind, detector, schema_id, trained_at, ..."""
-    rows = store.cached(ACTIVE_MODELS, lambda: store.frame("""
+    rows = store.caches.cached(ACTIVE_MODELS, lambda: store.frame("""
         SELECT model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed, metadata
         FROM models WHERE active ORDER BY kind, user_id NULLS LAST, detector"""))
     return rows.filter(pl.col("kind") == kind) if kind else rows

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import KNOWN_USERS, SCHEMAS, STORED_VECTORS, WRITTEN_WINDOWS
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
-from store.ingest import KNOWN_USERS
 from store.text import plural
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
@@ -101,16 +101,11 @@ def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str]
         return dry.report
 
 
-#: Read-cache key of the stored feature schemas, id -> names (a live login's windows almost never bring a
-#: new one, and every scoring run reads them).
-SCHEMAS = "feature_schemas"
-
-
 def _stored_schemas(store: Store) -> dict[str, tuple[str, ...]]:
     def read() -> dict[str, tuple[str, ...]]:
         return {sid: tuple(names) for sid, names in store.rows("SELECT schema_id, names FROM feature_schemas")}
 
-    return store.cached(SCHEMAS, read)
+    return store.caches.cached(SCHEMAS, read)
 
 
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
@@ -120,14 +115,14 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
         if sid not in _stored_schemas(store):
             cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
                            [sid, kind, feature_names])
-            store.invalidate(SCHEMAS)
+            store.caches.invalidate(SCHEMAS)
         added = insert_frame(cursor, "feature_windows", frame, or_ignore=or_ignore)
         if added:
             _track_for_replay_checks(store, frame)
         users_added = 0 if users_stored else inserted(cursor.execute(
             "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT unnest(?)", [frame["user_id"].unique().to_list()]))
         if users_added:
-            store.invalidate(KNOWN_USERS)
+            store.caches.invalidate(KNOWN_USERS)
         report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
         if actor is not None:
             append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
@@ -236,9 +231,6 @@ def training_window_counts(store: Store, enrolment_sessions: int) -> pl.DataFram
 #: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
 #: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
 REPLAY_TOLERANCE_MS = 0.05
-#: Read-cache key prefix of `_StoredVectors`; per-transaction key of the windows written in it.
-STORED_VECTORS = "stored_vectors"
-WRITTEN_WINDOWS = "written_windows"
 
 
 class _StoredVectors:
@@ -286,18 +278,18 @@ def _stored_vectors(store: Store, user_id: str, kind: str, schema: str) -> _Stor
             ORDER BY created_at, window_id""", [user_id, kind, schema])
         return _StoredVectors(frame["window_id"].to_list(), _as_matrix(frame["features"]))
 
-    return store.cached(_vectors_key(user_id, kind, schema), load)
+    return store.caches.cached(_vectors_key(user_id, kind, schema), load)
 
 
 def _track_for_replay_checks(store: Store, written: pl.DataFrame) -> None:
     """Windows just written: visible to this transaction's replay checks now, to every later one once
     committed (kept vectors are extended; a load racing this commit is not kept, see `Store.cached`)."""
-    store.written_in_transaction(WRITTEN_WINDOWS).append(written)
+    store.caches.written_in_transaction(WRITTEN_WINDOWS).append(written)
 
     for (user_id, kind, schema), part in written.sort("window_id").partition_by(
             "user_id", "kind", "schema_id", as_dict=True).items():
         ids, vectors = part["window_id"].to_list(), _as_matrix(part["features"])
-        store.keep_updated(_vectors_key(user_id, kind, schema),
+        store.caches.keep_updated(_vectors_key(user_id, kind, schema),
                            lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
 
 
@@ -311,7 +303,7 @@ def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) ->
     user_id, kind, schema = windows.select("user_id", "kind", "schema_id").row(0)
     position, committed = _stored_vectors(store, user_id, kind, schema).snapshot()
     same = (pl.col("user_id") == user_id) & (pl.col("kind") == kind) & (pl.col("schema_id") == schema)
-    written = [frame.filter(same) for frame in store.written_in_transaction(WRITTEN_WINDOWS)]
+    written = [frame.filter(same) for frame in store.caches.written_in_transaction(WRITTEN_WINDOWS)]
     pending = pl.concat(written).unique("window_id").sort("window_id") if written else None
     if pending is not None:
         pending = pending.filter(pl.Series([w not in position for w in pending["window_id"]], dtype=pl.Boolean))

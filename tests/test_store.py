@@ -164,33 +164,33 @@ def test_a_cached_read_runs_once_until_invalidated(store: Store) -> None:
         calls.append(1)
         return len(calls)
 
-    assert [store.cached("k", load), store.cached("k", load)] == [1, 1]
-    store.invalidate("k")
-    assert store.cached("k", load) == 2
+    assert [store.caches.cached("k", load), store.caches.cached("k", load)] == [1, 1]
+    store.caches.invalidate("k")
+    assert store.caches.cached("k", load) == 2
 
 
 def test_an_invalidation_inside_a_transaction_holds_until_it_ends(store: Store) -> None:
-    store.cached("k", lambda: "before")
+    store.caches.cached("k", lambda: "before")
     with pytest.raises(RuntimeError), store.transaction():
-        store.invalidate("k")
-        assert store.cached("k", lambda: "inside") == "inside"  # read, not kept: it may roll back
-        assert store.cached("k", lambda: "again") == "again"
+        store.caches.invalidate("k")
+        assert store.caches.cached("k", lambda: "inside") == "inside"  # read, not kept: it may roll back
+        assert store.caches.cached("k", lambda: "again") == "again"
         # another thread reads the committed state meanwhile and keeps it ...
-        reader = threading.Thread(target=lambda: store.cached("k", lambda: "other thread"))
+        reader = threading.Thread(target=lambda: store.caches.cached("k", lambda: "other thread"))
         reader.start()
         reader.join()
         raise RuntimeError("roll back")
     # ... which the end of the transaction forgets again
-    assert store.cached("k", lambda: "after") == "after"
+    assert store.caches.cached("k", lambda: "after") == "after"
 
 
 def test_a_read_racing_an_invalidation_is_not_kept(store: Store) -> None:
     def load_while_a_writer_invalidates() -> str:
-        store.invalidate("k")  # as another thread's commit would, between our read and our keeping it
+        store.caches.invalidate("k")  # as another thread's commit would, between our read and our keeping it
         return "stale"
 
-    assert store.cached("k", load_while_a_writer_invalidates) == "stale"
-    assert store.cached("k", lambda: "fresh") == "fresh"
+    assert store.caches.cached("k", load_while_a_writer_invalidates) == "stale"
+    assert store.caches.cached("k", lambda: "fresh") == "fresh"
 
 
 def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(tmp_path: Path) -> None:
@@ -278,22 +278,22 @@ def test_kept_values_follow_commits_and_a_failing_update_forgets_them(
         store: Store, caplog: pytest.LogCaptureFixture) -> None:
     """`keep_updated` changes a kept value only once its transaction commits; an update that raises
     does not undo the commit (already done) but drops every kept value, which are reloaded later."""
-    assert store.cached("numbers", lambda: [1]) == [1]
+    assert store.caches.cached("numbers", lambda: [1]) == [1]
     with pytest.raises(RuntimeError), store.transaction():
-        store.keep_updated("numbers", lambda kept: kept.append(2))
+        store.caches.keep_updated("numbers", lambda kept: kept.append(2))
         raise RuntimeError("rolled back")
-    assert store.cached("numbers", lambda: ["reloaded"]) == [1]  # a rollback changes nothing kept
+    assert store.caches.cached("numbers", lambda: ["reloaded"]) == [1]  # a rollback changes nothing kept
 
     with store.transaction():
-        store.keep_updated("numbers", lambda kept: kept.append(3))
-        assert store.cached_value("numbers") == [1]  # not before the commit
-    assert store.cached_value("numbers") == [1, 3]
+        store.caches.keep_updated("numbers", lambda kept: kept.append(3))
+        assert store.caches.cached_value("numbers") == [1]  # not before the commit
+    assert store.caches.cached_value("numbers") == [1, 3]
 
     with store.transaction() as cursor:
         cursor.execute("INSERT INTO users (user_id) VALUES ('kept')")
-        store.keep_updated("numbers", lambda kept: kept.missing_method())
+        store.caches.keep_updated("numbers", lambda kept: kept.missing_method())
     assert store.rows("SELECT user_id FROM users WHERE user_id = 'kept'") == [("kept",)]  # committed
-    assert store.cached_value("numbers") is None and "after-commit update" in caplog.text
+    assert store.caches.cached_value("numbers") is None and "after-commit update" in caplog.text
 
 
 def test_release_memory_empties_duckdbs_eviction_queues_and_keeps_the_limit(loaded_store: Store) -> None:
