@@ -98,15 +98,15 @@ def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
 @contextmanager
 def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the calls `score_windows` makes so their time adds up in `totals` (name -> seconds)."""
+    import app.engine.pipeline
     import app.engine.policies
     import app.engine.training
     import store.decisions
     import store.models
-    import store.windows
     from detectors.persistence import UserModel
 
     targets = [(app.engine.training, "load_active", "load_models"), (app.engine.policies, "latest_policy", "policy"),
-               (store.windows, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
+               (app.engine.pipeline, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
                (store.decisions, "record_decisions", "record_decisions"),
                (store.models, "record_scores", "record_scores")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]

@@ -118,7 +118,7 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
             store.caches.invalidate(SCHEMAS)
         added = insert_frame(cursor, "feature_windows", frame, or_ignore=or_ignore)
         if added:
-            _track_for_replay_checks(store, frame)
+            _track_written_windows(store, frame)
         users_added = 0 if users_stored else inserted(cursor.execute(
             "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT unnest(?)", [frame["user_id"].unique().to_list()]))
         if users_added:
@@ -228,17 +228,12 @@ def training_window_counts(store: Store, enrolment_sessions: int) -> pl.DataFram
         GROUP BY ALL ORDER BY ALL""", [enrolment_sessions])
 
 
-#: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
-#: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
-REPLAY_TOLERANCE_MS = 0.05
-
-
 class _StoredVectors:
     """The feature vectors of a user's committed windows of one kind and schema, in commit order
-    (created_at, then window id): loaded once, extended as windows commit.
+    (created_at, then window id): loaded once, extended as windows commit (see `store.caches`).
 
-    A replay check compares a login's windows with these in memory; joining the windows table for
-    it took about 4 ms a login here, growing with the user's windows.
+    Every scored window is compared with its user's earlier windows, so they are kept in memory rather
+    than joined from the windows table on every login (a join that grows with the user's windows).
     """
 
     def __init__(self, ids: list[str], vectors: np.ndarray):
@@ -281,25 +276,29 @@ def _stored_vectors(store: Store, user_id: str, kind: str, schema: str) -> _Stor
     return store.caches.cached(_vectors_key(user_id, kind, schema), load)
 
 
-def _track_for_replay_checks(store: Store, written: pl.DataFrame) -> None:
-    """Windows just written: visible to this transaction's replay checks now, to every later one once
-    committed (kept vectors are extended; a load racing this commit is not kept, see `Store.cached`)."""
+def _track_written_windows(store: Store, written: pl.DataFrame) -> None:
+    """Windows just written: among this transaction's earlier windows now, every later transaction's
+    once committed (kept vectors are extended; a load racing this commit is not kept, see `store.caches`)."""
     store.caches.written_in_transaction(WRITTEN_WINDOWS).append(written)
 
     for (user_id, kind, schema), part in written.sort("window_id").partition_by(
             "user_id", "kind", "schema_id", as_dict=True).items():
         ids, vectors = part["window_id"].to_list(), _as_matrix(part["features"])
         store.caches.keep_updated(_vectors_key(user_id, kind, schema),
-                           lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
+                                  lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
 
 
-def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) -> set[str]:
-    """Windows (stored, of one user, kind and schema: window_id, user_id, kind, schema_id, features)
-    whose first `compare_first` features match an earlier window's of the same user, kind and schema
-    within REPLAY_TOLERANCE_MS: a replayed pattern (for fixed text: the timings, not the context
-    around them). Earlier: committed before, or written in the same transaction with a smaller id."""
+def earlier_window_vectors(store: Store, windows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """What each of `windows` (stored, of one user, kind and schema: window_id, user_id, kind, schema_id)
+    came after: the feature vectors of that user's windows of that kind and schema in the order they
+    were stored (committed ones by commit, then those written in the calling transaction by id), and,
+    per window, how many of those rows came before it (all of them for a window stored in neither way).
+
+    A replay check compares window i with the first `before[i]` rows of `vectors`
+    (`app.engine.evidence.replayed`). Returns (vectors, before); vectors is (0, 0) when there are none.
+    """
     if windows.height == 0:
-        return set()
+        return np.empty((0, 0)), np.zeros(0, dtype=int)
     user_id, kind, schema = windows.select("user_id", "kind", "schema_id").row(0)
     position, committed = _stored_vectors(store, user_id, kind, schema).snapshot()
     same = (pl.col("user_id") == user_id) & (pl.col("kind") == kind) & (pl.col("schema_id") == schema)
@@ -308,26 +307,15 @@ def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) ->
     if pending is not None:
         pending = pending.filter(pl.Series([w not in position for w in pending["window_id"]], dtype=pl.Boolean))
     pending_ids: dict[str, int] = {}
-    candidates = committed
+    vectors = committed
     if pending is not None and pending.height:
         pending_ids = {window_id: i for i, window_id in enumerate(pending["window_id"])}
         written_vectors = _as_matrix(pending["features"])
-        candidates = np.vstack([committed, written_vectors]) if committed.size else written_vectors
-    if candidates.size == 0:
-        return set()
-    k = min(compare_first, candidates.shape[1])
-    replayed = set()
-    for window_id, vector in zip(windows["window_id"], _as_matrix(windows["features"]), strict=True):
-        if window_id in position:
-            earlier = position[window_id]
-        elif window_id in pending_ids:
-            earlier = len(position) + pending_ids[window_id]
-        else:
-            earlier = len(candidates)
-        distances = np.sqrt(((candidates[:earlier, :k] - vector[:k]) ** 2).sum(axis=1))
-        if (distances < REPLAY_TOLERANCE_MS).any():
-            replayed.add(window_id)
-    return replayed
+        vectors = np.vstack([committed, written_vectors]) if committed.size else written_vectors
+    before = [position[w] if w in position else
+              len(position) + pending_ids[w] if w in pending_ids else len(vectors)
+              for w in windows["window_id"]]
+    return vectors, np.array(before, dtype=int)
 
 
 def window_kinds(store: Store) -> list[str]:

@@ -9,14 +9,15 @@ import polars as pl
 import pytest
 
 from app.engine import pipeline
+from app.engine.evidence import REPLAY_TOLERANCE_MS, replayed
 from app.engine.samples import simulate_into
-from app.engine.training import load_active, train
+from app.engine.training import load_active, train, window_matrix
 from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
 from store.decisions import session_states
 from store.progress import events_for_sessions
-from store.windows import REPLAY_TOLERANCE_MS, replayed_windows, window_rows
+from store.windows import earlier_window_vectors, window_rows
 
 
 @pytest.fixture
@@ -186,7 +187,7 @@ def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
 
 
 def _replays_by_sql(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
-    """The replay rule as one SQL join (what `replayed_windows` computes in memory)."""
+    """The replay rule as one SQL join (what `earlier_window_vectors` and `replayed` compute in memory)."""
     rows = store.rows("""
         SELECT DISTINCT w.window_id FROM feature_windows w
         JOIN feature_windows earlier
@@ -224,7 +225,8 @@ def test_the_replay_check_in_memory_agrees_with_the_sql_rule_on_every_stored_win
     for (_user, kind, _schema), group in windows.group_by("user_id", "kind", "schema_id"):
         compare_first = pipeline._compare_first(kind, len(group["features"][0]))
         expected = _replays_by_sql(store, group["window_id"].to_list(), compare_first)
-        assert replayed_windows(store, group, compare_first) == expected
+        found_here = replayed(window_matrix(group), *earlier_window_vectors(store, group), compare_first)
+        assert set(group["window_id"].filter(pl.Series(found_here))) == expected
         compared, found = compared + group.height, found | expected
     assert compared == windows.height
     assert any(w.startswith("login-s2") for w in found)  # the replay (and the simulator's replay attacks) ...

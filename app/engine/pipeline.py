@@ -24,6 +24,7 @@ from app.engine.evidence import (
     accumulate,
     increments,
     machine_like,
+    replayed,
     risk_of,
     window_evidence,
     window_surprise,
@@ -34,7 +35,7 @@ from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
 from store.progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
 from store.text import plural
-from store.windows import enrolment_repetitions, store_window_rows, window_rows
+from store.windows import earlier_window_vectors, enrolment_repetitions, schema_names, store_window_rows, window_rows
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,14 @@ def _compare_first(kind: str, width: int) -> int:
     return width
 
 
+def replayed_windows(store: Store, windows: pl.DataFrame, X: np.ndarray) -> set[str]:
+    """Ids of `windows` (stored, of one user, kind and schema; `X` their features) that replay an
+    earlier window of the same user, kind and schema (`app.engine.evidence.replayed`)."""
+    earlier, before = earlier_window_vectors(store, windows)
+    found = replayed(X, earlier, before, _compare_first(windows["kind"][0], X.shape[1]))
+    return {window_id for window_id, hit in zip(windows["window_id"], found, strict=True) if hit}
+
+
 def evidence_settings() -> EvidenceSettings:
     """How sessions accumulate evidence, from the settings table (TELLTALE_* variables)."""
     return EvidenceSettings(shift=settings.get("evidence_shift"), weights=settings.get("kind_weights"),
@@ -244,7 +253,6 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
     from app.engine.training import load_active, window_matrix
     from store.decisions import DecisionRecord, record_decisions, session_states
     from store.models import record_scores
-    from store.windows import replayed_windows, schema_names
 
     if windows.height == 0:
         return []
@@ -265,8 +273,7 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
         if not chosen:
             continue
         X = window_matrix(group)
-        replays = (replayed_windows(store, group, _compare_first(kind, X.shape[1]))
-                   if kind in REPLAY_CHECKED_KINDS else set())
+        replays = replayed_windows(store, group, X) if kind in REPLAY_CHECKED_KINDS else set()
         machine = machine_like(kind, names[schema_id], X)
         surprises = []
         for _, model_id in chosen:
