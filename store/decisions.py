@@ -67,15 +67,6 @@ class DecisionRecord:
     flagged: bool | None = None  # the window on its own is rarer than the target false-reject rate allows
 
 
-def record_decision(store: Store, decision: PolicyOutcome, *, user_id: str | None, session_id: str | None = None,
-                    window_id: str | None = None, detectors: Mapping[str, Any] | None = None,
-                    top_features: FeatureWeights | None = None, decided_at: datetime | None = None,
-                    actor: str = "scorer") -> str:
-    """Store one decision and its audit row ("decision") atomically; return the new decision id."""
-    record = DecisionRecord(decision, user_id, session_id, window_id, detectors, top_features, decided_at)
-    return record_decisions(store, [record], actor=actor)[0]
-
-
 def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: str = "scorer") -> list[str]:
     """Store decisions and one audit row ("decision") each, all in one transaction and two bulk
     inserts (a session's windows are decided together); return the new decision ids in order.

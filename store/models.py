@@ -12,8 +12,6 @@ from store.audit import append_audit
 from store.caches import ACTIVE_MODELS
 from store.db import Store, insert_frame
 
-GLOBAL_USER = None  # models.user_id is NULL for the global model (users without enough enrolment)
-
 
 def save_model(store: Store, *, model_id: str, user_id: str | None, kind: str, detector: str, schema_id: str,
                trained_at: datetime, n_samples: int, seed: int | None, metadata: dict[str, Any], blob: bytes,

@@ -38,7 +38,3 @@ def events_for_session(store: Store, session_id: str) -> pl.DataFrame:
     """Every event of one session in seq order."""
     return store.frame("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id])
 
-
-def recent_audit(store: Store, limit: int = 200) -> pl.DataFrame:
-    """Newest audit rows first."""
-    return store.frame("SELECT * FROM audit_log ORDER BY audit_id DESC LIMIT ?", [limit])

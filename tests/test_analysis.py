@@ -20,7 +20,7 @@ from app.engine.policies import latest_policy
 from app.engine.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
 from app.web import investigation
 from store import Store, ingest_events, monitor
-from store.decisions import DecisionRecord, record_decision, record_decisions
+from store.decisions import DecisionRecord, record_decisions
 from store.models import record_scores
 from store.windows import store_window_rows, window_rows
 
@@ -353,7 +353,7 @@ def small_store(store: Store) -> Store:
     ingest_events(store, events, sessions=sessions, labels=labels)
     policy = latest_policy(store)
     for risk, when in ((0.2, T0), (0.8, T0 + timedelta(seconds=5))):  # ALLOW, REQUIRE_OTP
-        record_decision(store, decide(risk, policy), user_id="u1", session_id="s1", decided_at=when)
+        record_decisions(store, [DecisionRecord(decide(risk, policy), "u1", "s1", decided_at=when)])
     return store
 
 
