@@ -162,7 +162,7 @@ def schema_names(store: Store) -> dict[str, list[str]]:
 
 def unscored_windows(store: Store, limit: int = 10_000, *, sessions: list[str] | None = None) -> pl.DataFrame:
     """Windows with no score yet, oldest first (the scoring job's queue: without the sessions whose
-    build or scoring failed, see `store.progress.session_failures`), or only those of `sessions`."""
+    build or scoring failed, see `store.session_progress.session_failures`), or only those of `sessions`."""
     if sessions is None:
         of_sessions, params = ("WHERE w.session_id NOT IN (SELECT session_id FROM session_progress "
                                "WHERE error IS NOT NULL)"), []

@@ -16,7 +16,7 @@ from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
 from store.decisions import session_states
-from store.progress import events_for_sessions
+from store.session_progress import events_for_sessions
 from store.windows import earlier_window_vectors, window_rows
 
 

@@ -14,7 +14,7 @@ from app.engine import history, pipeline, replay
 from app.engine.samples import write_simulation
 from simulators import simulate
 from store import Store, ingest_events, monitor
-from store.progress import mark_featurized
+from store.session_progress import mark_featurized
 from store.sidecars import sidecar_path
 from store.windows import training_windows
 from tests.conftest import run_cli

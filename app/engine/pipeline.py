@@ -33,7 +33,7 @@ from app.engine.policy import Action
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
-from store.progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
+from store.session_progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
 from store.text import plural
 from store.windows import earlier_window_vectors, enrolment_repetitions, schema_names, store_window_rows, window_rows
 
@@ -106,7 +106,7 @@ def featurize_pending(store: Store, *, idle_seconds: float | None = None) -> Fea
     """Windows for every session with new events; idle sessions are finalized.
 
     One session that cannot be built never stops the others: it is recorded with its error
-    (`store.progress.session_failures`) and tried again when new events arrive.
+    (`store.session_progress.session_failures`) and tried again when new events arrive.
     """
     idle = settings.get("session_idle_seconds") if idle_seconds is None else idle_seconds
     todo = sessions_to_featurize(store, idle)
@@ -350,7 +350,7 @@ def score_pending(store: Store, limit: int = 5_000, *, failed: dict[str, str] | 
     """Score every window that has no score yet (the scheduler's queue).
 
     A session whose windows cannot be scored is recorded with its error and left out of the queue
-    (`store.progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
+    (`store.session_progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
     collects those sessions (session -> error).
     """
     from store.windows import unscored_windows

@@ -1,4 +1,5 @@
-"""Which sessions need (re)building into windows: the featurize job's bookkeeping."""
+"""Each session's progress through the jobs (the `session_progress` table): which sessions need
+(re)building into windows, and which could not be built or scored, with their error."""
 
 from __future__ import annotations
 
