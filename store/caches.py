@@ -43,8 +43,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # -- read cache keys (1) ------------------------------------------------------------------------------
-#: Active models without their blobs (`store.models.active_models`, read by every scoring run);
-#: invalidated by `store.models.save_model`.
+#: Active models without their blobs (`store.stored_models.active_models`, read by every scoring run);
+#: invalidated by `store.stored_models.save_model`.
 ACTIVE_MODELS = "active_models"
 #: Prefix of the newest parsed policy of an id (key: "latest_policy:<policy id>",
 #: `app.engine.policies.latest_policy`, read by every decision); invalidated by

@@ -21,7 +21,7 @@ from app.engine.policy import DEFAULT_POLICY, Action, Condition, DecisionContext
 from app.web import investigation
 from store import Store, ingest_events, monitor
 from store.decisions import DecisionRecord, record_decisions
-from store.models import record_scores
+from store.stored_models import record_scores
 from store.windows import store_window_rows, window_rows
 
 # ------------------------------------------------------------------------------------------ z-scores

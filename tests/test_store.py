@@ -196,7 +196,7 @@ def test_a_read_racing_an_invalidation_is_not_kept(store: Store) -> None:
 def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from store.models import active_models, save_model
+    from store.stored_models import active_models, save_model
 
     path = tmp_path / "shared.duckdb"
     with Store(path) as writer, Store(path) as reader:
@@ -213,7 +213,7 @@ def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(t
 def test_a_replaced_file_is_read_afresh(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from store.models import active_models, save_model
+    from store.stored_models import active_models, save_model
 
     path = tmp_path / "replaced.duckdb"
     with Store(path) as store:

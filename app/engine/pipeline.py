@@ -252,7 +252,7 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
     from app.engine.policy import DecisionContext, decide
     from app.engine.training import load_active, window_matrix
     from store.decisions import DecisionRecord, record_decisions, session_states
-    from store.models import record_scores
+    from store.stored_models import record_scores
 
     if windows.height == 0:
         return []
@@ -452,7 +452,7 @@ class EnrolmentStatus:
 
 
 def enrolment_status(store: Store, user_id: str) -> EnrolmentStatus:
-    from store.models import active_models
+    from store.stored_models import active_models
 
     models = active_models(store).filter(pl.col("user_id") == user_id)
     return EnrolmentStatus(enrolment_repetitions(store, user_id), sorted(set(models["detector"].to_list())))
@@ -467,7 +467,7 @@ def train_user(store: Store, user_id: str, progress=None):
 
 def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> pl.DataFrame:
     """The newest decisions of one capture pad's sessions."""
-    from store.models import decisions_for_prefix
+    from store.stored_models import decisions_for_prefix
 
     return decisions_for_prefix(store, session_prefix, limit)
 
@@ -494,7 +494,7 @@ def latest_login_decision(store: Store, finished: list[str]) -> WindowVerdict | 
     order the page finished them), its fixed-text window first."""
     import json
 
-    from store.models import newest_session_decision
+    from store.stored_models import newest_session_decision
 
     row = newest_session_decision(store, finished)
     if row is None:
