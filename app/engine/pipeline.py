@@ -467,7 +467,7 @@ def train_user(store: Store, user_id: str, progress=None):
 
 def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> pl.DataFrame:
     """The newest decisions of one capture pad's sessions."""
-    from store.stored_models import decisions_for_prefix
+    from store.decisions import decisions_for_prefix
 
     return decisions_for_prefix(store, session_prefix, limit)
 
@@ -494,7 +494,7 @@ def latest_login_decision(store: Store, finished: list[str]) -> WindowVerdict | 
     order the page finished them), its fixed-text window first."""
     import json
 
-    from store.stored_models import newest_session_decision
+    from store.decisions import newest_session_decision
 
     row = newest_session_decision(store, finished)
     if row is None:
