@@ -17,7 +17,7 @@ from app.engine.policy import Policy
 from app.web import charts, investigation, review
 from app.web.resources import get_store
 from app.web.ui import ACTION_STYLE, teach
-from store import monitor, reads
+from store import contents, monitor
 from store.text import plural
 from store.windows import feature_windows
 
@@ -43,7 +43,7 @@ def _summary(db: str, session_id: str, events: int, decisions: int) -> dict | No
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=8)
 def _events(db: str, session_id: str, events: int) -> pl.DataFrame:
-    return reads.events_for_session(get_store(), session_id)
+    return contents.events_for_session(get_store(), session_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
@@ -80,7 +80,7 @@ def _seconds(ms: float | None) -> str:
 
 store = get_store()
 db = store.path
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 users = _users(db, counts["users"], counts["sessions"])
 if users.height == 0:
     st.info("Nothing to investigate yet. Open **Data** to load the sample data, simulate users or import events; "

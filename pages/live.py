@@ -21,7 +21,7 @@ from app.web import charts
 from app.web.resources import get_store
 from app.web.review import with_decisive_reason
 from app.web.ui import teach
-from store import monitor, reads
+from store import contents, monitor
 
 st.title("Live monitor")
 #: A session is active while its newest event is at most this many seconds old (wall clock).
@@ -58,7 +58,7 @@ def _snapshot(db: str, minutes: int) -> dict[str, Any]:
 
 
 store = get_store()
-if reads.is_empty(store):
+if contents.is_empty(store):
     st.info("The store is empty. Open **Data** to load the sample data, simulate users or start the live stream; "
             "this page then follows new events, decisions and the machine's load as they arrive.")
 

@@ -21,7 +21,7 @@ from app.engine.policy import Policy, PolicyError
 from app.web import charts
 from app.web.resources import get_store
 from app.web.ui import teach
-from store import StoreError, monitor, reads
+from store import StoreError, contents, monitor
 from store.text import plural
 
 TTL = 300  # seconds a query result is reused; results are also keyed by the row counts they depend on
@@ -72,7 +72,7 @@ def _delta(now: float | None, before: float | None) -> str | None:
 
 store = get_store()
 db = store.path
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 if counts["events"] + counts["feature_windows"] == 0:
     st.info("The store is empty. Open **Data** to load the sample data or simulate users (simulated sessions "
             "carry ground-truth labels), then train models on **Models**; the scorer decides every window and "

@@ -1,4 +1,5 @@
-"""Typed read functions: each returns a fully fetched Polars frame (or plain values)."""
+"""What the store holds: rows per table, whether it holds anything yet, one row per session, and the
+events of a session."""
 
 from __future__ import annotations
 
