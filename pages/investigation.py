@@ -43,7 +43,7 @@ def _summary(db: str, session_id: str, events: int, decisions: int) -> dict | No
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=8)
 def _events(db: str, session_id: str, events: int) -> pl.DataFrame:
-    return contents.events_for_session(get_store(), session_id)
+    return contents.events_for_sessions(get_store(), [session_id])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)

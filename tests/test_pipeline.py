@@ -15,8 +15,8 @@ from app.engine.training import load_active, train, window_matrix
 from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
+from store.contents import events_for_sessions
 from store.decisions import session_states
-from store.session_progress import events_for_sessions
 from store.windows import earlier_window_vectors, window_rows
 
 

@@ -33,7 +33,8 @@ from app.engine.policy import Action
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
-from store.session_progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
+from store.contents import events_for_sessions
+from store.session_progress import mark_featurized, record_scoring_failures, sessions_to_featurize
 from store.text import plural
 from store.windows import earlier_window_vectors, enrolment_repetitions, schema_names, store_window_rows, window_rows
 
