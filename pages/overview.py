@@ -12,7 +12,7 @@ from app.engine import history
 from app.web import charts
 from app.web.resources import get_store
 from app.web.ui import teach
-from store import contents, monitor
+from store import contents, decided_sessions
 from store.decisions import decision_counts_over_time
 from store.text import plural
 
@@ -25,7 +25,7 @@ st.caption("A workbench for behavioral-biometrics authentication: how people typ
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _sessions(db: str, enrolment_sessions: int, decisions: int, labels: int) -> pl.DataFrame:
-    return monitor.session_overview(get_store(), enrolment_sessions)
+    return decided_sessions.session_overview(get_store(), enrolment_sessions)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

@@ -32,6 +32,11 @@ DECISION_COLUMNS = (
     "top_features",
 )
 
+#: SQL aggregate over grouped decisions: the most severe action among them, by the actions' order
+#: (ALLOW < REQUIRE_OTP < FLAG_SESSION < DENY, as `app.engine.policy.Action`).
+WORST_ACTION = ("['ALLOW', 'REQUIRE_OTP', 'FLAG_SESSION', 'DENY'][max(CASE action WHEN 'ALLOW' THEN 0 "
+                "WHEN 'REQUIRE_OTP' THEN 1 WHEN 'FLAG_SESSION' THEN 2 WHEN 'DENY' THEN 3 END) + 1]")
+
 FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
 
 
