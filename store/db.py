@@ -43,8 +43,8 @@ def inserted(result: duckdb.DuckDBPyConnection) -> int:
 
 
 #: Up to this many rows an insert sends its values as statement parameters instead of registering
-#: an Arrow view. Measured here (DuckDB 2.0, 12 columns): 1-10 rows 1.6-2.3 ms as parameters against
-#: 2.4-2.8 ms registered; at 40 rows parameters take 8.6 ms and Arrow 2.4 ms.
+#: an Arrow view: registering a view has a fixed cost that a few rows' parameters stay below, while
+#: binding parameters costs per value, so tens of rows are quicker from Arrow.
 SMALL_INSERT_ROWS = 8
 
 
@@ -112,8 +112,8 @@ class Store:
         """This thread's cursor (DuckDB cursors are not to be shared between threads).
 
         Cursors of threads that have ended are closed here: Streamlit runs every script run, and so
-        every fragment refresh, on a new thread, and each kept cursor held its DuckDB client context
-        (6,000 short-lived threads: 206 MiB and 6,001 cursors kept, 144 MiB and 2 when closed).
+        every fragment refresh, on a new thread, and each cursor holds a DuckDB client context, so
+        keeping the cursors of ended threads would grow the process with every run.
         """
         if self._closed:
             raise StoreError(f"the store {self.path} is closed")
@@ -212,11 +212,12 @@ class Store:
 
         Every hash join, aggregate or sort registers its temporary blocks in DuckDB's eviction queue, and
         a block freed after its query leaves a dead entry that keeps the block's handle allocated until
-        DuckDB purges the queue, which a store far below its memory limit rarely does (DuckDB 2.0.x:
-        about 100 entries a second under the Live monitor, some 200 MB an hour that `duckdb_memory()`
-        does not show). Asking for a memory limit of one byte makes DuckDB walk every queue, dropping the
-        dead entries and evicting cached table blocks (re-read from the file when next needed); the
-        request fails, so the limit itself never changes (and is put back should it ever succeed).
+        DuckDB purges the queue, which a store far below its memory limit rarely does (DuckDB 2.0): a
+        long-running app that keeps querying, as the Live monitor does, grows by memory that
+        `duckdb_memory()` does not show. Asking for a memory limit of one byte makes DuckDB walk every
+        queue, dropping the dead entries and evicting cached table blocks (re-read from the file when
+        next needed); the request fails, so the limit itself never changes (and is put back should it
+        ever succeed).
         """
         cursor = self.cursor()
         dead = int(cursor.execute(_DEAD_EVICTION_ENTRIES).fetchone()[0])

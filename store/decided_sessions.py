@@ -16,7 +16,7 @@ from store.decisions import WORST_ACTION
 
 def lab_decisions(store: Store, enrolment_sessions: int, limit: int = 20_000) -> pl.DataFrame:
     """Every decision of the newest `limit` sessions (by start) that have decisions, with what the
-    Threshold lab needs to re-decide them (`app.analysis.redecide`) and to measure them on labels.
+    Threshold lab needs to re-decide them (`app.engine.history.redecide`) and to measure them on labels.
 
     Whole sessions, so that each one's evidence can be accumulated again from its first window.
     Columns: decision_id, session_id, user_id, window_id, kind, end_ms (ms of the session clock at the

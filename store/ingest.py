@@ -459,7 +459,7 @@ def _describe(typed: pl.DataFrame, checks: list[tuple[str, pl.Expr, pl.Expr]], s
 def _problems_within(cursor, staging: str, in_memory: pl.DataFrame | None) -> list[tuple]:
     """Rows breaking a rule within the input: (row, session_id, user_id, seq, t_ms, prev_row, prev_seq,
     prev_t, prev_user, total), at most MAX_PROBLEMS, by row; the same query in Polars for one batch
-    in memory (a live batch: a few ms less than DuckDB planning a window query over Arrow)."""
+    in memory (a live batch: quicker than DuckDB planning a window query over a registered frame)."""
     if in_memory is not None:
         previous = [pl.col(c).shift(1).over("session_id").alias(f"prev_{c}") for c in (ROW, "seq", "t_ms", "user_id")]
         flagged = (in_memory.lazy().select(ROW, "session_id", "user_id", "seq", "t_ms")
@@ -614,7 +614,7 @@ def _insert_users(store: Store, cursor, staging: str, in_memory: pl.DataFrame | 
         added = inserted(cursor.execute(
             f"INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM {staging}"))
     else:
-        user_id = in_memory["user_id"][0]  # a live batch: a lookup in memory instead of an upsert (0 ms, not 5)
+        user_id = in_memory["user_id"][0]  # a live batch: a lookup in memory instead of an upsert
         if user_id in known_users(store):
             return 0
         added = inserted(cursor.execute("INSERT OR IGNORE INTO users (user_id) VALUES (?)", [user_id]))

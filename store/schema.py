@@ -53,8 +53,8 @@ CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {
 
 KEY_EVENT_TYPES = ("key_down", "key_up")
 
-#: Longest session an event may belong to: t_ms is at most a day (the longest real recording seen,
-#: a Balabit remote-desktop session, spans 7.2 hours).
+#: Longest session an event may belong to: t_ms is at most a day (the longest public recording, a
+#: Balabit remote-desktop session, spans 7.2 hours).
 MAX_SESSION_MS = 86_400_000.0
 #: Most events one session may hold (seq is below this; the largest Balabit session has 83,091).
 MAX_SESSION_EVENTS = 10_000_000
