@@ -25,16 +25,8 @@ from store.caches import StoreCaches
 from store.errors import DatabaseLockedError, SchemaMismatchError, StoreError
 from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
 
-#: Where the database lives when neither --db nor TELLTALE_DB says otherwise (git-ignored folder).
-DEFAULT_DB_PATH = Path(__file__).resolve().parents[1] / "var" / "telltale.duckdb"
+#: The path of a database in memory, private to its connection (tests, throwaway runs).
 MEMORY = ":memory:"
-
-
-def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
-    """--db wins, then TELLTALE_DB, then the default under `var/`."""
-    if path:
-        return str(path)
-    return os.environ.get("TELLTALE_DB") or str(DEFAULT_DB_PATH)
 
 
 def inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -86,8 +78,11 @@ class Store:
     """Owns one DuckDB connection for this process; hands out a cursor per thread. `caches`: the values
     of this database kept in memory between queries (`store.caches.StoreCaches`)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
-        self.path = resolve_db_path(path)
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False):
+        """Open the database at `path` (a file, created with its folder when missing; MEMORY: one in
+        memory) and, unless `read_only`, bring its schema up to date. Which file is the app's to say:
+        `app.settings` "db" (TELLTALE_DB, default var/telltale.duckdb), or a command's --db."""
+        self.path = str(path)
         if self.path != MEMORY:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, read_only=read_only)

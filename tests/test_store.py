@@ -16,7 +16,7 @@ import pytest
 import store.db as db_module
 from app.engine.policies import latest_policy, save_policy
 from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy
-from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
+from store import SchemaMismatchError, Store, StoreError
 from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
 
 
@@ -133,19 +133,6 @@ def test_close_twice_is_fine_and_a_closed_store_says_so(tmp_path: Path) -> None:
         s.cursor()
     with Store(tmp_path / "t.duckdb") as reopened:  # closing released the file
         assert reopened.schema_version() == LATEST_VERSION
-
-
-def test_db_path_flag_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TELLTALE_DB", raising=False)
-    assert resolve_db_path() == str(DEFAULT_DB_PATH)
-    assert Path(DEFAULT_DB_PATH).parent.name == "var"
-
-    monkeypatch.setenv("TELLTALE_DB", "/data/from-env.duckdb")
-    assert resolve_db_path() == "/data/from-env.duckdb"
-    assert resolve_db_path("/data/from-flag.duckdb") == "/data/from-flag.duckdb"
-
-    monkeypatch.setenv("TELLTALE_DB", "")
-    assert resolve_db_path() == str(DEFAULT_DB_PATH)
 
 
 def test_store_creates_the_folder_of_a_new_file(tmp_path: Path) -> None:
