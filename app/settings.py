@@ -94,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest CSV the Data page accepts, in MB (the CLI has no limit: it streams).", int),
     Setting("otp_expiry_seconds", "TELLTALE_OTP_EXPIRY_SECONDS", 300,
             "Seconds a one-time-code challenge stays open after it is issued.", int),
+    Setting("expire_challenges_seconds", "TELLTALE_EXPIRE_CHALLENGES_SECONDS", 5.0,
+            "Interval of the job that marks one-time-code challenges past their expiry as expired, in seconds.",
+            float),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import duckdb_read_csv_seconds
 from store import Store, ingest_events_csv
-from store.baseline import duckdb_read_csv_seconds
 
 
 def _result(rows: int, ours_s: float, base_rows: int, base_s: float, **extra: Any) -> dict[str, Any]:

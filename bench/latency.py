@@ -85,7 +85,7 @@ def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
     """Simulate, ingest, build windows, train; returns the events and the genuine sessions of trained users."""
     from app.engine.pipeline import prepare_store
     from simulators import simulate
-    from store.models import active_models
+    from store.stored_models import active_models
 
     sim = simulate(users, enrolment_sessions, seed, enrolment_days=enrolment_days)
     ingest_events(store, sim.events, source_name="bench latency", sessions=sim.sessions, labels=sim.labels)
@@ -98,17 +98,17 @@ def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
 @contextmanager
 def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the calls `score_windows` makes so their time adds up in `totals` (name -> seconds)."""
+    import app.engine.pipeline
     import app.engine.policies
     import app.engine.training
     import store.decisions
-    import store.models
-    import store.windows
+    import store.stored_models
     from detectors.persistence import UserModel
 
     targets = [(app.engine.training, "load_active", "load_models"), (app.engine.policies, "latest_policy", "policy"),
-               (store.windows, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
+               (app.engine.pipeline, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
                (store.decisions, "record_decisions", "record_decisions"),
-               (store.models, "record_scores", "record_scores")]
+               (store.stored_models, "record_scores", "record_scores")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
 
     def wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:

@@ -12,7 +12,7 @@ from app import settings
 from app.engine import samples
 from app.web.resources import get_live_control, get_store
 from app.web.ui import progress_callback, show_error
-from store import StoreError, ingest_events_csv, reads
+from store import StoreError, contents, ingest_events_csv
 from store.export import export_events_parquet
 from store.text import plural
 
@@ -20,9 +20,9 @@ UPLOADS = Path(settings.get("db")).parent / "uploads"
 
 st.title("Data")
 store = get_store()
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 
-if reads.is_empty(store):
+if contents.is_empty(store):
     st.info("The store is empty. Load the sample data, simulate users, or upload an events CSV below.")
     if st.button("Load the sample data", type="primary"):
         try:
@@ -160,7 +160,7 @@ with export_tab:
                    f"({plural(report.files, 'file')}).")
 
 st.subheader("Sessions")
-overview = reads.sessions_overview(store, limit=500)
+overview = contents.sessions_overview(store, limit=500)
 if overview.height:
     st.dataframe(overview, hide_index=True)
 else:

@@ -17,7 +17,7 @@ from app.engine.policy import Policy
 from app.web import charts, investigation, review
 from app.web.resources import get_store
 from app.web.ui import ACTION_STYLE, teach
-from store import monitor, reads
+from store import contents, session_details
 from store.text import plural
 from store.windows import feature_windows
 
@@ -28,22 +28,22 @@ st.title("Investigation")
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _users(db: str, users: int, sessions: int) -> pl.DataFrame:
-    return monitor.users(get_store())
+    return session_details.users(get_store())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _sessions(db: str, user_id: str, decisions: int) -> pl.DataFrame:
-    return monitor.user_sessions(get_store(), user_id)
+    return session_details.user_sessions(get_store(), user_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _summary(db: str, session_id: str, events: int, decisions: int) -> dict | None:
-    return monitor.session_summary(get_store(), session_id)
+    return session_details.session_summary(get_store(), session_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=8)
 def _events(db: str, session_id: str, events: int) -> pl.DataFrame:
-    return reads.events_for_session(get_store(), session_id)
+    return contents.events_for_sessions(get_store(), [session_id])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=32)
@@ -55,8 +55,9 @@ def _windows(db: str, session_id: str, windows: int) -> tuple[pl.DataFrame, dict
 def _judged(db: str, session_id: str, decisions: int, otp_events: int) -> tuple[pl.DataFrame, ...]:
     """The session's decisions, its windows' scores and its step-up events."""
     store = get_store()
-    return (monitor.session_decisions(store, session_id), monitor.session_window_scores(store, session_id),
-            monitor.session_stepups(store, session_id))
+    return (session_details.session_decisions(store, session_id),
+            session_details.session_window_scores(store, session_id),
+            session_details.session_stepups(store, session_id))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -66,12 +67,12 @@ def _policy(db: str, revisions: int) -> Policy:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _models(db: str, model_ids: tuple[str, ...]) -> pl.DataFrame:
-    return monitor.model_rows(get_store(), list(model_ids))
+    return session_details.model_rows(get_store(), list(model_ids))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _fallback_models(db: str, user_id: str, kind: str, schema_id: str, models: int) -> pl.DataFrame:
-    return monitor.scoring_models(get_store(), user_id, kind, schema_id)
+    return session_details.scoring_models(get_store(), user_id, kind, schema_id)
 
 
 def _seconds(ms: float | None) -> str:
@@ -80,7 +81,7 @@ def _seconds(ms: float | None) -> str:
 
 store = get_store()
 db = store.path
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 users = _users(db, counts["users"], counts["sessions"])
 if users.height == 0:
     st.info("Nothing to investigate yet. Open **Data** to load the sample data, simulate users or import events; "
@@ -91,7 +92,7 @@ if users.height == 0:
 wanted_user = st.session_state.pop("investigate_user", None)
 wanted_session = st.session_state.pop("investigate_session", None)
 if wanted_session:
-    owner = monitor.session_summary(store, wanted_session)
+    owner = session_details.session_summary(store, wanted_session)
     if owner is None:
         st.warning(f"Session `{wanted_session}` is not in the store; pick another one below.")
         wanted_session = None

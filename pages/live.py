@@ -21,7 +21,7 @@ from app.web import charts
 from app.web.resources import get_store
 from app.web.review import with_decisive_reason
 from app.web.ui import teach
-from store import monitor, reads
+from store import contents, live_activity
 
 st.title("Live monitor")
 #: A session is active while its newest event is at most this many seconds old (wall clock).
@@ -43,22 +43,22 @@ def _snapshot(db: str, minutes: int) -> dict[str, Any]:
     """Everything the panel draws, read at most once a second whoever is watching."""
     store = get_store()
     now = datetime.now(UTC).replace(tzinfo=None)
-    since, until, live = _interval(monitor.newest_activity(store), now, minutes)
-    m_since, m_until, m_live = _interval(monitor.newest_metric(store), now, minutes)
-    active = monitor.active_sessions(store, now - timedelta(seconds=IDLE_SECONDS), now)
+    since, until, live = _interval(live_activity.newest_activity(store), now, minutes)
+    m_since, m_until, m_live = _interval(live_activity.newest_metric(store), now, minutes)
+    active = live_activity.active_sessions(store, now - timedelta(seconds=IDLE_SECONDS), now)
     return {
         "now": now, "since": since, "until": until, "live": live, "metrics_until": m_until, "metrics_live": m_live,
-        "rates": monitor.events_per_second(store, since, until),
-        "metrics": monitor.system_metrics_between(store, m_since, m_until),
+        "rates": live_activity.events_per_second(store, since, until),
+        "metrics": live_activity.system_metrics_between(store, m_since, m_until),
         "active": with_decisive_reason(active),
-        "sessions": with_decisive_reason(monitor.active_sessions(store, since, until)) if active.is_empty()
+        "sessions": with_decisive_reason(live_activity.active_sessions(store, since, until)) if active.is_empty()
         else None,
-        "decisions": with_decisive_reason(monitor.latest_decisions(store, 25)),
+        "decisions": with_decisive_reason(live_activity.latest_decisions(store, 25)),
     }
 
 
 store = get_store()
-if reads.is_empty(store):
+if contents.is_empty(store):
     st.info("The store is empty. Open **Data** to load the sample data, simulate users or start the live stream; "
             "this page then follows new events, decisions and the machine's load as they arrive.")
 

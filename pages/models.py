@@ -15,8 +15,8 @@ from app.web.resources import get_store
 from app.web.ui import progress_callback, teach
 from detectors import DETECTORS
 from store.metrics import latest_drift
-from store.models import active_models
-from store.progress import clear_session_failures, session_failures
+from store.session_progress import clear_session_failures, session_failures
+from store.stored_models import active_models
 from store.text import plural
 from store.windows import window_counts
 

@@ -12,7 +12,7 @@ from app.engine import history
 from app.web import charts
 from app.web.resources import get_store
 from app.web.ui import teach
-from store import monitor, reads
+from store import contents, decided_sessions
 from store.decisions import decision_counts_over_time
 from store.text import plural
 
@@ -25,7 +25,7 @@ st.caption("A workbench for behavioral-biometrics authentication: how people typ
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _sessions(db: str, enrolment_sessions: int, decisions: int, labels: int) -> pl.DataFrame:
-    return monitor.session_overview(get_store(), enrolment_sessions)
+    return decided_sessions.session_overview(get_store(), enrolment_sessions)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -40,12 +40,12 @@ def investigate(session_id: str, user_id: str) -> None:
 
 
 store = get_store()
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 columns = st.columns(4)
 for column, (label, table) in zip(columns, [("Users", "users"), ("Sessions", "sessions"), ("Events", "events"),
                                            ("Feature windows", "feature_windows")], strict=True):
     column.metric(label, f"{counts[table]:,}")
-if reads.is_empty(store):
+if contents.is_empty(store):
     st.info("The store is empty. Open **Data** to load the sample data, simulate users or import a CSV; "
             "enrol yourself on **Capture**.")
     st.stop()

@@ -21,7 +21,7 @@ from app.engine.policy import Policy, PolicyError
 from app.web import charts
 from app.web.resources import get_store
 from app.web.ui import teach
-from store import StoreError, monitor, reads
+from store import StoreError, contents, decided_sessions
 from store.text import plural
 
 TTL = 300  # seconds a query result is reused; results are also keyed by the row counts they depend on
@@ -34,7 +34,7 @@ st.caption("Try another sensitivity or other policy bands on the decisions alrea
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _decisions(db: str, enrolment_sessions: int, decisions: int, scores: int, labels: int) -> pl.DataFrame:
-    return monitor.lab_decisions(get_store(), enrolment_sessions)
+    return decided_sessions.lab_decisions(get_store(), enrolment_sessions)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=16)
@@ -72,7 +72,7 @@ def _delta(now: float | None, before: float | None) -> str | None:
 
 store = get_store()
 db = store.path
-counts = reads.table_counts(store)
+counts = contents.table_counts(store)
 if counts["events"] + counts["feature_windows"] == 0:
     st.info("The store is empty. Open **Data** to load the sample data or simulate users (simulated sessions "
             "carry ground-truth labels), then train models on **Models**; the scorer decides every window and "

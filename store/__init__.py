@@ -1,11 +1,10 @@
 """The event store: the only package that talks to DuckDB (see ARCHITECTURE.md, "All SQL behind one door")."""
 
-from store.db import DEFAULT_DB_PATH, MEMORY, Store, resolve_db_path
+from store.db import MEMORY, Store
 from store.errors import DatabaseLockedError, Problem, SchemaMismatchError, StoreError, ValidationError
 from store.ingest import IngestReport, ingest_events, ingest_events_csv
 
 __all__ = [
-    "DEFAULT_DB_PATH",
     "MEMORY",
     "DatabaseLockedError",
     "IngestReport",
@@ -16,5 +15,4 @@ __all__ = [
     "ValidationError",
     "ingest_events",
     "ingest_events_csv",
-    "resolve_db_path",
 ]

@@ -13,6 +13,9 @@ from pathlib import Path
 import polars as pl
 
 from store.db import Store
+from store.importers.aalto import read_aalto
+from store.importers.balabit import read_balabit
+from store.importers.cmu import read_cmu
 from store.ingest import IngestReport, ingest_events
 from store.text import plural
 from store.windows import WindowReport, ingest_feature_windows
@@ -20,6 +23,8 @@ from store.windows import WindowReport, ingest_feature_windows
 Progress = Callable[[int, int], None]
 #: Window kind of fixed-text repetitions (CMU layout and the fixed-phrase pipeline meet here).
 FIXED_TEXT = "fixed_text"
+#: Parsers of the layouts that hold events (the CMU layout holds feature vectors: `read_cmu`).
+EVENT_READERS = {"balabit": read_balabit, "aalto": read_aalto}
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,6 @@ def import_dataset(store: Store, kind: str, path: Path, *, progress: Progress | 
     """Parse `path` as `kind` (cmu, balabit, aalto) and store it; all of it or none of it."""
     path = Path(path)
     if kind == "cmu":
-        from store.importers.cmu import read_cmu
-
         parsed = read_cmu(path)
         windows = parsed.windows.with_columns(
             window_id=pl.format("{}:{}", pl.col("session_id"), pl.col("rep")))
@@ -53,13 +56,9 @@ def import_dataset(store: Store, kind: str, path: Path, *, progress: Progress | 
         if progress:
             progress(parsed.source_rows, parsed.source_rows)
         return DatasetReport(stored, parsed.source_rows)
-    if kind == "balabit":
-        from store.importers.balabit import read_balabit as reader
-    elif kind == "aalto":
-        from store.importers.aalto import read_aalto as reader
-    else:
+    if kind not in EVENT_READERS:
         raise ValueError(f"unknown dataset kind {kind!r}")
-    result = reader(path, progress=progress)
+    result = EVENT_READERS[kind](path, progress=progress)
     stored = ingest_events(store, result.events, source_name=str(path), sessions=result.sessions,
                            labels=result.labels, actor=actor, dry_run=dry_run)
     return DatasetReport(stored, result.source_rows, dict(result.dropped))

@@ -3,17 +3,17 @@
 DuckDB allows one writing process per file, and while one process holds it another cannot open it
 at all. So a process opens one `Store`, hands each thread its own cursor, and serialises writes
 through `transaction()` (as datasette does). Every query result is fully fetched before returning:
-DuckDB 2.0 keeps a connection busy while a result is open.
+DuckDB 2.0 keeps a connection busy while a result is open. The values kept in memory between queries,
+and when each is dropped, are described in `store/caches.py`; a `Store` reaches them as `caches`.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,39 +21,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from store.caches import StoreCaches
 from store.errors import DatabaseLockedError, SchemaMismatchError, StoreError
 from store.migrations import LATEST_VERSION, MIGRATIONS, TABLES
 
-logger = logging.getLogger(__name__)
-
-#: Where the database lives when neither --db nor TELLTALE_DB says otherwise (git-ignored folder).
-DEFAULT_DB_PATH = Path(__file__).resolve().parents[1] / "var" / "telltale.duckdb"
+#: The path of a database in memory, private to its connection (tests, throwaway runs).
 MEMORY = ":memory:"
-
-
-class _ReadCache:
-    """Small read results of one database (the active models, the latest policy), kept between calls.
-
-    One process owns a DuckDB file, so every write to these tables goes through this process's
-    store functions, which call `Store.invalidate`. A value is kept only when no invalidation of
-    its key happened while it was being read (a generation count per key), so a reader racing a
-    writer never caches what the writer replaced.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.values: dict[tuple[str, str], Any] = {}
-        self.generations: dict[tuple[str, str], int] = {}
-
-
-_READ_CACHE = _ReadCache()
-
-
-def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
-    """--db wins, then TELLTALE_DB, then the default under `var/`."""
-    if path:
-        return str(path)
-    return os.environ.get("TELLTALE_DB") or str(DEFAULT_DB_PATH)
 
 
 def inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -62,8 +35,8 @@ def inserted(result: duckdb.DuckDBPyConnection) -> int:
 
 
 #: Up to this many rows an insert sends its values as statement parameters instead of registering
-#: an Arrow view. Measured here (DuckDB 2.0, 12 columns): 1-10 rows 1.6-2.3 ms as parameters against
-#: 2.4-2.8 ms registered; at 40 rows parameters take 8.6 ms and Arrow 2.4 ms.
+#: an Arrow view: registering a view has a fixed cost that a few rows' parameters stay below, while
+#: binding parameters costs per value, so tens of rows are quicker from Arrow.
 SMALL_INSERT_ROWS = 8
 
 
@@ -102,10 +75,14 @@ def insert_rows(cursor: duckdb.DuckDBPyConnection, table: str, columns: Sequence
 
 
 class Store:
-    """Owns one DuckDB connection for this process; hands out a cursor per thread."""
+    """Owns one DuckDB connection for this process; hands out a cursor per thread. `caches`: the values
+    of this database kept in memory between queries (`store.caches.StoreCaches`)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
-        self.path = resolve_db_path(path)
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False):
+        """Open the database at `path` (a file, created with its folder when missing; MEMORY: one in
+        memory) and, unless `read_only`, bring its schema up to date. Which file is the app's to say:
+        `app.settings` "db" (TELLTALE_DB, default var/telltale.duckdb), or a command's --db."""
+        self.path = str(path)
         if self.path != MEMORY:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, read_only=read_only)
@@ -115,8 +92,8 @@ class Store:
         self._write_lock = threading.RLock()
         self._closed = False
         # an in-memory database is private to its connection; a file is shared by every Store on it
-        self._cache_scope = f"{MEMORY}{id(self)}" if self.path == MEMORY else str(Path(self.path).resolve())
-        self._forget_cached()  # the file may have been replaced since another Store read it
+        self.caches = StoreCaches(f"{MEMORY}{id(self)}" if self.path == MEMORY else str(Path(self.path).resolve()))
+        self.caches.forget_all()  # the file may have been replaced since another Store read it
         if not read_only:
             try:
                 self._migrate()
@@ -130,8 +107,8 @@ class Store:
         """This thread's cursor (DuckDB cursors are not to be shared between threads).
 
         Cursors of threads that have ended are closed here: Streamlit runs every script run, and so
-        every fragment refresh, on a new thread, and each kept cursor held its DuckDB client context
-        (6,000 short-lived threads: 206 MiB and 6,001 cursors kept, 144 MiB and 2 when closed).
+        every fragment refresh, on a new thread, and each cursor holds a DuckDB client context, so
+        keeping the cursors of ended threads would grow the process with every run.
         """
         if self._closed:
             raise StoreError(f"the store {self.path} is closed")
@@ -153,7 +130,8 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All of it or none of it; writes from different threads are serialised."""
+        """All of it or none of it; writes from different threads are serialised. A transaction opened
+        inside another joins it. `self.caches` learns when the outermost one begins, commits and ends."""
         with self._write_lock:
             cursor = self.cursor()
             if getattr(self._local, "depth", 0):
@@ -165,11 +143,7 @@ class Store:
                 return
             cursor.execute("BEGIN TRANSACTION")
             self._local.depth = 1
-            self._local.invalidated = set()
-            self._local.after_commit = []
-            self._local.written = {}
-            with _READ_CACHE.lock:  # what the transaction's snapshot already includes
-                self._local.begun_at = dict(_READ_CACHE.generations)
+            self.caches.begin()
             try:
                 yield cursor
             except BaseException:
@@ -177,96 +151,17 @@ class Store:
                 raise
             else:
                 cursor.execute("COMMIT")
-                for callback in self._local.after_commit:
-                    try:
-                        callback()
-                    except Exception:  # the commit stands; kept values may now be stale: drop them all
-                        logger.exception("an after-commit update of kept values failed; forgetting them")
-                        self._forget_cached()
+                self.caches.committed()
             finally:
                 self._local.depth = 0
-                for key in self._local.invalidated:  # once the outcome is visible to every reader
-                    self._invalidate_now(key)
-                self._local.invalidated = set()
-                self._local.after_commit = []
-                self._local.written = {}
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the current transaction has committed (never if it rolls back);
-        at once outside a transaction. Callbacks run in order, before other writers may commit."""
-        if getattr(self._local, "depth", 0):
-            self._local.after_commit.append(callback)
-        else:
-            callback()
-
-    def keep_updated(self, key: str, update: Callable[[Any], None]) -> None:
-        """Once the current transaction commits, `update(value)` `key`'s kept value in place, or, when
-        nothing is kept, invalidate the key (so a load racing this commit is not kept, see `cached`)."""
-        def committed() -> None:
-            kept = self.cached_value(key)
-            if kept is None:
-                self.invalidate(key)
-            else:
-                update(kept)
-
-        self.after_commit(committed)
-
-    def written_in_transaction(self, key: str) -> list[Any]:
-        """A list kept for the current transaction under `key` (empty outside one): what it wrote
-        that committed-only reads (`committed_frame`) cannot see yet."""
-        if not getattr(self._local, "depth", 0):
-            return []
-        return self._local.written.setdefault(key, [])
-
-    # -- read cache ----------------------------------------------------------------------------
-    def cached(self, key: str, load: Callable[[], Any]) -> Any:
-        """`load()`'s result, kept until `invalidate(key)`; for small, often read, rarely written tables."""
-        slot = (self._cache_scope, key)
-        with _READ_CACHE.lock:
-            if slot in _READ_CACHE.values:
-                return _READ_CACHE.values[slot]
-            generation = _READ_CACHE.generations.get(slot, 0)
-        if getattr(self._local, "depth", 0):
-            # inside a transaction the read sees its snapshot: keep it only when nothing was
-            # invalidated since the snapshot began and this transaction has not written the key
-            if key in self._local.invalidated:
-                return load()
-            generation = self._local.begun_at.get(slot, 0)
-        value = load()
-        with _READ_CACHE.lock:
-            if _READ_CACHE.generations.get(slot, 0) == generation:
-                _READ_CACHE.values[slot] = value
-        return value
-
-    def cached_value(self, key: str) -> Any | None:
-        """`key`'s kept value, or None when nothing is kept (never loads)."""
-        with _READ_CACHE.lock:
-            return _READ_CACHE.values.get((self._cache_scope, key))
-
-    def invalidate(self, key: str) -> None:
-        """Forget `key`'s cached value; inside a transaction also once it has committed or rolled back."""
-        self._invalidate_now(key)
-        if getattr(self._local, "depth", 0):
-            self._local.invalidated.add(key)
-
-    def _invalidate_now(self, key: str) -> None:
-        slot = (self._cache_scope, key)
-        with _READ_CACHE.lock:
-            _READ_CACHE.values.pop(slot, None)
-            _READ_CACHE.generations[slot] = _READ_CACHE.generations.get(slot, 0) + 1
-
-    def _forget_cached(self) -> None:
-        with _READ_CACHE.lock:
-            for slot in [slot for slot in _READ_CACHE.values if slot[0] == self._cache_scope]:
-                _READ_CACHE.values.pop(slot)
-                _READ_CACHE.generations[slot] = _READ_CACHE.generations.get(slot, 0) + 1
+                self.caches.end()
 
     def close(self) -> None:
         """Close every cursor and the connection; safe to call twice (also runs at exit)."""
         if self._closed:
             return
         self._closed = True
-        self._forget_cached()
+        self.caches.forget_all()
         with self._cursors_lock:
             for cursor in self._cursors.values():
                 cursor.close()
@@ -312,11 +207,12 @@ class Store:
 
         Every hash join, aggregate or sort registers its temporary blocks in DuckDB's eviction queue, and
         a block freed after its query leaves a dead entry that keeps the block's handle allocated until
-        DuckDB purges the queue, which a store far below its memory limit rarely does (DuckDB 2.0.x:
-        about 100 entries a second under the Live monitor, some 200 MB an hour that `duckdb_memory()`
-        does not show). Asking for a memory limit of one byte makes DuckDB walk every queue, dropping the
-        dead entries and evicting cached table blocks (re-read from the file when next needed); the
-        request fails, so the limit itself never changes (and is put back should it ever succeed).
+        DuckDB purges the queue, which a store far below its memory limit rarely does (DuckDB 2.0): a
+        long-running app that keeps querying, as the Live monitor does, grows by memory that
+        `duckdb_memory()` does not show. Asking for a memory limit of one byte makes DuckDB walk every
+        queue, dropping the dead entries and evicting cached table blocks (re-read from the file when
+        next needed); the request fails, so the limit itself never changes (and is put back should it
+        ever succeed).
         """
         cursor = self.cursor()
         dead = int(cursor.execute(_DEAD_EVICTION_ENTRIES).fetchone()[0])

@@ -32,6 +32,11 @@ DECISION_COLUMNS = (
     "top_features",
 )
 
+#: SQL aggregate over grouped decisions: the most severe action among them, by the actions' order
+#: (ALLOW < REQUIRE_OTP < FLAG_SESSION < DENY, as `app.engine.policy.Action`).
+WORST_ACTION = ("['ALLOW', 'REQUIRE_OTP', 'FLAG_SESSION', 'DENY'][max(CASE action WHEN 'ALLOW' THEN 0 "
+                "WHEN 'REQUIRE_OTP' THEN 1 WHEN 'FLAG_SESSION' THEN 2 WHEN 'DENY' THEN 3 END) + 1]")
+
 FeatureWeights = Mapping[str, float] | Sequence[tuple[str, float]]
 
 
@@ -65,15 +70,6 @@ class DecisionRecord:
     evidence: float | None = None  # the session's evidence after this window (nats, app.engine.evidence)
     evidence_change: float | None = None  # how much this window moved it
     flagged: bool | None = None  # the window on its own is rarer than the target false-reject rate allows
-
-
-def record_decision(store: Store, decision: PolicyOutcome, *, user_id: str | None, session_id: str | None = None,
-                    window_id: str | None = None, detectors: Mapping[str, Any] | None = None,
-                    top_features: FeatureWeights | None = None, decided_at: datetime | None = None,
-                    actor: str = "scorer") -> str:
-    """Store one decision and its audit row ("decision") atomically; return the new decision id."""
-    record = DecisionRecord(decision, user_id, session_id, window_id, detectors, top_features, decided_at)
-    return record_decisions(store, [record], actor=actor)[0]
 
 
 def record_decisions(store: Store, records: Sequence[DecisionRecord], *, actor: str = "scorer") -> list[str]:
@@ -194,6 +190,30 @@ def decisions(
                         for c in DECISION_COLUMNS)
     return store.frame(f"SELECT {columns} FROM decisions {where} ORDER BY decided_at DESC, decision_id LIMIT ?",
                        [*params, int(limit)])
+
+
+def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> pl.DataFrame:
+    """The newest decisions of sessions whose id starts with `session_prefix` (one capture pad)."""
+    return store.frame("""
+        SELECT d.decided_at, w.kind, d.action, d.verdict, round(d.risk, 3) AS risk, d.session_id
+        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
+        WHERE starts_with(d.session_id, ?) ORDER BY d.decided_at DESC LIMIT ?""", [session_prefix, limit])
+
+
+def newest_session_decision(store: Store, session_ids: list[str]) -> dict | None:
+    """The decision of the last of `session_ids` (in the caller's order, oldest first) that has one, its
+    fixed-text window first (a login's verdict); None when none has been decided yet. The page passes the
+    sessions it finished, in the order it finished them."""
+    if not session_ids:
+        return None
+    rows = store.frame("""
+        SELECT d.session_id, w.kind, d.window_id, d.risk, d.action, d.verdict, d.reasons, d.top_features,
+               d.decided_at, list_position(?, d.session_id) AS finished
+        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
+        WHERE list_contains(?, d.session_id)
+        ORDER BY finished DESC, (w.kind = 'fixed_text') DESC, d.decided_at DESC
+        LIMIT 1""", [session_ids, session_ids])
+    return rows.row(0, named=True) if rows.height else None
 
 
 def decision_counts_over_time(store: Store, bucket: str = "hour", **filters: Any) -> pl.DataFrame:

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import KNOWN_USERS, SESSION_USERS, WRITTEN_SESSIONS
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
 from store.metrics import insert_system_metrics
@@ -458,7 +459,7 @@ def _describe(typed: pl.DataFrame, checks: list[tuple[str, pl.Expr, pl.Expr]], s
 def _problems_within(cursor, staging: str, in_memory: pl.DataFrame | None) -> list[tuple]:
     """Rows breaking a rule within the input: (row, session_id, user_id, seq, t_ms, prev_row, prev_seq,
     prev_t, prev_user, total), at most MAX_PROBLEMS, by row; the same query in Polars for one batch
-    in memory (a live batch: a few ms less than DuckDB planning a window query over Arrow)."""
+    in memory (a live batch: quicker than DuckDB planning a window query over a registered frame)."""
     if in_memory is not None:
         previous = [pl.col(c).shift(1).over("session_id").alias(f"prev_{c}") for c in (ROW, "seq", "t_ms", "user_id")]
         flagged = (in_memory.lazy().select(ROW, "session_id", "user_id", "seq", "t_ms")
@@ -497,19 +498,16 @@ def _stored_sessions(store: Store, cursor, staging: str, in_memory: pl.DataFrame
                           [ids]).fetchall()
 
 
-#: Read-cache key of every committed session's user; per-transaction key of the sessions it wrote.
-SESSION_USERS = "session_users"
-WRITTEN_SESSIONS = "written_sessions"
 _SOME_SESSIONS = None  # in WRITTEN_SESSIONS: a bulk insert wrote sessions this process did not list
 
 
 def stored_session_user(store: Store, session_id: str) -> str | None:
     """The user of a stored session, None when it is not stored (this transaction's writes included).
 
-    Kept in memory, as `known_users`: a live batch's lookup otherwise cost a query (about 1 ms) on
-    every batch. Sessions are only written here, so the map is extended as they commit.
+    Every live batch asks, so the committed sessions' users are kept in memory (`SESSION_USERS`, see
+    `store.caches`) and sessions written by the calling transaction are looked up in its written list.
     """
-    written = store.written_in_transaction(WRITTEN_SESSIONS)
+    written = store.caches.written_in_transaction(WRITTEN_SESSIONS)
     if _SOME_SESSIONS in written:
         found = store.rows("SELECT user_id FROM sessions WHERE session_id = ?", [session_id])
         return found[0][0] if found else None
@@ -520,16 +518,16 @@ def stored_session_user(store: Store, session_id: str) -> str | None:
     def load() -> dict[str, str]:  # committed sessions only: a rollback must not leave its sessions here
         return dict(store.committed_frame("SELECT session_id, user_id FROM sessions").rows())
 
-    return store.cached(SESSION_USERS, load).get(session_id)
+    return store.caches.cached(SESSION_USERS, load).get(session_id)
 
 
 def _track_sessions(store: Store, added: tuple[str, str] | None) -> None:
     """Sessions just written: one (session_id, user_id) of a live batch, or None for a bulk insert."""
-    store.written_in_transaction(WRITTEN_SESSIONS).append(added)
+    store.caches.written_in_transaction(WRITTEN_SESSIONS).append(added)
     if added is None:  # which sessions a bulk insert added is not known here: reload when next needed
-        store.after_commit(lambda: store.invalidate(SESSION_USERS))
+        store.caches.after_commit(lambda: store.caches.invalidate(SESSION_USERS))
     else:
-        store.keep_updated(SESSION_USERS, lambda kept: kept.update([added]))
+        store.caches.keep_updated(SESSION_USERS, lambda kept: kept.update([added]))
 
 
 def _check_across_rows(store: Store, cursor, staging: str, source_name: str,
@@ -605,13 +603,9 @@ def _across_problem(row, session_id, user_id, seq, t_ms, prev_row, prev_seq, pre
                    f"{prev_seq} ({earlier}); t_ms must not go backwards within a session", row=row, column="t_ms")
 
 
-#: Read-cache key of the stored user ids (a live batch's user is almost always known already).
-KNOWN_USERS = "known_users"
-
-
 def known_users(store: Store) -> frozenset[str]:
-    """Every stored user id, kept until a user is added (`users` is only written through the store)."""
-    return store.cached(KNOWN_USERS, lambda: frozenset(u for (u,) in store.rows("SELECT user_id FROM users")))
+    """Every stored user id, kept in memory until a user is added (`KNOWN_USERS`, see `store.caches`)."""
+    return store.caches.cached(KNOWN_USERS, lambda: frozenset(u for (u,) in store.rows("SELECT user_id FROM users")))
 
 
 def _insert_users(store: Store, cursor, staging: str, in_memory: pl.DataFrame | None) -> int:
@@ -620,12 +614,12 @@ def _insert_users(store: Store, cursor, staging: str, in_memory: pl.DataFrame | 
         added = inserted(cursor.execute(
             f"INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT user_id FROM {staging}"))
     else:
-        user_id = in_memory["user_id"][0]  # a live batch: a lookup in memory instead of an upsert (0 ms, not 5)
+        user_id = in_memory["user_id"][0]  # a live batch: a lookup in memory instead of an upsert
         if user_id in known_users(store):
             return 0
         added = inserted(cursor.execute("INSERT OR IGNORE INTO users (user_id) VALUES (?)", [user_id]))
     if added:
-        store.invalidate(KNOWN_USERS)
+        store.caches.invalidate(KNOWN_USERS)
     return added
 
 

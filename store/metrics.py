@@ -33,22 +33,10 @@ def insert_system_metrics(store: Store, samples: pl.DataFrame, source: str, *, o
             cursor.unregister("new_samples")
 
 
-def system_metrics(store: Store, limit: int = 3600) -> pl.DataFrame:
-    """The newest `limit` samples, oldest first (for time-series charts)."""
-    return store.frame("""
-        SELECT * FROM (SELECT * FROM system_metrics ORDER BY sampled_at DESC LIMIT ?) ORDER BY sampled_at""",
-                       [limit])
-
-
 def record_job_run(store: Store, job_id: str, started_at, duration_ms: float, rows: int | None,
                    error: str | None) -> None:
     """One row per scheduled run: which job, when, how long (ms), rows touched, error text."""
     store.execute("INSERT INTO job_runs VALUES (?, ?, ?, ?, ?)", [job_id, started_at, duration_ms, rows, error])
-
-
-def job_runs(store: Store, limit: int = 200) -> pl.DataFrame:
-    """Newest runs first."""
-    return store.frame("SELECT * FROM job_runs ORDER BY started_at DESC LIMIT ?", [limit])
 
 
 def record_drift(store: Store, checks: pl.DataFrame) -> int:

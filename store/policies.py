@@ -14,18 +14,13 @@ from typing import Any
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import LATEST_POLICY, STORED_REVISIONS
 from store.db import Store
 from store.errors import StoreError
 
 
 class UnknownPolicyError(StoreError, LookupError):
     """No stored policy (or revision) under that id."""
-
-
-#: Read-cache keys: the newest body of a policy (prefix + id), every stored (policy, revision). Read
-#: by every decision, written only by `save_policy_body`.
-LATEST_POLICY = "latest_policy"
-STORED_REVISIONS = "policy_revisions"
 
 
 def save_policy_body(store: Store, policy_id: str, body: dict[str, Any], actor: str, *,
@@ -42,8 +37,8 @@ def save_policy_body(store: Store, policy_id: str, body: dict[str, Any], actor: 
         saved = {**body, "policy_id": policy_id, "revision": revision}
         cursor.execute("INSERT INTO policies (policy_id, revision, body) VALUES (?, ?, ?)",
                        [policy_id, revision, json.dumps(saved, sort_keys=True)])
-        store.invalidate(f"{LATEST_POLICY}:{policy_id}")
-        store.invalidate(STORED_REVISIONS)
+        store.caches.invalidate(f"{LATEST_POLICY}:{policy_id}")
+        store.caches.invalidate(STORED_REVISIONS)
         append_audit(cursor, actor=actor, action="policy_change", subject=policy_id,
                      details={"policy_id": policy_id, "revision": revision,
                               "previous_revision": int(previous) or None, "policy": saved})
@@ -55,7 +50,7 @@ def is_stored(store: Store, policy_id: str, revision: int) -> bool:
     def read() -> frozenset[tuple[str, int]]:
         return frozenset((p, int(r)) for p, r in store.rows("SELECT policy_id, revision FROM policies"))
 
-    return (policy_id, revision) in store.cached(STORED_REVISIONS, read)
+    return (policy_id, revision) in store.caches.cached(STORED_REVISIONS, read)
 
 
 def latest_policy_body(store: Store, policy_id: str) -> str | None:

@@ -42,7 +42,6 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 }
 EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA)
 REQUIRED_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "seq", "t_ms", "type")
-OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in REQUIRED_COLUMNS)
 
 #: Allowed values of the categorical columns (null is allowed for optional ones).
 CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {
@@ -53,10 +52,9 @@ CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {
 }
 
 KEY_EVENT_TYPES = ("key_down", "key_up")
-MOUSE_EVENT_TYPES = ("mouse_move", "mouse_down", "mouse_up", "wheel")
 
-#: Longest session an event may belong to: t_ms is at most a day (the longest real recording seen,
-#: a Balabit remote-desktop session, spans 7.2 hours).
+#: Longest session an event may belong to: t_ms is at most a day (the longest public recording, a
+#: Balabit remote-desktop session, spans 7.2 hours).
 MAX_SESSION_MS = 86_400_000.0
 #: Most events one session may hold (seq is below this; the largest Balabit session has 83,091).
 MAX_SESSION_EVENTS = 10_000_000

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import KNOWN_USERS, SCHEMAS, STORED_VECTORS, WRITTEN_WINDOWS
 from store.db import Store, insert_frame, inserted
 from store.errors import Problem, ValidationError
-from store.ingest import KNOWN_USERS
 from store.text import plural
 
 WINDOW_KEY_COLUMNS = ("window_id", "user_id", "session_id")
@@ -90,8 +90,8 @@ def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str]
     them; `build_windows` fills every undefined value), idempotently by window id.
 
     `none_stored=True` says no window of these sessions can be stored yet (their events arrived in
-    the calling transaction): a plain insert then, about a millisecond less than INSERT OR IGNORE on
-    a login's one window (an id stored after all is refused by the primary key, and nothing written).
+    the calling transaction): a plain insert then, which skips INSERT OR IGNORE's lookup of every id
+    (an id stored after all is refused by the primary key, and nothing is written).
     """
     try:
         return _write_windows(store, rows, feature_names, rows.height, schema_id(feature_names), kind=kind,
@@ -101,16 +101,11 @@ def store_window_rows(store: Store, rows: pl.DataFrame, feature_names: list[str]
         return dry.report
 
 
-#: Read-cache key of the stored feature schemas, id -> names (a live login's windows almost never bring a
-#: new one, and every scoring run reads them).
-SCHEMAS = "feature_schemas"
-
-
 def _stored_schemas(store: Store) -> dict[str, tuple[str, ...]]:
     def read() -> dict[str, tuple[str, ...]]:
         return {sid: tuple(names) for sid, names in store.rows("SELECT schema_id, names FROM feature_schemas")}
 
-    return store.cached(SCHEMAS, read)
+    return store.caches.cached(SCHEMAS, read)
 
 
 def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], rows_read: int, sid: str, *,
@@ -120,14 +115,14 @@ def _write_windows(store: Store, frame: pl.DataFrame, feature_names: list[str], 
         if sid not in _stored_schemas(store):
             cursor.execute("INSERT OR IGNORE INTO feature_schemas (schema_id, kind, names) VALUES (?, ?, ?)",
                            [sid, kind, feature_names])
-            store.invalidate(SCHEMAS)
+            store.caches.invalidate(SCHEMAS)
         added = insert_frame(cursor, "feature_windows", frame, or_ignore=or_ignore)
         if added:
-            _track_for_replay_checks(store, frame)
+            _track_written_windows(store, frame)
         users_added = 0 if users_stored else inserted(cursor.execute(
             "INSERT OR IGNORE INTO users (user_id) SELECT DISTINCT unnest(?)", [frame["user_id"].unique().to_list()]))
         if users_added:
-            store.invalidate(KNOWN_USERS)
+            store.caches.invalidate(KNOWN_USERS)
         report = WindowReport(source_name, rows_read, added, rows_read - added, users_added, sid)
         if actor is not None:
             append_audit(cursor, actor=actor, action="import", subject=source_name, details=report.as_dict())
@@ -167,11 +162,11 @@ def schema_names(store: Store) -> dict[str, list[str]]:
 
 def unscored_windows(store: Store, limit: int = 10_000, *, sessions: list[str] | None = None) -> pl.DataFrame:
     """Windows with no score yet, oldest first (the scoring job's queue: without the sessions whose
-    build or scoring failed, see `store.progress.session_failures`), or only those of `sessions`."""
+    build or scoring failed, see `store.session_progress.session_failures`), or only those of `sessions`."""
     if sessions is None:
         of_sessions, params = ("WHERE w.session_id NOT IN (SELECT session_id FROM session_progress "
                                "WHERE error IS NOT NULL)"), []
-    elif len(sessions) == 1:  # a login (measured on 15k windows: 5 ms, where list_contains took 17 ms)
+    elif len(sessions) == 1:  # a login: equality lets DuckDB skip row groups by their min/max
         of_sessions, params = "WHERE w.session_id = ?", sessions
     else:
         of_sessions, params = "WHERE list_contains(?, w.session_id)", [sessions]
@@ -233,20 +228,12 @@ def training_window_counts(store: Store, enrolment_sessions: int) -> pl.DataFram
         GROUP BY ALL ORDER BY ALL""", [enrolment_sessions])
 
 
-#: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
-#: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
-REPLAY_TOLERANCE_MS = 0.05
-#: Read-cache key prefix of `_StoredVectors`; per-transaction key of the windows written in it.
-STORED_VECTORS = "stored_vectors"
-WRITTEN_WINDOWS = "written_windows"
-
-
 class _StoredVectors:
     """The feature vectors of a user's committed windows of one kind and schema, in commit order
-    (created_at, then window id): loaded once, extended as windows commit.
+    (created_at, then window id): loaded once, extended as windows commit (see `store.caches`).
 
-    A replay check compares a login's windows with these in memory; joining the windows table for
-    it took about 4 ms a login here, growing with the user's windows.
+    Every scored window is compared with its user's earlier windows, so they are kept in memory rather
+    than joined from the windows table on every login (a join that grows with the user's windows).
     """
 
     def __init__(self, ids: list[str], vectors: np.ndarray):
@@ -286,56 +273,49 @@ def _stored_vectors(store: Store, user_id: str, kind: str, schema: str) -> _Stor
             ORDER BY created_at, window_id""", [user_id, kind, schema])
         return _StoredVectors(frame["window_id"].to_list(), _as_matrix(frame["features"]))
 
-    return store.cached(_vectors_key(user_id, kind, schema), load)
+    return store.caches.cached(_vectors_key(user_id, kind, schema), load)
 
 
-def _track_for_replay_checks(store: Store, written: pl.DataFrame) -> None:
-    """Windows just written: visible to this transaction's replay checks now, to every later one once
-    committed (kept vectors are extended; a load racing this commit is not kept, see `Store.cached`)."""
-    store.written_in_transaction(WRITTEN_WINDOWS).append(written)
+def _track_written_windows(store: Store, written: pl.DataFrame) -> None:
+    """Windows just written: among this transaction's earlier windows now, every later transaction's
+    once committed (kept vectors are extended; a load racing this commit is not kept, see `store.caches`)."""
+    store.caches.written_in_transaction(WRITTEN_WINDOWS).append(written)
 
     for (user_id, kind, schema), part in written.sort("window_id").partition_by(
             "user_id", "kind", "schema_id", as_dict=True).items():
         ids, vectors = part["window_id"].to_list(), _as_matrix(part["features"])
-        store.keep_updated(_vectors_key(user_id, kind, schema),
-                           lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
+        store.caches.keep_updated(_vectors_key(user_id, kind, schema),
+                                  lambda kept, ids=ids, vectors=vectors: kept.extend(ids, vectors))
 
 
-def replayed_windows(store: Store, windows: pl.DataFrame, compare_first: int) -> set[str]:
-    """Windows (stored, of one user, kind and schema: window_id, user_id, kind, schema_id, features)
-    whose first `compare_first` features match an earlier window's of the same user, kind and schema
-    within REPLAY_TOLERANCE_MS: a replayed pattern (for fixed text: the timings, not the context
-    around them). Earlier: committed before, or written in the same transaction with a smaller id."""
+def earlier_window_vectors(store: Store, windows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """What each of `windows` (stored, of one user, kind and schema: window_id, user_id, kind, schema_id)
+    came after: the feature vectors of that user's windows of that kind and schema in the order they
+    were stored (committed ones by commit, then those written in the calling transaction by id), and,
+    per window, how many of those rows came before it (all of them for a window stored in neither way).
+
+    A replay check compares window i with the first `before[i]` rows of `vectors`
+    (`app.engine.evidence.replayed`). Returns (vectors, before); vectors is (0, 0) when there are none.
+    """
     if windows.height == 0:
-        return set()
+        return np.empty((0, 0)), np.zeros(0, dtype=int)
     user_id, kind, schema = windows.select("user_id", "kind", "schema_id").row(0)
     position, committed = _stored_vectors(store, user_id, kind, schema).snapshot()
     same = (pl.col("user_id") == user_id) & (pl.col("kind") == kind) & (pl.col("schema_id") == schema)
-    written = [frame.filter(same) for frame in store.written_in_transaction(WRITTEN_WINDOWS)]
+    written = [frame.filter(same) for frame in store.caches.written_in_transaction(WRITTEN_WINDOWS)]
     pending = pl.concat(written).unique("window_id").sort("window_id") if written else None
     if pending is not None:
         pending = pending.filter(pl.Series([w not in position for w in pending["window_id"]], dtype=pl.Boolean))
     pending_ids: dict[str, int] = {}
-    candidates = committed
+    vectors = committed
     if pending is not None and pending.height:
         pending_ids = {window_id: i for i, window_id in enumerate(pending["window_id"])}
         written_vectors = _as_matrix(pending["features"])
-        candidates = np.vstack([committed, written_vectors]) if committed.size else written_vectors
-    if candidates.size == 0:
-        return set()
-    k = min(compare_first, candidates.shape[1])
-    replayed = set()
-    for window_id, vector in zip(windows["window_id"], _as_matrix(windows["features"]), strict=True):
-        if window_id in position:
-            earlier = position[window_id]
-        elif window_id in pending_ids:
-            earlier = len(position) + pending_ids[window_id]
-        else:
-            earlier = len(candidates)
-        distances = np.sqrt(((candidates[:earlier, :k] - vector[:k]) ** 2).sum(axis=1))
-        if (distances < REPLAY_TOLERANCE_MS).any():
-            replayed.add(window_id)
-    return replayed
+        vectors = np.vstack([committed, written_vectors]) if committed.size else written_vectors
+    before = [position[w] if w in position else
+              len(position) + pending_ids[w] if w in pending_ids else len(vectors)
+              for w in windows["window_id"]]
+    return vectors, np.array(before, dtype=int)
 
 
 def window_kinds(store: Store) -> list[str]:

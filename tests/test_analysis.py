@@ -1,5 +1,6 @@
-"""app.analysis on tiny hand-made inputs whose answers are worked out in the comments, and the
-store.monitor reads behind the pages on a store of a few rows."""
+"""app.analysis on tiny hand-made inputs whose answers are worked out in the comments, and
+the store's reads behind the pages (store.live_activity, store.session_details,
+store.decided_sessions) on a store of a few rows."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from app.engine.evidence import EvidenceSettings, surprise_of, window_surprise
 from app.engine.policies import latest_policy
 from app.engine.policy import DEFAULT_POLICY, Action, Condition, DecisionContext, PolicyError, decide
 from app.web import investigation
-from store import Store, ingest_events, monitor
-from store.decisions import DecisionRecord, record_decision, record_decisions
-from store.models import record_scores
+from store import Store, decided_sessions, ingest_events, live_activity, session_details
+from store.decisions import DecisionRecord, record_decisions
+from store.stored_models import record_scores
 from store.windows import store_window_rows, window_rows
 
 # ------------------------------------------------------------------------------------------ z-scores
@@ -332,7 +333,7 @@ def test_policy_with_edges_keeps_actions_and_rules_and_names_a_bad_band() -> Non
         history.policy_with_edges(DEFAULT_POLICY, [0.5])
 
 
-# ------------------------------------------------------------------------------- store.monitor reads
+# ------------------------------------------------------------------------------------- store reads
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 
@@ -353,38 +354,38 @@ def small_store(store: Store) -> Store:
     ingest_events(store, events, sessions=sessions, labels=labels)
     policy = latest_policy(store)
     for risk, when in ((0.2, T0), (0.8, T0 + timedelta(seconds=5))):  # ALLOW, REQUIRE_OTP
-        record_decision(store, decide(risk, policy), user_id="u1", session_id="s1", decided_at=when)
+        record_decisions(store, [DecisionRecord(decide(risk, policy), "u1", "s1", decided_at=when)])
     return store
 
 
 def test_events_per_second_buckets_wall_clock_seconds(small_store: Store) -> None:
-    rates = monitor.events_per_second(small_store, T0, T0 + timedelta(minutes=1))
+    rates = live_activity.events_per_second(small_store, T0, T0 + timedelta(minutes=1))
     assert rates.to_dicts() == [{"second": T0, "source": "simulator", "events": 2},
                                 {"second": T0 + timedelta(seconds=1), "source": "simulator", "events": 1}]
-    assert monitor.newest_activity(small_store) == T0 + timedelta(minutes=10)
+    assert live_activity.newest_activity(small_store) == T0 + timedelta(minutes=10)
 
 
 def test_active_sessions_carry_the_latest_decision_as_current_risk(small_store: Store) -> None:
-    active = monitor.active_sessions(small_store, T0, T0 + timedelta(minutes=1))
+    active = live_activity.active_sessions(small_store, T0, T0 + timedelta(minutes=1))
     assert active.select("session_id", "events", "risk", "action", "max_risk", "decisions").to_dicts() == [
         {"session_id": "s1", "events": 3, "risk": 0.8, "action": "REQUIRE_OTP", "max_risk": 0.8, "decisions": 2}]
     assert active["last_event_at"][0] == T0 + timedelta(milliseconds=1500)
-    later = monitor.active_sessions(small_store, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11))
+    later = live_activity.active_sessions(small_store, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11))
     assert later["session_id"].to_list() == ["s2"] and later["risk"].to_list() == [None]
 
 
 def test_session_reads_summarise_one_session(small_store: Store) -> None:
-    summary = monitor.session_summary(small_store, "s1")
+    summary = session_details.session_summary(small_store, "s1")
     assert {k: summary[k] for k in ("user_id", "events", "key_presses", "mouse_events", "duration_s", "decisions",
                                     "worst_action", "label")} == {
         "user_id": "u1", "events": 3, "key_presses": 1, "mouse_events": 2, "duration_s": 1.5, "decisions": 2,
         "worst_action": "REQUIRE_OTP", "label": None}
-    assert monitor.session_summary(small_store, "nope") is None
-    assert monitor.user_sessions(small_store, "u2").select("session_id", "label", "events").to_dicts() == [
+    assert session_details.session_summary(small_store, "nope") is None
+    assert session_details.user_sessions(small_store, "u2").select("session_id", "label", "events").to_dicts() == [
         {"session_id": "s2", "label": "bot", "events": 1}]
-    assert monitor.users(small_store)["user_id"].to_list() == ["u1", "u2"]
-    assert monitor.latest_decisions(small_store, 1)["risk"].to_list() == [0.8]
-    assert monitor.session_decisions(small_store, "s1")["action"].to_list() == ["ALLOW", "REQUIRE_OTP"]
+    assert session_details.users(small_store)["user_id"].to_list() == ["u1", "u2"]
+    assert live_activity.latest_decisions(small_store, 1)["risk"].to_list() == [0.8]
+    assert session_details.session_decisions(small_store, "s1")["action"].to_list() == ["ALLOW", "REQUIRE_OTP"]
 
 
 def test_lab_decisions_carry_each_decisions_model_risks_label_and_enrolment(small_store: Store) -> None:
@@ -402,7 +403,7 @@ def test_lab_decisions_carry_each_decisions_model_risks_label_and_enrolment(smal
                        window_risk=0.9, evidence=evidence, evidence_change=0.7)
         for window_id, evidence in (("s2:mouse:1", 0.7), ("s2:mouse:0", 0.0))])
 
-    rows = monitor.lab_decisions(small_store, enrolment_sessions=1)
+    rows = decided_sessions.lab_decisions(small_store, enrolment_sessions=1)
     # s1's two decisions (no window, no label) come first; s2's in window order, the earlier window first;
     # each session is its user's first: enrolment
     assert rows.select("session_id", "window_id", "kind", "end_ms", "label", "enrolment").rows() == [
@@ -410,5 +411,6 @@ def test_lab_decisions_carry_each_decisions_model_risks_label_and_enrolment(smal
         ("s2", "s2:mouse:0", "mouse", 400.0, "bot", True), ("s2", "s2:mouse:1", "mouse", 900.0, "bot", True)]
     assert rows["model_risks"].to_list()[2:] == [None, [0.6, 0.9]]  # by model id; the unnamed model left out
     assert rows["evidence"].to_list()[2:] == [0.0, 0.7] and rows["window_risk"].to_list()[2:] == [0.9, 0.9]
-    assert monitor.lab_decisions(small_store, enrolment_sessions=0)["enrolment"].to_list() == [False] * 4
-    assert monitor.lab_decisions(small_store, enrolment_sessions=1, limit=1)["session_id"].unique().to_list() == ["s2"]
+    assert decided_sessions.lab_decisions(small_store, enrolment_sessions=0)["enrolment"].to_list() == [False] * 4
+    newest = decided_sessions.lab_decisions(small_store, enrolment_sessions=1, limit=1)
+    assert newest["session_id"].unique().to_list() == ["s2"]

@@ -13,7 +13,7 @@ from app.engine.policies import save_policy
 from app.engine.policy import Action, Band, Policy, decide
 from app.engine.stepup import Outcome, code_at, enrol, issue_challenge, verify
 from store import Store
-from store.decisions import record_decision
+from store.decisions import DecisionRecord, record_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Folders that are not Telltale's code.
@@ -80,9 +80,9 @@ def test_every_step_of_a_step_up_flow_leaves_its_audit_row(store: Store) -> None
 
     made = decide(0.7, saved["result"])
     assert made.action is Action.REQUIRE_OTP
-    decided = step(lambda: record_decision(store, made, user_id="alice", session_id="s1", window_id="w1",
-                                           detectors={"iforest": "m1"}, top_features={"dwell_mean": 0.5},
-                                           decided_at=datetime.fromtimestamp(T, UTC)))
+    record = DecisionRecord(made, user_id="alice", session_id="s1", window_id="w1", detectors={"iforest": "m1"},
+                            top_features={"dwell_mean": 0.5}, decided_at=datetime.fromtimestamp(T, UTC))
+    decided = step(lambda: record_decisions(store, [record])[0])
     decision_id = decided["result"]
     assert (decided["actor"], decided["action"], decided["subject"]) == ("scorer", "decision", decision_id)
     assert decided["details"] | {"reasons": None} == {
@@ -118,6 +118,6 @@ def test_a_refused_write_leaves_no_audit_row(store: Store) -> None:
     draft = Policy("draft", (Band(0, 1, Action.ALLOW),))
 
     with pytest.raises(LookupError):
-        record_decision(store, decide(0.1, draft), user_id="alice")
+        record_decisions(store, [DecisionRecord(decide(0.1, draft), user_id="alice")])
 
     assert last_audit_id(store) == 0

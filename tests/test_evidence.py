@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from app.engine.evidence import (
+    REPLAY_TOLERANCE_MS,
     EvidenceSettings,
     accumulate,
     accumulate_sessions,
     evidence_for_risk,
     increments,
     machine_like,
+    replayed,
     risk_of,
     window_evidence,
     window_surprise,
@@ -156,6 +158,22 @@ def test_machine_like_input_is_named_and_human_typing_is_not() -> None:
     assert machine_like("mouse", mouse, window) == [None]
     window[0, mouse.index("curvature_mean")], window[0, mouse.index("share_move")] = 0.0, 0.2  # clicks only
     assert machine_like("mouse", mouse, window) == [None]
+
+
+def test_a_window_replays_an_earlier_one_within_the_tolerance_over_the_compared_features() -> None:
+    earlier = np.array([[100.0, 50.0, 7.0],
+                        [200.0, 80.0, 9.0]])
+    X = np.array([[100.0, 50.03, 1.0],  # 0.03 ms from row 0 over the first two features: a replay
+                  [100.0, 50.06, 7.0],  # 0.06 ms from row 0: beyond the tolerance
+                  [200.0, 80.0, 9.0],  # equal to row 1, which came after it: not a replay
+                  [200.0, 80.0, 0.0]])  # equal to row 1, which came before it
+    before = [2, 2, 1, 2]
+
+    assert replayed(X, earlier, before, compare_first=2).tolist() == [True, False, False, True]
+    assert replayed(X, earlier, before, compare_first=3).tolist() == [False, False, False, False]  # the context
+    assert replayed(X, earlier, [0, 0, 0, 0], compare_first=2).tolist() == [False] * 4  # nothing came before
+    assert replayed(X, np.empty((0, 0)), before, compare_first=2).tolist() == [False] * 4
+    assert REPLAY_TOLERANCE_MS == 0.05
 
 
 def test_a_window_on_its_own_combines_its_detectors_and_keeps_one_detectors_surprise() -> None:

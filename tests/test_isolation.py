@@ -14,7 +14,7 @@ from app.engine.jobs import JOBS, Worker
 from app.engine.samples import simulate_into
 from simulators import simulate
 from store import Store, ingest_events
-from store.progress import clear_session_failures, session_failures
+from store.session_progress import clear_session_failures, session_failures
 from tests.conftest import run_cli
 
 

@@ -55,3 +55,24 @@ def test_runs_skipped_because_the_previous_one_still_runs_are_counted(monkeypatc
         finally:
             release.set()
             worker.shutdown()
+
+
+def test_the_expire_job_marks_challenges_past_their_expiry_as_expired() -> None:
+    from app.engine import stepup
+    from app.engine.jobs import JOBS
+    from store.otp import challenges
+
+    with Store(":memory:") as store:
+        stepup.enrol(store, "alice", actor="test")
+        now = time.time()
+        overdue = stepup.issue_challenge(store, "alice", now=now - 400, expiry_seconds=300, actor="test")
+        still_open = stepup.issue_challenge(store, "alice", now=now, expiry_seconds=300, actor="test")
+        worker = Worker(store, jobs=tuple(job for job in JOBS if job.job_id == "expire_challenges"), nightly=None)
+
+        assert worker.run_job("expire_challenges") == 1
+        assert worker.run_job("expire_challenges") == 0
+
+        statuses = dict(challenges(store).select("challenge_id", "status").rows())
+        assert statuses == {overdue.challenge_id: "expired", still_open.challenge_id: "issued"}
+        assert sorted(store.rows("SELECT rows, error FROM job_runs WHERE job_id = 'expire_challenges'")) == [
+            (0, None), (1, None)]

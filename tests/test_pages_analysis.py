@@ -183,13 +183,13 @@ def test_live_monitor_calls_active_only_sessions_with_events_moments_ago(scored:
 def test_live_monitor_says_why_a_low_risk_decision_denies(scored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.engine.policies import latest_policy
     from app.engine.policy import DecisionContext, decide
-    from store.decisions import record_decision
+    from store.decisions import DecisionRecord, record_decisions
 
     app = _open(scored, LIVE, monkeypatch)
     _session_seconds_ago("replayer", "u001", 5)
     replayed = decide(0.04, latest_policy(_app_store()), DecisionContext(enrolment_windows=50, replayed=True))
     assert replayed.action == "DENY"
-    record_decision(_app_store(), replayed, user_id="u001", session_id="replayer")
+    record_decisions(_app_store(), [DecisionRecord(replayed, user_id="u001", session_id="replayer")])
     _rerun_uncached(app)
 
     newest = next(m.value for m in app.markdown if "-badge[" in m.value)

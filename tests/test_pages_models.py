@@ -96,7 +96,7 @@ def test_protocols_read_as_sentences() -> None:
 
 def test_sessions_set_aside_are_listed_with_their_error_and_can_be_tried_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from store.progress import record_scoring_failures, session_failures
+    from store.session_progress import record_scoring_failures, session_failures
 
     db = tmp_path / "failed.duckdb"
     with Store(db) as store:

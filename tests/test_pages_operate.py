@@ -14,7 +14,7 @@ from app.engine.policies import latest_policy
 from app.engine.policy import decide
 from app.engine.stepup import current_code, enrol, issue_challenge, verify
 from store import Store
-from store.decisions import record_decision
+from store.decisions import DecisionRecord, record_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = str(ROOT / "app" / "web" / "main.py")
@@ -48,8 +48,9 @@ def _seed(db: Path) -> None:
     with Store(db) as store:
         policy = latest_policy(store)
         for i, risk in enumerate(RISKS):
-            record_decision(store, decide(risk, policy), user_id=("bob", "alice")[i % 2], session_id=f"s{i}",
-                            decided_at=DAY + timedelta(hours=12 * i), top_features={"dwell_mean": risk})
+            record_decisions(store, [DecisionRecord(decide(risk, policy), user_id=("bob", "alice")[i % 2],
+                                                    session_id=f"s{i}", decided_at=DAY + timedelta(hours=12 * i),
+                                                    top_features={"dwell_mean": risk})])
         enrol(store, "carol", actor="test")
         issue_challenge(store, "carol", now=time.time(), actor="test")
 

@@ -9,14 +9,15 @@ import polars as pl
 import pytest
 
 from app.engine import pipeline
+from app.engine.evidence import REPLAY_TOLERANCE_MS, replayed
 from app.engine.samples import simulate_into
-from app.engine.training import load_active, train
+from app.engine.training import load_active, train, window_matrix
 from detectors.features import build_windows, feature_names
 from simulators import simulate
 from store import Store, ingest_events
+from store.contents import events_for_sessions
 from store.decisions import session_states
-from store.progress import events_for_sessions
-from store.windows import REPLAY_TOLERANCE_MS, replayed_windows, window_rows
+from store.windows import earlier_window_vectors, window_rows
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_windows_built_while_the_session_was_open_are_decided_with_the_rest(trai
 
 def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    import store.models
+    import store.stored_models
 
     store_ = trained_store
     session = a_new_login(store_, "login-2")
@@ -89,7 +90,7 @@ def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
     def disk_full(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.models, "record_scores", disk_full)  # the last write of score_windows
+    monkeypatch.setattr(store.stored_models, "record_scores", disk_full)  # the last write of score_windows
     with pytest.raises(OSError, match="disk full"):
         pipeline.score_session(store_, session)
 
@@ -157,7 +158,7 @@ def test_a_batch_adding_to_a_stored_session_is_featurized_from_the_store(trained
 
 def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import store.models
+    import store.stored_models
     from store import ValidationError
 
     store_ = trained_store
@@ -171,7 +172,7 @@ def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
     def disk_full(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.models, "record_scores", disk_full)
+    monkeypatch.setattr(store.stored_models, "record_scores", disk_full)
     batch = a_login_batch("login-kept")
     scored = pipeline.ingest_and_score(store_, batch, ["login-kept"], source_name="test", actor="test")
 
@@ -186,7 +187,7 @@ def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
 
 
 def _replays_by_sql(store: Store, window_ids: list[str], compare_first: int) -> set[str]:
-    """The replay rule as one SQL join (what `replayed_windows` computes in memory)."""
+    """The replay rule as one SQL join (what `earlier_window_vectors` and `replayed` compute in memory)."""
     rows = store.rows("""
         SELECT DISTINCT w.window_id FROM feature_windows w
         JOIN feature_windows earlier
@@ -224,7 +225,8 @@ def test_the_replay_check_in_memory_agrees_with_the_sql_rule_on_every_stored_win
     for (_user, kind, _schema), group in windows.group_by("user_id", "kind", "schema_id"):
         compare_first = pipeline._compare_first(kind, len(group["features"][0]))
         expected = _replays_by_sql(store, group["window_id"].to_list(), compare_first)
-        assert replayed_windows(store, group, compare_first) == expected
+        found_here = replayed(window_matrix(group), *earlier_window_vectors(store, group), compare_first)
+        assert set(group["window_id"].filter(pl.Series(found_here))) == expected
         compared, found = compared + group.height, found | expected
     assert compared == windows.height
     assert any(w.startswith("login-s2") for w in found)  # the replay (and the simulator's replay attacks) ...

@@ -43,7 +43,6 @@ from store.decisions import (
     decision_counts_over_time,
     decisions,
     decisions_csv,
-    record_decision,
     record_decisions,
 )
 
@@ -354,9 +353,10 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 def record(store: Store, risk: float, user: str, at: datetime, context: DecisionContext | None = None,
            policy: Policy | None = None) -> str:
     made = decide(risk, policy or latest_policy(store), context)
-    return record_decision(store, made, user_id=user, session_id=f"s-{user}", window_id=f"w-{user}-{at:%H%M}",
-                           detectors={"iforest": "model-7"}, top_features=[("dwell_mean", 0.41), ("ud_flight", 0.2)],
-                           decided_at=at)
+    record = DecisionRecord(made, user_id=user, session_id=f"s-{user}", window_id=f"w-{user}-{at:%H%M}",
+                            detectors={"iforest": "model-7"}, top_features=[("dwell_mean", 0.41), ("ud_flight", 0.2)],
+                            decided_at=at)
+    return record_decisions(store, [record])[0]
 
 
 @pytest.fixture
@@ -465,7 +465,7 @@ def test_a_decision_under_an_unsaved_policy_is_refused_and_nothing_is_stored(sto
     before = store.table_counts()
 
     with pytest.raises(UnknownPolicyError, match="policy 'draft' revision 0, which is not stored"):
-        record_decision(store, decide(0.2, draft), user_id="alice", decided_at=datetime.now(UTC))
+        record_decisions(store, [DecisionRecord(decide(0.2, draft), user_id="alice", decided_at=datetime.now(UTC))])
 
     assert store.table_counts() == before
 

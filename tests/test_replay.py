@@ -13,8 +13,8 @@ import pytest
 from app.engine import history, pipeline, replay
 from app.engine.samples import write_simulation
 from simulators import simulate
-from store import Store, ingest_events, monitor
-from store.progress import mark_featurized
+from store import Store, decided_sessions, ingest_events
+from store.session_progress import mark_featurized
 from store.sidecars import sidecar_path
 from store.windows import training_windows
 from tests.conftest import run_cli
@@ -91,7 +91,7 @@ def test_the_kept_store_has_the_labels_and_the_threshold_lab_counts_what_the_eva
     _, _, labels = replay.read_population(population)
     with Store(keep) as store:
         assert store.scalar("SELECT count(*) FROM session_labels") == labels.height
-        rows = monitor.lab_decisions(store, enrolment_sessions=6)
+        rows = decided_sessions.lab_decisions(store, enrolment_sessions=6)
     lab = history.session_outcomes(rows.filter(~pl.col("enrolment") & pl.col("label").is_not_null()))
     for label, entry in figures["sessions"].items():
         challenged = lab.filter(pl.col("label") == label)["challenged"].sum()

@@ -392,11 +392,12 @@ def test_the_secret_appears_nowhere_after_a_full_flow(store: Store, caplog: pyte
     caplog.set_level(logging.DEBUG)
     from app.engine.policies import latest_policy
     from app.engine.policy import decide
-    from store.decisions import record_decision
+    from store.decisions import DecisionRecord, record_decisions
 
     first = enrol(store, "alice", actor="alice", now=T - 60)
-    decision_id = record_decision(store, decide(0.7, latest_policy(store)), user_id="alice", session_id="s1",
-                                  decided_at=datetime.fromtimestamp(T, UTC))
+    record = DecisionRecord(decide(0.7, latest_policy(store)), user_id="alice", session_id="s1",
+                            decided_at=datetime.fromtimestamp(T, UTC))
+    decision_id = record_decisions(store, [record])[0]
     challenge_id = issue_challenge(store, "alice", now=T, session_id="s1", decision_id=decision_id).challenge_id
     fail_until_locked(store, challenge_id, wrong(code_at(first.secret, T)), T)
     verify(store, challenge_id, "12x", T + 100)

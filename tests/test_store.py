@@ -16,7 +16,7 @@ import pytest
 import store.db as db_module
 from app.engine.policies import latest_policy, save_policy
 from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy
-from store import DEFAULT_DB_PATH, SchemaMismatchError, Store, StoreError, resolve_db_path
+from store import SchemaMismatchError, Store, StoreError
 from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
 
 
@@ -135,19 +135,6 @@ def test_close_twice_is_fine_and_a_closed_store_says_so(tmp_path: Path) -> None:
         assert reopened.schema_version() == LATEST_VERSION
 
 
-def test_db_path_flag_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TELLTALE_DB", raising=False)
-    assert resolve_db_path() == str(DEFAULT_DB_PATH)
-    assert Path(DEFAULT_DB_PATH).parent.name == "var"
-
-    monkeypatch.setenv("TELLTALE_DB", "/data/from-env.duckdb")
-    assert resolve_db_path() == "/data/from-env.duckdb"
-    assert resolve_db_path("/data/from-flag.duckdb") == "/data/from-flag.duckdb"
-
-    monkeypatch.setenv("TELLTALE_DB", "")
-    assert resolve_db_path() == str(DEFAULT_DB_PATH)
-
-
 def test_store_creates_the_folder_of_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "deeper" / "t.duckdb"
 
@@ -164,39 +151,39 @@ def test_a_cached_read_runs_once_until_invalidated(store: Store) -> None:
         calls.append(1)
         return len(calls)
 
-    assert [store.cached("k", load), store.cached("k", load)] == [1, 1]
-    store.invalidate("k")
-    assert store.cached("k", load) == 2
+    assert [store.caches.cached("k", load), store.caches.cached("k", load)] == [1, 1]
+    store.caches.invalidate("k")
+    assert store.caches.cached("k", load) == 2
 
 
 def test_an_invalidation_inside_a_transaction_holds_until_it_ends(store: Store) -> None:
-    store.cached("k", lambda: "before")
+    store.caches.cached("k", lambda: "before")
     with pytest.raises(RuntimeError), store.transaction():
-        store.invalidate("k")
-        assert store.cached("k", lambda: "inside") == "inside"  # read, not kept: it may roll back
-        assert store.cached("k", lambda: "again") == "again"
+        store.caches.invalidate("k")
+        assert store.caches.cached("k", lambda: "inside") == "inside"  # read, not kept: it may roll back
+        assert store.caches.cached("k", lambda: "again") == "again"
         # another thread reads the committed state meanwhile and keeps it ...
-        reader = threading.Thread(target=lambda: store.cached("k", lambda: "other thread"))
+        reader = threading.Thread(target=lambda: store.caches.cached("k", lambda: "other thread"))
         reader.start()
         reader.join()
         raise RuntimeError("roll back")
     # ... which the end of the transaction forgets again
-    assert store.cached("k", lambda: "after") == "after"
+    assert store.caches.cached("k", lambda: "after") == "after"
 
 
 def test_a_read_racing_an_invalidation_is_not_kept(store: Store) -> None:
     def load_while_a_writer_invalidates() -> str:
-        store.invalidate("k")  # as another thread's commit would, between our read and our keeping it
+        store.caches.invalidate("k")  # as another thread's commit would, between our read and our keeping it
         return "stale"
 
-    assert store.cached("k", load_while_a_writer_invalidates) == "stale"
-    assert store.cached("k", lambda: "fresh") == "fresh"
+    assert store.caches.cached("k", load_while_a_writer_invalidates) == "stale"
+    assert store.caches.cached("k", lambda: "fresh") == "fresh"
 
 
 def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from store.models import active_models, save_model
+    from store.stored_models import active_models, save_model
 
     path = tmp_path / "shared.duckdb"
     with Store(path) as writer, Store(path) as reader:
@@ -213,7 +200,7 @@ def test_saved_models_and_policies_are_seen_at_once_by_every_store_on_the_file(t
 def test_a_replaced_file_is_read_afresh(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from store.models import active_models, save_model
+    from store.stored_models import active_models, save_model
 
     path = tmp_path / "replaced.duckdb"
     with Store(path) as store:
@@ -278,22 +265,22 @@ def test_kept_values_follow_commits_and_a_failing_update_forgets_them(
         store: Store, caplog: pytest.LogCaptureFixture) -> None:
     """`keep_updated` changes a kept value only once its transaction commits; an update that raises
     does not undo the commit (already done) but drops every kept value, which are reloaded later."""
-    assert store.cached("numbers", lambda: [1]) == [1]
+    assert store.caches.cached("numbers", lambda: [1]) == [1]
     with pytest.raises(RuntimeError), store.transaction():
-        store.keep_updated("numbers", lambda kept: kept.append(2))
+        store.caches.keep_updated("numbers", lambda kept: kept.append(2))
         raise RuntimeError("rolled back")
-    assert store.cached("numbers", lambda: ["reloaded"]) == [1]  # a rollback changes nothing kept
+    assert store.caches.cached("numbers", lambda: ["reloaded"]) == [1]  # a rollback changes nothing kept
 
     with store.transaction():
-        store.keep_updated("numbers", lambda kept: kept.append(3))
-        assert store.cached_value("numbers") == [1]  # not before the commit
-    assert store.cached_value("numbers") == [1, 3]
+        store.caches.keep_updated("numbers", lambda kept: kept.append(3))
+        assert store.caches.cached_value("numbers") == [1]  # not before the commit
+    assert store.caches.cached_value("numbers") == [1, 3]
 
     with store.transaction() as cursor:
         cursor.execute("INSERT INTO users (user_id) VALUES ('kept')")
-        store.keep_updated("numbers", lambda kept: kept.missing_method())
+        store.caches.keep_updated("numbers", lambda kept: kept.missing_method())
     assert store.rows("SELECT user_id FROM users WHERE user_id = 'kept'") == [("kept",)]  # committed
-    assert store.cached_value("numbers") is None and "after-commit update" in caplog.text
+    assert store.caches.cached_value("numbers") is None and "after-commit update" in caplog.text
 
 
 def test_release_memory_empties_duckdbs_eviction_queues_and_keeps_the_limit(loaded_store: Store) -> None:

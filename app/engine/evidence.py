@@ -15,8 +15,9 @@ starts from 0, not from the evidence of the user's genuine part, so it is seen w
 S is in nats: e^S is the likelihood ratio the session has built up, and the risk 1 - e^(-S) is the
 share of that ratio that speaks against the user (0 for nothing unusual, 0.95 for a ratio of 20).
 
-Machine-like input (sub-human holds, no variance, perfectly straight pointer paths) is recognised by
-fixed rules (`machine_like`), which no per-user model needs to learn.
+Machine-like input (sub-human holds, no variance, perfectly straight pointer paths, `machine_like`) and
+replayed input (a window's timings equal to an earlier window's, `replayed`) are recognised by fixed
+rules, which no per-user model needs to learn.
 
 Pure functions of arrays: the live pipeline and the Threshold lab compute evidence with the same code.
 """
@@ -161,3 +162,24 @@ def machine_like(kind: str, names: Sequence[str], X: np.ndarray) -> list[str | N
         mark(moved & (X[:, index["curvature_mean"]] < MIN_HUMAN_CURVATURE),
              "perfectly straight pointer paths")
     return reasons
+
+
+# -- replayed input -------------------------------------------------------------------------------
+#: Two timing vectors closer than this (Euclidean, ms) are the same pattern: a replay re-plays recorded
+#: timings exactly, up to the rounding of re-based timestamps; two human repetitions never come this close.
+REPLAY_TOLERANCE_MS = 0.05
+
+
+def replayed(X: np.ndarray, earlier: np.ndarray, before: Sequence[int], compare_first: int) -> np.ndarray:
+    """Per window (row of `X`), whether its first `compare_first` features lie within
+    REPLAY_TOLERANCE_MS (Euclidean) of those of one of the first `before[i]` rows of `earlier`: the
+    windows of the same user, kind and schema stored before it (`store.windows.earlier_window_vectors`).
+    A replayed pattern; for fixed text `compare_first` covers the timings, not the context around them."""
+    found = np.zeros(len(before), dtype=bool)
+    if earlier.size == 0:
+        return found
+    k = min(compare_first, earlier.shape[1])
+    for i, (vector, count) in enumerate(zip(np.asarray(X, dtype=float), before, strict=True)):
+        distances = np.sqrt(((earlier[:count, :k] - vector[:k]) ** 2).sum(axis=1))
+        found[i] = bool((distances < REPLAY_TOLERANCE_MS).any())
+    return found

@@ -66,7 +66,7 @@ def _evidence_of_windows(model_risks: pl.Series) -> np.ndarray:
 def redecide(rows: pl.DataFrame, policy: Policy, tuning: EvidenceSettings) -> pl.DataFrame:
     """Stored decisions decided again under `policy` and session evidence settings `tuning`.
 
-    `rows`: one per stored decision (as `store.monitor.lab_decisions`): decision_id, session_id,
+    `rows`: one per stored decision (as `store.decided_sessions.lab_decisions`): decision_id, session_id,
     window_id, kind, end_ms (ms of the session clock), evidence and evidence_change (nats, as stored),
     action, verdict, risk, reasons (JSON text) and model_risks (the stored risk of each of the
     decision's models, 1 - surprise). Any row order: they are sorted by session, end_ms and window,

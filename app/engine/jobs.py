@@ -23,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from app import settings
 from app.engine.inbox import drain_inbox, inbox_folder
+from app.engine.stepup import expire_overdue
 from store import Store
 from store.metrics import insert_system_metrics, record_job_run
 
@@ -161,6 +162,14 @@ def check_drift(store: Store) -> int:
     return record_drift(store, drift_check(store, limit=settings.get("drift_limit")))
 
 
+def expire_challenges(store: Store) -> int:
+    """Mark one-time-code challenges past their expiry as expired (one event and audit row each).
+
+    Until then a challenge is stored as open: Investigation shows that status, and a session with an
+    open challenge is issued no other when its evidence asks for a code again."""
+    return expire_overdue(store, datetime.now(UTC))
+
+
 def release_store_memory(store: Store) -> int:
     """Free what DuckDB keeps for the temporary blocks of past queries (see `Store.release_memory`)."""
     return store.release_memory()
@@ -172,6 +181,8 @@ JOBS: tuple[Job, ...] = (
     Job("score", "score_seconds", score_new, "build windows from new events, score and decide"),
     Job("retrain", "retrain_check_seconds", retrain_due, "retrain users with enough new genuine windows"),
     Job("drift", "drift_seconds", check_drift, "feature drift between training and recent windows"),
+    Job("expire_challenges", "expire_challenges_seconds", expire_challenges,
+        "mark one-time-code challenges past their expiry as expired"),
     Job("release_memory", "release_memory_seconds", release_store_memory,
         "free the memory DuckDB keeps for the temporary blocks of past queries"),
 )

@@ -24,6 +24,7 @@ from app.engine.evidence import (
     accumulate,
     increments,
     machine_like,
+    replayed,
     risk_of,
     window_evidence,
     window_surprise,
@@ -32,9 +33,10 @@ from app.engine.policy import Action
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
-from store.progress import events_for_sessions, mark_featurized, record_scoring_failures, sessions_to_featurize
+from store.contents import events_for_sessions
+from store.session_progress import mark_featurized, record_scoring_failures, sessions_to_featurize
 from store.text import plural
-from store.windows import enrolment_repetitions, store_window_rows, window_rows
+from store.windows import earlier_window_vectors, enrolment_repetitions, schema_names, store_window_rows, window_rows
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def featurize_pending(store: Store, *, idle_seconds: float | None = None) -> Fea
     """Windows for every session with new events; idle sessions are finalized.
 
     One session that cannot be built never stops the others: it is recorded with its error
-    (`store.progress.session_failures`) and tried again when new events arrive.
+    (`store.session_progress.session_failures`) and tried again when new events arrive.
     """
     idle = settings.get("session_idle_seconds") if idle_seconds is None else idle_seconds
     todo = sessions_to_featurize(store, idle)
@@ -220,6 +222,14 @@ def _compare_first(kind: str, width: int) -> int:
     return width
 
 
+def replayed_windows(store: Store, windows: pl.DataFrame, X: np.ndarray) -> set[str]:
+    """Ids of `windows` (stored, of one user, kind and schema; `X` their features) that replay an
+    earlier window of the same user, kind and schema (`app.engine.evidence.replayed`)."""
+    earlier, before = earlier_window_vectors(store, windows)
+    found = replayed(X, earlier, before, _compare_first(windows["kind"][0], X.shape[1]))
+    return {window_id for window_id, hit in zip(windows["window_id"], found, strict=True) if hit}
+
+
 def evidence_settings() -> EvidenceSettings:
     """How sessions accumulate evidence, from the settings table (TELLTALE_* variables)."""
     return EvidenceSettings(shift=settings.get("evidence_shift"), weights=settings.get("kind_weights"),
@@ -243,8 +253,7 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
     from app.engine.policy import DecisionContext, decide
     from app.engine.training import load_active, window_matrix
     from store.decisions import DecisionRecord, record_decisions, session_states
-    from store.models import record_scores
-    from store.windows import replayed_windows, schema_names
+    from store.stored_models import record_scores
 
     if windows.height == 0:
         return []
@@ -265,8 +274,7 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
         if not chosen:
             continue
         X = window_matrix(group)
-        replays = (replayed_windows(store, group, _compare_first(kind, X.shape[1]))
-                   if kind in REPLAY_CHECKED_KINDS else set())
+        replays = replayed_windows(store, group, X) if kind in REPLAY_CHECKED_KINDS else set()
         machine = machine_like(kind, names[schema_id], X)
         surprises = []
         for _, model_id in chosen:
@@ -343,7 +351,7 @@ def score_pending(store: Store, limit: int = 5_000, *, failed: dict[str, str] | 
     """Score every window that has no score yet (the scheduler's queue).
 
     A session whose windows cannot be scored is recorded with its error and left out of the queue
-    (`store.progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
+    (`store.session_progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
     collects those sessions (session -> error).
     """
     from store.windows import unscored_windows
@@ -445,7 +453,7 @@ class EnrolmentStatus:
 
 
 def enrolment_status(store: Store, user_id: str) -> EnrolmentStatus:
-    from store.models import active_models
+    from store.stored_models import active_models
 
     models = active_models(store).filter(pl.col("user_id") == user_id)
     return EnrolmentStatus(enrolment_repetitions(store, user_id), sorted(set(models["detector"].to_list())))
@@ -460,7 +468,7 @@ def train_user(store: Store, user_id: str, progress=None):
 
 def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> pl.DataFrame:
     """The newest decisions of one capture pad's sessions."""
-    from store.models import decisions_for_prefix
+    from store.decisions import decisions_for_prefix
 
     return decisions_for_prefix(store, session_prefix, limit)
 
@@ -487,7 +495,7 @@ def latest_login_decision(store: Store, finished: list[str]) -> WindowVerdict | 
     order the page finished them), its fixed-text window first."""
     import json
 
-    from store.models import newest_session_decision
+    from store.decisions import newest_session_decision
 
     row = newest_session_decision(store, finished)
     if row is None:

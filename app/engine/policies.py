@@ -7,6 +7,7 @@ import polars as pl
 
 from app.engine.policy import DEFAULT_POLICY, Policy
 from store import policies as stored
+from store.caches import LATEST_POLICY
 from store.db import Store
 from store.policies import UnknownPolicyError, is_stored
 
@@ -26,7 +27,7 @@ def save_policy(store: Store, policy: Policy, actor: str) -> Policy:
 def latest_policy(store: Store, policy_id: str = DEFAULT_POLICY.policy_id) -> Policy:
     """The newest revision of `policy_id` (the default policy is installed when first asked for); read
     once until a save."""
-    return store.cached(f"{stored.LATEST_POLICY}:{policy_id}", lambda: _read_latest(store, policy_id))
+    return store.caches.cached(f"{LATEST_POLICY}:{policy_id}", lambda: _read_latest(store, policy_id))
 
 
 def _read_latest(store: Store, policy_id: str) -> Policy:

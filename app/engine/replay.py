@@ -35,7 +35,7 @@ from app.engine.history import LABEL_ORDER
 from store import Store, ingest_events
 from store.errors import Problem, ValidationError
 from store.ingest import ROW, check_csv_file, store_labels, validate_batch
-from store.progress import mark_featurized
+from store.session_progress import mark_featurized
 from store.sidecars import read_sidecars
 
 Progress = Callable[[int, int], None]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from store import Store, ingest_events, ingest_events_csv, reads
+from store import Store, contents, ingest_events, ingest_events_csv
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport, store_labels
 from store.metrics import insert_system_metrics
@@ -75,7 +75,7 @@ def load_sample_data(store: Store, folder: Path, progress: Progress | None = Non
     CPU trace beside it. So the pages open on a history over the sample's days."""
     from app.engine.replay import ReplayOptions, read_population, replay
 
-    if not reads.is_empty(store):
+    if not contents.is_empty(store):
         return None
     events_csv = folder / "events.csv"
     if not events_csv.exists():

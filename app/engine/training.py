@@ -23,7 +23,7 @@ from detectors.base import make_detector, requires_background, uses_background
 from detectors.features import model_columns
 from detectors.persistence import UserModel, fit_user_model, fit_user_models
 from store import Store
-from store.models import active_models, has_global_model, model_blobs, save_model
+from store.stored_models import active_models, has_global_model, model_blobs, save_model
 from store.text import plural
 from store.windows import schema_names, training_window_counts, training_windows, window_kinds
 

@@ -32,7 +32,6 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
     "label": pl.String(),  # "genuine" or "impostor"
     "actor_id": pl.String(),  # who really produced the session, when known
 }
-LABELS: tuple[str, ...] = ("genuine", "impostor")
 
 #: How many problems a ValidationError lists before summarising the rest.
 MAX_PROBLEMS = 5
@@ -129,10 +128,6 @@ def report(progress: Progress | None, done: int, total: int) -> None:
     """Call the progress callback, if any."""
     if progress is not None:
         progress(done, total)
-
-
-def empty_sessions() -> pl.DataFrame:
-    return pl.DataFrame(schema=SESSION_SCHEMA)
 
 
 def empty_labels() -> pl.DataFrame:

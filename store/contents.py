@@ -1,4 +1,5 @@
-"""Typed read functions: each returns a fully fetched Polars frame (or plain values)."""
+"""What the store holds: rows per table, whether it holds anything yet, one row per session, and the
+events of given sessions."""
 
 from __future__ import annotations
 
@@ -34,11 +35,9 @@ def sessions_overview(store: Store, limit: int = 1000) -> pl.DataFrame:
         LIMIT ?""", [limit])
 
 
-def events_for_session(store: Store, session_id: str) -> pl.DataFrame:
-    """Every event of one session in seq order."""
-    return store.frame("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id])
-
-
-def recent_audit(store: Store, limit: int = 200) -> pl.DataFrame:
-    """Newest audit rows first."""
-    return store.frame("SELECT * FROM audit_log ORDER BY audit_id DESC LIMIT ?", [limit])
+def events_for_sessions(store: Store, session_ids: list[str]) -> pl.DataFrame:
+    """Every event of the given sessions, ordered by session and seq."""
+    if len(session_ids) == 1:  # a login: equality lets DuckDB skip row groups by their min/max
+        return store.frame("SELECT * FROM events WHERE session_id = ? ORDER BY seq", session_ids)
+    return store.frame("SELECT * FROM events WHERE list_contains(?, session_id) ORDER BY session_id, seq",
+                       [session_ids])

@@ -1,6 +1,5 @@
-"""Baselines for benchmarks: DuckDB's own CSV reader into a bare table, no validation.
-
-Lives in `store/` because that is the only package allowed to import duckdb.
+"""The ingest benchmark's yardstick: DuckDB's own CSV reader into a bare table of a throwaway file,
+with no validation. It measures DuckDB, not the store; the app's data goes through `store/` only.
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ from typing import Any
 import polars as pl
 
 from store.audit import append_audit
+from store.caches import ACTIVE_MODELS
 from store.db import Store, insert_frame
-
-GLOBAL_USER = None  # models.user_id is NULL for the global model (users without enough enrolment)
 
 
 def save_model(store: Store, *, model_id: str, user_id: str | None, kind: str, detector: str, schema_id: str,
@@ -29,19 +28,15 @@ def save_model(store: Store, *, model_id: str, user_id: str | None, kind: str, d
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true)""",
                        [model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed,
                         json.dumps(metadata, default=str, sort_keys=True), blob])
-        store.invalidate(ACTIVE_MODELS)
+        store.caches.invalidate(ACTIVE_MODELS)
         append_audit(cursor, actor=actor, action="training", subject=user_id or "(global)",
                      details={"model_id": model_id, "kind": kind, "detector": detector, "schema_id": schema_id,
                               "n_samples": n_samples})
 
 
-#: Read-cache key of the active models (every login's scoring reads them; only training writes them).
-ACTIVE_MODELS = "active_models"
-
-
 def active_models(store: Store, kind: str | None = None) -> pl.DataFrame:
     """Active models without their blobs: model_id, user_id, kind, detector, schema_id, trained_at, ..."""
-    rows = store.cached(ACTIVE_MODELS, lambda: store.frame("""
+    rows = store.caches.cached(ACTIVE_MODELS, lambda: store.frame("""
         SELECT model_id, user_id, kind, detector, schema_id, trained_at, n_samples, seed, metadata
         FROM models WHERE active ORDER BY kind, user_id NULLS LAST, detector"""))
     return rows.filter(pl.col("kind") == kind) if kind else rows
@@ -65,27 +60,3 @@ def has_global_model(store: Store, kind: str, schema_id: str) -> bool:
     """Whether an active global model covers this window kind and feature schema."""
     rows = active_models(store, kind)
     return bool(rows.filter(pl.col("user_id").is_null() & (pl.col("schema_id") == schema_id)).height)
-
-
-def decisions_for_prefix(store: Store, session_prefix: str, limit: int = 20) -> pl.DataFrame:
-    """The newest decisions of sessions whose id starts with `session_prefix` (one capture pad)."""
-    return store.frame("""
-        SELECT d.decided_at, w.kind, d.action, d.verdict, round(d.risk, 3) AS risk, d.session_id
-        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
-        WHERE starts_with(d.session_id, ?) ORDER BY d.decided_at DESC LIMIT ?""", [session_prefix, limit])
-
-
-def newest_session_decision(store: Store, session_ids: list[str]) -> dict | None:
-    """The decision of the last of `session_ids` (in the caller's order, oldest first) that has one, its
-    fixed-text window first (a login's verdict); None when none has been decided yet. The page passes the
-    sessions it finished, in the order it finished them."""
-    if not session_ids:
-        return None
-    rows = store.frame("""
-        SELECT d.session_id, w.kind, d.window_id, d.risk, d.action, d.verdict, d.reasons, d.top_features,
-               d.decided_at, list_position(?, d.session_id) AS finished
-        FROM decisions d LEFT JOIN feature_windows w USING (window_id)
-        WHERE list_contains(?, d.session_id)
-        ORDER BY finished DESC, (w.kind = 'fixed_text') DESC, d.decided_at DESC
-        LIMIT 1""", [session_ids, session_ids])
-    return rows.row(0, named=True) if rows.height else None

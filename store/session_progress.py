@@ -1,4 +1,5 @@
-"""Which sessions need (re)building into windows: the featurize job's bookkeeping."""
+"""Each session's progress through the jobs (the `session_progress` table): which sessions need
+(re)building into windows, and which could not be built or scored, with their error."""
 
 from __future__ import annotations
 
@@ -102,10 +103,3 @@ def clear_session_failures(store: Store, session_ids: list[str] | None = None) -
                               events_seen = -1, finalized = false WHERE list_contains(?, session_id)""", [ids])
     return len(ids)
 
-
-def events_for_sessions(store: Store, session_ids: list[str]) -> pl.DataFrame:
-    """Every event of the given sessions, ordered by session and seq."""
-    if len(session_ids) == 1:  # a login: equality lets DuckDB skip row groups by their min/max
-        return store.frame("SELECT * FROM events WHERE session_id = ? ORDER BY seq", session_ids)
-    return store.frame("SELECT * FROM events WHERE list_contains(?, session_id) ORDER BY session_id, seq",
-                       [session_ids])
