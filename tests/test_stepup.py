@@ -290,6 +290,11 @@ def test_overdue_challenges_are_swept(enrolled: tuple[Store, str]) -> None:
 
     statuses = dict(challenges(store).select("challenge_id", "status").rows())
     assert statuses == {due: "expired", open_one: "issued"}
+    # a sweep long after still dates the expiry when it happened (a replayed history stays in its days)
+    late = issue_challenge(store, "alice", now=T + 20, expiry_seconds=10)
+    assert stepup.expire_overdue(store, T + 5_000) == 2
+    resolved = dict(challenges(store).select("challenge_id", "resolved_at").rows())
+    assert resolved[late.challenge_id] == late.expires_at
 
 
 @pytest.mark.parametrize("seconds", [0, -5])

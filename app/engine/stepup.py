@@ -356,14 +356,15 @@ def unlock(store: Store, challenge_id: str, actor: str, now: Moment | None = Non
 
 
 def expire_overdue(store: Store, now: Moment, *, actor: str = "scheduler") -> int:
-    """Mark every open challenge past its expiry as expired (one event and audit row each); return how many."""
+    """Mark every open challenge past its expiry at `now` as expired (one event and audit row each, dated
+    when it expired, not when the sweep ran); return how many."""
     _, at = _moment(now)
     with store.transaction():
         overdue = otp.overdue_challenges(store, at)
         for found in overdue:
-            otp.update_challenge(store, found.challenge_id, status="expired", resolved_at=at)
-            otp.record_event(store, found, "expired", "expired before a code was accepted", happened_at=at,
-                             actor=actor)
+            otp.update_challenge(store, found.challenge_id, status="expired", resolved_at=found.expires_at)
+            otp.record_event(store, found, "expired", "expired before a code was accepted",
+                             happened_at=found.expires_at, actor=actor)
     return len(overdue)
 
 
