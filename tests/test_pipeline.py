@@ -80,8 +80,6 @@ def test_windows_built_while_the_session_was_open_are_decided_with_the_rest(trai
 
 def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    import store.stored_models
-
     store_ = trained_store
     session = a_new_login(store_, "login-2")
     pipeline.featurize_sessions(store_, [session], final=True)
@@ -90,7 +88,7 @@ def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
     def disk_full(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.stored_models, "record_scores", disk_full)  # the last write of score_windows
+    monkeypatch.setattr(pipeline, "record_scores", disk_full)  # the last write of score_windows
     with pytest.raises(OSError, match="disk full"):
         pipeline.score_session(store_, session)
 
@@ -158,7 +156,6 @@ def test_a_batch_adding_to_a_stored_session_is_featurized_from_the_store(trained
 
 def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import store.stored_models
     from store import ValidationError
 
     store_ = trained_store
@@ -172,7 +169,7 @@ def test_a_refused_batch_stores_nothing_and_a_scoring_failure_keeps_the_batch(
     def disk_full(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.stored_models, "record_scores", disk_full)
+    monkeypatch.setattr(pipeline, "record_scores", disk_full)
     batch = a_login_batch("login-kept")
     scored = pipeline.ingest_and_score(store_, batch, ["login-kept"], source_name="test", actor="test")
 

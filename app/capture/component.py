@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app.capture import ACK_JS, CSS, JS, AcceptedBatch, BatchRejected, CaptureState, accept_batch, acknowledgements
+from app.engine.pipeline import ingest_and_score, score_session
 from store import Store, StoreError, ValidationError, ingest_events
 
 PHRASE = ".tie5Roanl"
@@ -76,7 +77,6 @@ def store_batch(store: Store, capture: PageCapture, payload: Any, on_completed: 
     Any other failure leaves it unacknowledged, so the browser sends it again with its next flush and
     nothing is lost; storing is idempotent, so a write that committed before the failure is not doubled.
     """
-    from app.engine.pipeline import ingest_and_score, score_session
 
     try:
         accepted = accept_batch(payload, capture.state)

@@ -13,7 +13,12 @@ from typing import Any
 
 import polars as pl
 
+from detectors.evaluation import evaluate_cmu, protocol_sizes
 from detectors.features import WindowSettings, build_windows, feature_names
+from detectors.session_protocols import SessionSplit, chunk_sessions, evaluate_sessions, split_by_session_order
+from store.importers.aalto import read_aalto
+from store.importers.balabit import read_balabit
+from store.importers.cmu import read_cmu
 from store.text import plural
 
 REFERENCES: dict[str, dict[str, float]] = {
@@ -65,8 +70,6 @@ def evaluate(path: Path, fmt: str, *, detectors: Sequence[str] | None = None, tr
 
 def _cmu(path: Path, detectors: list[str], train_reps: int | None, impostor_reps: int | None,
          progress) -> dict[str, Any]:
-    from detectors.evaluation import evaluate_cmu
-    from store.importers.cmu import read_cmu
 
     parsed = read_cmu(path)
     return evaluate_cmu(parsed.windows, parsed.feature_names, detectors, train_reps=train_reps,
@@ -74,9 +77,6 @@ def _cmu(path: Path, detectors: list[str], train_reps: int | None, impostor_reps
 
 
 def _balabit(path: Path, detectors: list[str], progress) -> dict[str, Any]:
-    from detectors.session_protocols import SessionSplit, chunk_sessions, evaluate_sessions, split_by_session_order
-    from store.importers.balabit import read_balabit
-
     imported = read_balabit(path)
     names = feature_names("mouse")
     windows = build_windows(imported.events, kinds=("mouse",))["mouse"]
@@ -127,9 +127,6 @@ def _test_session_ids(path: Path) -> list[str]:
 
 def _aalto(path: Path, detectors: list[str], train_reps: int | None, impostor_reps: int | None,
            progress) -> dict[str, Any]:
-    from detectors.evaluation import protocol_sizes
-    from detectors.session_protocols import SessionSplit, evaluate_sessions
-    from store.importers.aalto import read_aalto
 
     imported = read_aalto(path)
     settings = WindowSettings(free_text_keys=20)

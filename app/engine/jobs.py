@@ -23,9 +23,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from app import settings
 from app.engine.inbox import drain_inbox, inbox_folder
+from app.engine.pipeline import process_pending
 from app.engine.stepup import expire_overdue
+from app.engine.training import drift_check, train, users_due_for_retraining
 from store import Store
-from store.metrics import insert_system_metrics, record_job_run
+from store.metrics import insert_system_metrics, record_drift, record_job_run
 
 log = logging.getLogger("telltale.jobs")
 
@@ -124,7 +126,6 @@ def ingest_inbox(store: Store) -> int:
 def score_new(store: Store) -> JobOutcome:
     """Windows from new events, scored and decided (see app/pipeline.py); a session that fails is
     set aside with its error and named in the run's record, the others are decided."""
-    from app.engine.pipeline import process_pending
 
     report = process_pending(store)
     return JobOutcome(report.decisions, failures_summary(report.failed))
@@ -141,7 +142,6 @@ def failures_summary(failed: dict[str, str], shown: int = 3) -> str | None:
 
 def retrain_due(store: Store) -> int:
     """Retrain users with enough new training windows since their last model."""
-    from app.engine.training import train, users_due_for_retraining
 
     users = users_due_for_retraining(store, settings.get("retrain_after_windows"))
     return train(store, users=users, actor="scheduler").models if users else 0
@@ -149,15 +149,12 @@ def retrain_due(store: Store) -> int:
 
 def retrain_all(store: Store) -> int:
     """The nightly full retrain (every user and the global models)."""
-    from app.engine.training import train
 
     return train(store, actor="scheduler").models
 
 
 def check_drift(store: Store) -> int:
     """Feature drift per user and kind between training windows and recent ones."""
-    from app.engine.training import drift_check
-    from store.metrics import record_drift
 
     return record_drift(store, drift_check(store, limit=settings.get("drift_limit")))
 

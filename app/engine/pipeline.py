@@ -8,6 +8,7 @@ have no score yet against the user's models, and turns each risk into a decision
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
+from threadpoolctl import ThreadpoolController
 
 from app import settings
+from app.engine import stepup
 from app.engine.evidence import (
     EvidenceSettings,
     accumulate,
@@ -29,14 +32,31 @@ from app.engine.evidence import (
     window_evidence,
     window_surprise,
 )
-from app.engine.policy import Action
+from app.engine.policies import latest_policy
+from app.engine.policy import Action, DecisionContext, decide
+from app.engine.training import load_active, train, window_matrix
 from detectors.features import WindowSettings, build_windows, feature_names
 from detectors.persistence import UserModel
 from store import IngestReport, Store, ingest_events
 from store.contents import events_for_sessions
+from store.decisions import (
+    DecisionRecord,
+    decisions_for_prefix,
+    newest_session_decision,
+    record_decisions,
+    session_states,
+)
 from store.session_progress import mark_featurized, record_scoring_failures, sessions_to_featurize
+from store.stored_models import active_models, record_scores
 from store.text import plural
-from store.windows import earlier_window_vectors, enrolment_repetitions, schema_names, store_window_rows, window_rows
+from store.windows import (
+    earlier_window_vectors,
+    enrolment_repetitions,
+    schema_names,
+    store_window_rows,
+    unscored_windows,
+    window_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +224,6 @@ def _native_threads():
     of several threads makes scikit-learn's neighbour search for a handful of windows about a hundred
     times slower than one thread.
     """
-    from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
 
@@ -248,12 +267,6 @@ def score_windows(store: Store, windows: pl.DataFrame, *, new_sessions: frozense
     later run. Decisions, audit rows, step-up challenges and raw scores are written in one transaction.
     `new_sessions`: sessions stored in the caller's open transaction, which have no decision yet.
     """
-    from app.engine import stepup
-    from app.engine.policies import latest_policy
-    from app.engine.policy import DecisionContext, decide
-    from app.engine.training import load_active, window_matrix
-    from store.decisions import DecisionRecord, record_decisions, session_states
-    from store.stored_models import record_scores
 
     if windows.height == 0:
         return []
@@ -354,7 +367,6 @@ def score_pending(store: Store, limit: int = 5_000, *, failed: dict[str, str] | 
     (`store.session_progress.record_scoring_failures`); the other sessions are scored. `failed`, when given,
     collects those sessions (session -> error).
     """
-    from store.windows import unscored_windows
 
     windows = unscored_windows(store, limit)
     parts = {session_id: part for (session_id,), part in windows.partition_by("session_id", as_dict=True).items()} \
@@ -392,7 +404,6 @@ def score_session(store: Store, session_id: str, *,
     `new_session_events`: see `build_and_store_windows` (`ingest_and_score` passes them).
     Windows, scores and decisions are written in one transaction (one commit per login).
     """
-    from store.windows import unscored_windows
 
     with store.transaction():
         built = build_and_store_windows(store, [session_id], final=True, new_session_events=new_session_events)
@@ -453,22 +464,18 @@ class EnrolmentStatus:
 
 
 def enrolment_status(store: Store, user_id: str) -> EnrolmentStatus:
-    from store.stored_models import active_models
-
     models = active_models(store).filter(pl.col("user_id") == user_id)
     return EnrolmentStatus(enrolment_repetitions(store, user_id), sorted(set(models["detector"].to_list())))
 
 
 def train_user(store: Store, user_id: str, progress=None):
     """Train one user's models for every kind they have windows of (the capture page's button)."""
-    from app.engine.training import train
 
     return train(store, users=[user_id], progress=progress, actor="capture-page")
 
 
 def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> pl.DataFrame:
     """The newest decisions of one capture pad's sessions."""
-    from store.decisions import decisions_for_prefix
 
     return decisions_for_prefix(store, session_prefix, limit)
 
@@ -476,7 +483,6 @@ def recent_decisions(store: Store, *, session_prefix: str, limit: int = 20) -> p
 def prepare_store(store: Store, progress=None) -> str:
     """Windows for every stored session (all treated as finished), models, scores: what a store of
     complete recordings (sample data, an import) needs before the pages have something to show."""
-    from app.engine.training import train
 
     todo = sessions_to_featurize(store, idle_seconds=0, limit=1_000_000)
     built, failed = each_isolated(todo["session_id"].to_list(),
@@ -493,9 +499,6 @@ def prepare_store(store: Store, progress=None) -> str:
 def latest_login_decision(store: Store, finished: list[str]) -> WindowVerdict | None:
     """The verdict of the newest decided session of one capture form (`finished`: its sessions in the
     order the page finished them), its fixed-text window first."""
-    import json
-
-    from store.decisions import newest_session_decision
 
     row = newest_session_decision(store, finished)
     if row is None:

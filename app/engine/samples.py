@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.engine.replay import ReplayOptions, read_population, replay
+from simulators import simulate, system_load
 from store import Store, contents, ingest_events, ingest_events_csv
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport, store_labels
@@ -37,7 +39,6 @@ class SimulationReport:
 def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
                      enrolment_days: int = 0, load_seconds: int = 600) -> dict[str, int]:
     """Write a simulation as CSVs (events + sidecars); byte-identical for the same arguments."""
-    from simulators import simulate, system_load
 
     sim = simulate(users, sessions, seed, attack_share=attack_share, enrolment_days=enrolment_days)
     start = sim.sessions["started_at"].min()
@@ -52,7 +53,6 @@ def write_simulation(out: Path, *, users: int, sessions: int, seed: int, attack_
 def simulate_into(store: Store, *, users: int, sessions: int, seed: int, attack_share: float = 0.2,
                   enrolment_days: int = 0, load_seconds: int = 600, actor: str = "cli") -> SimulationReport:
     """Simulate and store events, sessions, ground-truth labels and a CPU trace."""
-    from simulators import simulate, system_load
 
     sim = simulate(users, sessions, seed, attack_share=attack_share, enrolment_days=enrolment_days)
     report = ingest_events(store, sim.events, source_name=f"simulate --users {users} --sessions {sessions} "
@@ -73,7 +73,6 @@ def load_sample_data(store: Store, folder: Path, progress: Progress | None = Non
     windowed, decided as the score job decides them, models retrained as the retrain job retrains them,
     every user holding an authenticator), then the ground-truth labels (for the Threshold lab) and the
     CPU trace beside it. So the pages open on a history over the sample's days."""
-    from app.engine.replay import ReplayOptions, read_population, replay
 
     if not contents.is_empty(store):
         return None

@@ -25,7 +25,7 @@ from detectors.persistence import UserModel, fit_user_model, fit_user_models
 from store import Store
 from store.stored_models import active_models, has_global_model, model_blobs, save_model
 from store.text import plural
-from store.windows import schema_names, training_window_counts, training_windows, window_kinds
+from store.windows import feature_windows, schema_names, training_window_counts, training_windows, window_kinds
 
 Progress = Callable[[int, int], None]
 #: At most this many other users' windows form a background set (keeps fits fast).
@@ -262,7 +262,6 @@ def users_due_for_retraining(store: Store, new_windows: int) -> list[str]:
 def drift_check(store: Store, recent: int = 20, limit: float = 2.0) -> pl.DataFrame:
     """Per user and kind: the largest shift of a feature's mean between the training windows and the
     `recent` newest windows, in training standard deviations; drifted when above `limit`."""
-    from store.windows import feature_windows, training_windows
 
     now = datetime.now(UTC).replace(tzinfo=None)
     rows: list[dict[str, object]] = []
