@@ -39,6 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from detectors.base import DETECTORS, fit_detector, make_detector, reference_for, uses_background
+from detectors.features import feature_names
+from detectors.persistence import fit_user_model, fit_user_models
+from store.windows import schema_id as stored_schema_id
+
 SEED = 7
 BACKGROUND_SEED = 0  # as app.engine.training.SEED: the draw of other users' windows
 BACKGROUND_LIMIT = 2_000  # as app.engine.training.BACKGROUND_LIMIT
@@ -61,7 +66,6 @@ def simulated_windows(users: int, per_user: int, seed: int = SEED) -> tuple[np.n
     log-normally from window to window; up-down = down-down - hold (negative when keys overlap). Context:
     Tab share (user habit), time per field, time to submit (the typing time plus a pause) and focus switches.
     """
-    from detectors.features import feature_names
 
     names = feature_names("fixed_text")
     rng = np.random.default_rng(seed)
@@ -112,7 +116,6 @@ class _Users:
 
 def _timed_fit(name: str, X: np.ndarray, background: np.ndarray | None, names: list[str],
                schema_id: str) -> tuple[float, Any]:
-    from detectors.persistence import fit_user_model
 
     started = time.perf_counter()
     model = fit_user_model(name, X, schema_id=schema_id, feature_names=names, X_background=background)
@@ -139,7 +142,6 @@ def _baseline_seconds(data: _Users, users: int) -> float:
 
 def _timed_retrain(name: str, Xs: list[np.ndarray], backgrounds: list[np.ndarray | None], names: list[str],
                    schema_id: str, n_jobs: int) -> float:
-    from detectors.persistence import fit_user_models
 
     started = time.perf_counter()
     fit_user_models(name, Xs, schema_id=schema_id, feature_names=names, X_backgrounds=backgrounds, n_jobs=n_jobs)
@@ -147,8 +149,6 @@ def _timed_retrain(name: str, Xs: list[np.ndarray], backgrounds: list[np.ndarray
 
 
 def _bare_fit_seconds(name: str, X: np.ndarray, background: np.ndarray | None) -> float:
-    from detectors.base import fit_detector, make_detector
-
     started = time.perf_counter()
     fit_detector(make_detector(name), X, background)
     return time.perf_counter() - started
@@ -159,7 +159,6 @@ def _measure(name: str, data: _Users, feature_names: list[str], schema_id: str, 
              bare_fit: bool) -> dict[str, Any]:
     """Fit seconds per size (median over `fit_users` users), retrain seconds for `users` users (extrapolated
     past the budget) and scoring windows/s of one detector."""
-    from detectors.base import make_detector, uses_background
 
     needs_background = uses_background(make_detector(name))
     windows_per_user = data.windows(0).shape[0]
@@ -230,8 +229,6 @@ def bench_detectors(*, users: int = 100, windows_per_user: int = 200, sizes: Seq
     `references`) PyOD's own detectors beside the ones that reimplement them.
 
     `detectors` defaults to every registered detector the app offers (not the references)."""
-    from detectors.base import DETECTORS, reference_for
-    from store.windows import schema_id as stored_schema_id
 
     names_to_run = (list(detectors) if detectors is not None
                     else [name for name in DETECTORS if reference_for(name) is None])

@@ -23,6 +23,9 @@ from typing import Any
 
 import polars as pl
 
+from app.engine.detector_evaluation import DEFAULT_DETECTORS, evaluate
+from store.importers.balabit import read_balabit
+
 SLICE_ROWS = 2_000
 TARGET_S = 600.0
 
@@ -56,8 +59,6 @@ def build_full_layout(training: Path, target: Path, slice_rows: int = SLICE_ROWS
 
 def bench_evaluate_balabit(folder: Path) -> dict[str, Any]:
     """Seconds of `evaluate --format balabit` on the full-size stand-in, beside parsing it alone."""
-    from app.engine.detector_evaluation import DEFAULT_DETECTORS, evaluate
-    from store.importers.balabit import read_balabit
 
     training = folder / "training_files"
     if not training.exists():

@@ -20,6 +20,8 @@ from typing import Any
 import polars as pl
 
 from bench.ingest import _result
+from detectors.features import WINDOW_KINDS, build_windows, collect_all, session_parts, window_features
+from simulators import simulate
 
 REPEATS = 3
 USERS = 50
@@ -42,7 +44,6 @@ def _baseline(events: pl.DataFrame) -> pl.DataFrame:
 def _per_kind(events: pl.DataFrame) -> dict[str, float]:
     """Seconds of each stage alone (session parts, then each kind's plan on those parts), to show
     what dominates; the stages overlap less than in `build_windows`, which collects the kinds together."""
-    from detectors.features import WINDOW_KINDS, collect_all, session_parts, window_features
 
     parts_s, parts = _fastest(lambda: session_parts(events))
     stages = {"session_parts": parts_s}
@@ -53,7 +54,6 @@ def _per_kind(events: pl.DataFrame) -> dict[str, float]:
 
 def measure(events: pl.DataFrame) -> dict[str, Any]:
     """Time the full pipeline and the baseline on `events`; window counts and per-stage seconds."""
-    from detectors.features import build_windows
 
     build_windows(events.head(10_000))  # warm up (first-call costs of Polars)
     ours_s, windows = _fastest(lambda: build_windows(events))
@@ -68,7 +68,6 @@ def simulated_events(rows: int) -> pl.DataFrame:
     """`rows` simulated events of USERS users: enough genuine sessions per user (plus the default
     20% attacks), then the first `rows` rows. The cut falls inside the last session (sessions are
     ~600 events), which the pipeline handles like any unfinished session."""
-    from simulators import simulate
 
     per_session = simulate(USERS, 1, seed=SEED).events.height / (USERS * 1.2)
     sessions = max(1, math.ceil(rows / (USERS * 1.2 * per_session) * 1.05))

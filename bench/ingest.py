@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import duckdb_read_csv_seconds
+from simulators import simulate
 from store import Store, ingest_events_csv
+from store.datasets import import_dataset
 
 
 def _result(rows: int, ours_s: float, base_rows: int, base_s: float, **extra: Any) -> dict[str, Any]:
@@ -20,7 +22,6 @@ def _result(rows: int, ours_s: float, base_rows: int, base_s: float, **extra: An
 
 def bench_ingest(rows: int) -> dict[str, Any]:
     """Import `rows` simulated canonical events from CSV with full validation vs DuckDB read_csv."""
-    from simulators import simulate
 
     with tempfile.TemporaryDirectory() as folder:
         csv_path = Path(folder) / "events.csv"
@@ -44,7 +45,6 @@ def bench_ingest(rows: int) -> dict[str, Any]:
 
 def bench_import_balabit(folder: Path) -> dict[str, Any]:
     """Import the Balabit training part vs DuckDB read_csv of the same session files."""
-    from store.datasets import import_dataset
 
     if not folder.exists():
         raise SystemExit(f"{folder} not found: give --path to a Balabit folder (training_files/...)")

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+import app.engine.pipeline as pipeline
+from app.engine.pipeline import build_and_store_windows, ingest_and_score, prepare_store, score_windows
+from detectors.persistence import UserModel
+from simulators import simulate
 from store import Store, ingest_events
+from store.stored_models import active_models
+from store.windows import unscored_windows
 
 TARGET_P99_MS = 50
 
@@ -83,9 +89,6 @@ def login_batches(events: pl.DataFrame, session_ids: list[str], count: int, *,
 def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
              enrolment_days: int) -> tuple[pl.DataFrame, list[str]]:
     """Simulate, ingest, build windows, train; returns the events and the genuine sessions of trained users."""
-    from app.engine.pipeline import prepare_store
-    from simulators import simulate
-    from store.stored_models import active_models
 
     sim = simulate(users, enrolment_sessions, seed, enrolment_days=enrolment_days)
     ingest_events(store, sim.events, source_name="bench latency", sessions=sim.sessions, labels=sim.labels)
@@ -99,8 +102,6 @@ def _prepare(store: Store, users: int, enrolment_sessions: int, seed: int,
 def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
     """Wrap the calls `score_windows` makes (as app.engine.pipeline names them) so their time adds up in
     `totals` (name -> seconds)."""
-    import app.engine.pipeline as pipeline
-    from detectors.persistence import UserModel
 
     targets = [(pipeline, "load_active", "load_models"), (pipeline, "latest_policy", "policy"),
                (pipeline, "replayed_windows", "replay_check"), (UserModel, "score", "detectors"),
@@ -127,8 +128,6 @@ def _timed_calls(totals: dict[str, float]) -> Iterator[None]:
 
 def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, float]:
     """Median ms of each stage of `ingest_and_score`, run step by step on fresh sessions."""
-    from app.engine.pipeline import build_and_store_windows, score_windows
-    from store.windows import unscored_windows
 
     per_stage: dict[str, list[float]] = defaultdict(list)
     for events in batches:
@@ -162,7 +161,6 @@ def bench_latency(sessions: int = 1_000, *, users: int = 10, enrolment_sessions:
 
     `stages`: None = profile the stages only when the p99 misses the target; True/False = always/never.
     """
-    from app.engine.pipeline import ingest_and_score
 
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "latency.duckdb") as store:
         _log(f"setup: simulating {users} users x {enrolment_sessions} sessions, training ...")

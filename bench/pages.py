@@ -22,6 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.engine.pipeline import prepare_store
+from app.engine.samples import simulate_into
+from app.web.resources import get_live_control, get_store
+from store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "web" / "main.py"
 PAGES = ROOT / "pages"
@@ -40,9 +45,6 @@ STREAMS = {"data-page": (8, 1), "heavy": (3, 20)}
 def build_store(path: Path, *, users: int = 50, sessions: int = 29, seed: int = 7) -> dict[str, Any]:
     """Simulate (`simulate(50, 29, seed=7)` is about 1.0M events), then windows, models, scores, decisions."""
     os.environ["TELLTALE_DETECTORS"] = DETECTORS
-    from app.engine.pipeline import prepare_store
-    from app.engine.samples import simulate_into
-    from store import Store
 
     started = time.perf_counter()
     with Store(path) as store:
@@ -59,8 +61,6 @@ def _fresh_apptest(db: Path, script: Path):
     os.environ.update(TELLTALE_DB=str(db), TELLTALE_SCHEDULER="off", TELLTALE_DETECTORS=DETECTORS)
     import streamlit as st
     from streamlit.testing.v1 import AppTest
-
-    from app.web.resources import get_live_control, get_store
 
     st.cache_data.clear()
     get_store.clear()
@@ -97,7 +97,6 @@ def page_render_times(db: Path, pages: list[str] | None = None) -> dict[str, Any
         app.run()
         rerun_s = time.perf_counter() - started
         results[name] = {"first_s": round(first_s, 3), "rerun_s": round(rerun_s, 3), "errors": _errors(app)}
-    from app.web.resources import get_store
 
     get_store.clear()
     slowest = max(results, key=lambda n: results[n]["first_s"])
@@ -161,8 +160,6 @@ def _wait_for_text(page, text: str, artifacts: Path, timeout_s: float = 180.0) -
 
 
 def _event_count(db: Path) -> int:
-    from store import Store
-
     with Store(db, read_only=True) as store:
         return int(store.scalar("SELECT count(*) FROM events"))
 

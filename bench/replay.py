@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.engine.pipeline import prepare_store
+from app.engine.replay import ReplayOptions, outcome, replay
+from app.settings import get
+from simulators import simulate
 from store import Store, ingest_events
 
 
@@ -30,10 +34,6 @@ def _log(message: str) -> None:
 def bench_replay(users: int = 24, sessions: int = 16, *, seed: int = 1, attack_share: float = 0.3,
                  enrolment_days: int = 6) -> dict[str, Any]:
     """Seconds and sessions per second of the replay beside the bulk baseline, with the replay's figures."""
-    from app.engine.pipeline import prepare_store
-    from app.engine.replay import ReplayOptions, outcome, replay
-    from app.settings import get
-    from simulators import simulate
 
     sim = simulate(users, sessions, seed, attack_share=attack_share, enrolment_days=enrolment_days)
     count = sim.sessions.height

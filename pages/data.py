@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import settings
 from app.engine import samples
+from app.engine.imports import IMPORT_FORMATS
 from app.web.resources import get_live_control, get_store
 from app.web.ui import progress_callback, show_error
 from store import StoreError, contents, ingest_events_csv
@@ -82,8 +83,6 @@ with dataset_tab:
         dataset_format = st.selectbox("Format", ["events", "cmu", "balabit", "aalto"])
         submitted = st.form_submit_button("Import")
     if submitted and dataset_path:
-        from app.engine.imports import IMPORT_FORMATS
-
         update, clear = progress_callback(f"Importing {dataset_path}")
         try:
             report = IMPORT_FORMATS[dataset_format](store, Path(dataset_path).expanduser(), progress=update,

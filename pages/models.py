@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import settings
 from app.engine import training
-from app.engine.detector_evaluation import DEFAULT_DETECTORS, markdown, protocol_text
+from app.engine.detector_evaluation import DEFAULT_DETECTORS, evaluate, markdown, protocol_text
 from app.web import charts
 from app.web.resources import get_store
 from app.web.ui import progress_callback, teach
@@ -85,8 +85,6 @@ if run:
     if not Path(path).exists():
         st.error(f"{path} not found on this machine.")
     else:
-        from app.engine.detector_evaluation import evaluate
-
         update, clear = progress_callback("Evaluating")
         try:
             result = evaluate(Path(path), fmt, detectors=chosen or DEFAULT_DETECTORS[fmt], train_reps=int(train_reps),

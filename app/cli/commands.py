@@ -3,6 +3,9 @@
 Every command that reports figures takes `--json` and then prints exactly one JSON object on
 stdout; messages and progress go to stderr. Bad input exits with status 2 and a message that
 names the row, column and reason; nothing of it is stored.
+
+Each command imports the engine modules it runs inside its handler: `--help` and a quick command
+then start without loading what another command needs (detectors, the scheduler, tqdm).
 """
 
 from __future__ import annotations

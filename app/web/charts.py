@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
+from scipy.special import ndtri
 
 from app.engine.evidence import evidence_for_risk
 from app.engine.history import LABEL_ORDER
@@ -154,15 +155,9 @@ def crossing(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]
 def probit(rates: Any) -> np.ndarray:
     """Normal deviates of rates in [0, 1] (the DET axis), clipped to [PROBIT_CLIP, 1 - PROBIT_CLIP].
 
-    `scipy.special.ndtri` is `scipy.stats.norm.ppf` without the distribution machinery; without scipy the
-    standard library's `NormalDist.inv_cdf` does the same, element by element.
+    `scipy.special.ndtri` is `scipy.stats.norm.ppf` without the distribution machinery.
     """
     clipped = np.clip(np.asarray(rates, dtype=float), PROBIT_CLIP, 1 - PROBIT_CLIP)
-    try:
-        from scipy.special import ndtri
-    except ImportError:  # pragma: no cover - scipy comes with scikit-learn
-        from statistics import NormalDist
-        return np.vectorize(NormalDist().inv_cdf, otypes=[float])(clipped)
     return ndtri(clipped)
 
 

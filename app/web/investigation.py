@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
+from plotly.subplots import make_subplots
 
 from detectors.features import FEATURE_DICTIONARY, key_presses, pointer_samples, with_flights
 from store.text import plural
@@ -186,8 +187,6 @@ def replay_figure(events: pl.DataFrame, speed: float = 1.0, max_frames: int = 12
     what had happened by then. `speed` 1 plays in real time, 2 twice as fast (a frame lasts
     step / speed ms). Grey in the background: the whole mouse path and every press.
     """
-    from plotly.subplots import make_subplots
-
     if speed <= 0:
         raise ValueError(f"replay speed must be above 0, got {speed}")
     path, presses = pointer_path(events), session_presses(events)

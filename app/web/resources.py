@@ -15,6 +15,7 @@ from app import settings
 from app.engine.jobs import Worker
 from app.engine.stream import LiveStream
 from store import Store, ingest_events
+from store.audit import audit
 
 
 @st.cache_resource(show_spinner=False)
@@ -59,8 +60,6 @@ class LiveControl:
             if self.stream is not None and self.stream.status.running:
                 return self.stream
             self.stream = LiveStream(self.deliver, **options).start()
-            from store.audit import audit
-
             audit(self.store, actor="data-page", action="live_stream_start", subject=None,
                   details={**options, "sessions": self.stream.status.sessions})
             return self.stream
@@ -69,8 +68,6 @@ class LiveControl:
         with self._lock:
             if self.stream is not None:
                 self.stream.stop()
-                from store.audit import audit
-
                 audit(self.store, actor="data-page", action="live_stream_stop", subject=None,
                       details={"events": self.stream.status.events, "batches": self.stream.status.batches})
 
