@@ -362,19 +362,8 @@ def _reconstruction_errors(layers: Layers, X: np.ndarray) -> np.ndarray:
     return np.sqrt(((h - X) ** 2).sum(axis=1))
 
 
-@register("autoencoder")
-class AutoEncoderDetector(BaseDetector):
-    """Auto-associative network: reconstruction error of a window (Euclidean, in scaled units).
-
-    PyOD 3.6.7's AutoEncoder network and recipe (`_train_autoencoders`), small by default: hidden layers 32
-    and 8, 50 epochs, batches of 16. Training small networks one by one is all per-step overhead, so
-    `fit_calibrated_many` trains every user's network and its `folds` cross-fitting networks in one
-    batched loop, and scoring is NumPy; PyOD's own fit, one network at a time, is `pyod_autoencoder`
-    (docs/detectors.md, "PyOD's detectors and ours").
-    The batch size is capped at the number of training windows. Scaling is done here (`scaling`,
-    `log_transform`), fitted on each network's own training windows; a feature constant in training
-    keeps scale 1.
-    """
+class _AutoEncoderParameters(BaseDetector):
+    """The parameters PyOD's AutoEncoder recipe and ours share (so both are set and compared alike)."""
 
     min_training_windows = 2  # a batch of one window gives a degenerate loss
 
@@ -390,6 +379,21 @@ class AutoEncoderDetector(BaseDetector):
         self.scaling = scaling
         self.log_transform = log_transform
         self.random_state = random_state
+
+
+@register("autoencoder")
+class AutoEncoderDetector(_AutoEncoderParameters):
+    """Auto-associative network: reconstruction error of a window (Euclidean, in scaled units).
+
+    PyOD 3.6.7's AutoEncoder network and recipe (`_train_autoencoders`), small by default: hidden layers 32
+    and 8, 50 epochs, batches of 16. Training small networks one by one is all per-step overhead, so
+    `fit_calibrated_many` trains every user's network and its `folds` cross-fitting networks in one
+    batched loop, and scoring is NumPy; PyOD's own fit, one network at a time, is `pyod_autoencoder`
+    (docs/detectors.md, "PyOD's detectors and ours").
+    The batch size is capped at the number of training windows. Scaling is done here (`scaling`,
+    `log_transform`), fitted on each network's own training windows; a feature constant in training
+    keeps scale 1.
+    """
 
     def _recipe(self) -> tuple[Any, ...]:
         return (tuple(self.hidden_neurons), self.epochs, self.batch_size, self.learning_rate, self.weight_decay,
@@ -817,7 +821,7 @@ class PyODIForestDetector(BaseDetector):
 
 
 @register("pyod_autoencoder")
-class PyODAutoEncoderDetector(BaseDetector):
+class PyODAutoEncoderDetector(_AutoEncoderParameters):
     """PyOD's `AutoEncoder` with the recipe `autoencoder` trains (same parameters, batch norm off, scaling
     done here), one network per fit: the reference `autoencoder` is measured against.
 
@@ -828,21 +832,6 @@ class PyODAutoEncoderDetector(BaseDetector):
     """
 
     reference_for = "autoencoder"
-
-    min_training_windows = 2  # a batch of one window gives a degenerate loss
-
-    def __init__(self, hidden_neurons: tuple[int, ...] = (32, 8), epochs: int = 50, batch_size: int = 16,
-                 learning_rate: float = 1e-3, dropout_rate: float = 0.0, weight_decay: float = 1e-5,
-                 scaling: str = "standard", log_transform: bool = True, random_state: int | None = 0):
-        self.hidden_neurons = hidden_neurons
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.dropout_rate = dropout_rate
-        self.weight_decay = weight_decay
-        self.scaling = scaling
-        self.log_transform = log_transform
-        self.random_state = random_state
 
     def fit(self, X: np.ndarray) -> PyODAutoEncoderDetector:
         _torch_single_thread()

@@ -147,3 +147,33 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def trained_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """Three simulated users with windows, personal and global models (one fast detector) and decisions."""
+    from app.engine import pipeline
+    from app.engine.samples import simulate_into
+
+    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
+    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "4")
+    store = Store(tmp_path / "trained.duckdb")
+    simulate_into(store, users=3, sessions=6, seed=11, enrolment_days=4, load_seconds=5)
+    pipeline.prepare_store(store)
+    yield store
+    store.close()
+
+
+def store_a_genuine_login(store: Store, name: str) -> str:
+    """A genuine simulated session of a trained user, stored under a new session id; returns the id."""
+    import polars as pl
+
+    from simulators import simulate
+    from store import ingest_events
+
+    sim = simulate(3, 6, seed=99, enrolment_days=4)
+    source = sim.events["session_id"][0]
+    events = sim.events.filter(pl.col("session_id") == source).with_columns(session_id=pl.lit(name))
+    ingest_events(store, events, audit=False)
+    return name
+

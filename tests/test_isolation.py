@@ -4,36 +4,14 @@ windowed, scored and decided."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 
 from app.engine import pipeline
 from app.engine.jobs import JOBS, Worker
-from app.engine.samples import simulate_into
-from simulators import simulate
-from store import Store, ingest_events
+from store import Store
 from store.session_progress import clear_session_failures, session_failures
-from tests.conftest import run_cli
-
-
-@pytest.fixture
-def trained_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
-    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "4")
-    store = Store(tmp_path / "isolation.duckdb")
-    simulate_into(store, users=3, sessions=6, seed=11, enrolment_days=4, load_seconds=5)
-    pipeline.prepare_store(store)
-    yield store
-    store.close()
-
-
-def a_genuine_session(store: Store, name: str) -> str:
-    sim = simulate(3, 6, seed=99, enrolment_days=4)
-    events = sim.events.filter(pl.col("session_id") == sim.events["session_id"][0])
-    ingest_events(store, events.with_columns(session_id=pl.lit(name)), audit=False)
-    return name
+from tests.conftest import run_cli, store_a_genuine_login
 
 
 def a_poisoned_session(store: Store, name: str = "poisoned") -> str:
@@ -50,7 +28,7 @@ def test_a_session_that_cannot_be_windowed_is_set_aside_and_the_others_are_decid
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELLTALE_SESSION_IDLE_SECONDS", "0")
     store = trained_store
-    bad, good = a_poisoned_session(store), a_genuine_session(store, "good-one")
+    bad, good = a_poisoned_session(store), store_a_genuine_login(store, "good-one")
 
     report = pipeline.process_pending(store)
     pipeline.process_pending(store)  # the idle session is finalized on the next run
@@ -79,7 +57,7 @@ def test_the_score_jobs_run_names_the_sessions_it_set_aside(trained_store: Store
 def test_a_session_whose_windows_cannot_be_scored_leaves_the_queue_and_the_others_are_scored(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     store = trained_store
-    broken, fine = a_genuine_session(store, "broken"), a_genuine_session(store, "fine")
+    broken, fine = store_a_genuine_login(store, "broken"), store_a_genuine_login(store, "fine")
     pipeline.featurize_sessions(store, [broken, fine], final=True)
     score = pipeline.score_windows
 

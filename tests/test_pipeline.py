@@ -10,7 +10,6 @@ import pytest
 
 from app.engine import pipeline
 from app.engine.evidence import REPLAY_TOLERANCE_MS, replayed
-from app.engine.samples import simulate_into
 from app.engine.training import load_active, train, window_matrix
 from detectors.features import build_windows, feature_names
 from simulators import simulate
@@ -18,31 +17,12 @@ from store import Store, ingest_events
 from store.contents import events_for_sessions
 from store.decisions import session_states
 from store.windows import earlier_window_vectors, window_rows
-
-
-@pytest.fixture
-def trained_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setenv("TELLTALE_DETECTORS", "manhattan_log")
-    monkeypatch.setenv("TELLTALE_ENROLMENT_SESSIONS", "4")
-    store = Store(tmp_path / "pipeline.duckdb")
-    simulate_into(store, users=3, sessions=6, seed=11, enrolment_days=4, load_seconds=5)
-    pipeline.prepare_store(store)
-    yield store
-    store.close()
-
-
-def a_new_login(store: Store, name: str) -> str:
-    """A genuine simulated session of a trained user, stored under a new session id; returns the id."""
-    sim = simulate(3, 6, seed=99, enrolment_days=4)
-    source = sim.events["session_id"][0]
-    events = sim.events.filter(pl.col("session_id") == source).with_columns(session_id=pl.lit(name))
-    ingest_events(store, events, audit=False)
-    return name
+from tests.conftest import store_a_genuine_login
 
 
 def test_a_finished_session_is_decided_window_by_window_and_only_once(trained_store: Store) -> None:
     store = trained_store
-    session = a_new_login(store, "login-1")
+    session = store_a_genuine_login(store, "login-1")
 
     verdict = pipeline.score_session(store, session)
 
@@ -65,7 +45,7 @@ def test_windows_built_while_the_session_was_open_are_decided_with_the_rest(trai
     """The scheduler may store a session's first windows before the login's own scoring call: those
     are not new to that call, and must be read back and decided like the ones it adds."""
     store = trained_store
-    session = a_new_login(store, "login-open")
+    session = store_a_genuine_login(store, "login-open")
     assert pipeline.featurize_sessions(store, [session], final=False) > 0  # e.g. the fixed-text window
     earlier = {w for (w,) in store.rows("SELECT window_id FROM feature_windows WHERE session_id = ?", [session])}
 
@@ -81,7 +61,7 @@ def test_windows_built_while_the_session_was_open_are_decided_with_the_rest(trai
 def test_scoring_that_fails_half_way_stores_no_decision_audit_row_or_score(
         trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     store_ = trained_store
-    session = a_new_login(store_, "login-2")
+    session = store_a_genuine_login(store_, "login-2")
     pipeline.featurize_sessions(store_, [session], final=True)
     before = store_.table_counts()
 

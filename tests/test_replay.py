@@ -187,12 +187,17 @@ def test_a_sessions_decisions_do_not_depend_on_how_its_events_were_batched(
     assert outcomes[0] and outcomes[0] == outcomes[1]
 
 
-def test_the_command_line_prints_one_json_object(population: Path) -> None:
-    done = run_cli("evaluate", population, "--format", "events", "--json", env=ENV)
+def test_the_command_line_prints_one_json_object(tmp_path: Path) -> None:
+    small = tmp_path / "small.csv"  # the command's output, not the figures: a population as small as it gets
+    write_simulation(small, users=3, sessions=4, seed=2, attack_share=0.3, enrolment_days=2, load_seconds=5)
+
+    done = run_cli("evaluate", small, "--format", "events", "--json", env={"TELLTALE_ENROLMENT_SESSIONS": "2"})
 
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
-    assert figures["sessions"]["genuine"]["n"] == 10 * (12 - 6)
+    assert set(figures) == {"protocol", "sessions", "windows"}
+    assert figures["sessions"]["genuine"]["n"] == 3 * (4 - 2)
+    assert figures["protocol"]["enrolment_sessions"] == 2 and figures["protocol"]["sessions"] > 12
 
 
 def test_the_command_line_says_what_is_missing(tmp_path: Path) -> None:
