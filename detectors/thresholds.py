@@ -3,7 +3,7 @@
 A detector's raw score has no common unit (a distance, a reconstruction error, a probability).
 `ScoreCalibration` keeps a user's genuine scores from held-out sessions and says how rarely a genuine
 window scores this high (`surprise`, in (0, 1)); `evidence` puts that on a standard normal scale for a
-session to accumulate (`app.evidence`). Thresholds live outside the detectors (`UserModel.target_frr`, the
+session to accumulate (`app.engine.evidence`). Thresholds live outside the detectors (`UserModel.target_frr`, the
 policy's bands), so stored scores can be judged again without refitting anything.
 
 The CMU protocol and the ensemble also use `fit_normaliser` / `normalise` (a raw score as a risk in [0, 1]

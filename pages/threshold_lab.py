@@ -2,7 +2,7 @@
 again from its stored evidence: how sessions after enrolment would end, how windows on their own separate
 genuine from attack, which past decisions would change; save the bands as a new policy revision.
 
-Moving a control re-decides history (app.analysis.redecide); no model is refitted or even loaded.
+Moving a control re-decides history (app.engine.history.redecide); no model is refitted or even loaded.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""app.analysis on tiny hand-made inputs whose answers are worked out in the comments, and
-the store's reads behind the pages (store.live_activity, store.session_details,
+"""app.engine.history and app.web.investigation on tiny hand-made inputs whose answers are worked out in
+the comments, and the store's reads behind the pages (store.live_activity, store.session_details,
 store.decided_sessions) on a store of a few rows."""
 
 from __future__ import annotations

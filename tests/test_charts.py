@@ -1,4 +1,4 @@
-"""Chart builders (app/charts.py): the figure each builder returns, checked as data, never as pixels.
+"""Chart builders (app/web/charts.py): the figure each builder returns, checked as data, never as pixels.
 
 Every builder is called on a small frame whose expected traces were worked out by hand, and on an
 empty input, which must give a figure with no traces and the "No data yet" annotation.

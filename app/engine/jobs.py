@@ -124,7 +124,7 @@ def ingest_inbox(store: Store) -> int:
 
 
 def score_new(store: Store) -> JobOutcome:
-    """Windows from new events, scored and decided (see app/pipeline.py); a session that fails is
+    """Windows from new events, scored and decided (see app/engine/pipeline.py); a session that fails is
     set aside with its error and named in the run's record, the others are decided."""
 
     report = process_pending(store)
