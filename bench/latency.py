@@ -142,8 +142,8 @@ def _stage_medians(store: Store, batches: Iterator[pl.DataFrame]) -> dict[str, f
             marks.append(time.perf_counter())
             windows = built.windows if built.all_new else unscored_windows(store, sessions=[session_id])
             marks.append(time.perf_counter())
-            with _timed_calls(inner):
-                score_windows(store, windows)
+            with _timed_calls(inner):  # as score_session: a login's new session has no decision to read
+                score_windows(store, windows, new_sessions=frozenset([session_id]) if built.all_new else frozenset())
             marks.append(time.perf_counter())
         marks.append(time.perf_counter())
         for name, (start, end) in zip(("ingest", "featurize", "window_lookup", "score_windows", "commit"),

@@ -159,7 +159,7 @@ with export_tab:
                    f"({plural(report.files, 'file')}).")
 
 st.subheader("Sessions")
-overview = contents.sessions_overview(store, limit=500)
+overview = contents.sessions_with_counts(store, limit=500)
 if overview.height:
     st.dataframe(overview, hide_index=True)
 else:

@@ -25,7 +25,7 @@ st.caption("A workbench for behavioral-biometrics authentication: how people typ
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _sessions(db: str, enrolment_sessions: int, decisions: int, labels: int) -> pl.DataFrame:
-    return decided_sessions.session_overview(get_store(), enrolment_sessions)
+    return decided_sessions.session_outcomes(get_store(), enrolment_sessions)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

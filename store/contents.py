@@ -1,5 +1,5 @@
-"""What the store holds: rows per table, whether it holds anything yet, one row per session, and the
-events of given sessions."""
+"""What the store holds: rows per table, whether it holds anything yet, one row per session, its users, and
+the events of given sessions."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def is_empty(store: Store) -> bool:
     return not store.scalar("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM feature_windows)")
 
 
-def sessions_overview(store: Store, limit: int = 1000) -> pl.DataFrame:
+def sessions_with_counts(store: Store, limit: int = 1000) -> pl.DataFrame:
     """One row per session: user, source, start, event counts by family, duration in seconds."""
     return store.frame("""
         SELECT s.session_id, s.user_id, s.source, s.started_at,
@@ -33,6 +33,15 @@ def sessions_overview(store: Store, limit: int = 1000) -> pl.DataFrame:
         GROUP BY ALL
         ORDER BY s.started_at DESC, s.session_id
         LIMIT ?""", [limit])
+
+
+def user_ids(store: Store) -> list[str]:
+    """Every user anything is stored for (events, an authenticator or decisions), sorted."""
+    return [user for (user,) in store.rows("""
+        SELECT user_id FROM users
+        UNION SELECT user_id FROM otp_enrolments
+        UNION SELECT user_id FROM decisions WHERE user_id IS NOT NULL AND user_id <> ''
+        ORDER BY 1""")]
 
 
 def events_for_sessions(store: Store, session_ids: list[str]) -> pl.DataFrame:

@@ -59,7 +59,7 @@ def lab_decisions(store: Store, enrolment_sessions: int, limit: int = 20_000) ->
                        [int(limit), int(enrolment_sessions)])
 
 
-def session_overview(store: Store, enrolment_sessions: int, limit: int = 50_000) -> pl.DataFrame:
+def session_outcomes(store: Store, enrolment_sessions: int, limit: int = 50_000) -> pl.DataFrame:
     """One row per decided session (newest first): session_id, user_id, started_at, enrolment (among its
     user's first `enrolment_sessions` by start, or an "enrol-" session), label (ground truth, null for
     unlabelled sessions), worst_action (the most severe decision), highest_risk, decisions, first_decided

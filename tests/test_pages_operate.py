@@ -339,3 +339,10 @@ def test_challenge_states_and_double_submits() -> None:
     throttled = review.Submitted(last.key, Outcome.THROTTLED, "try again in 2 s", "c1")
     assert not review.is_double_submit(throttled, "c1", "123456")  # it was never checked: may be sent again
     assert review.day_bounds(DAY.date(), DAY.date()) == (DAY.replace(hour=0), DAY.replace(hour=0) + timedelta(days=1))
+
+
+def test_step_up_lists_users_with_decisions_or_an_authenticator_once_each(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _seed(tmp_path / "u.duckdb")  # alice and bob only have decisions, carol only an authenticator
+    app = _app(tmp_path / "u.duckdb", monkeypatch, "../../pages/stepup.py")
+    assert app.selectbox(key="stepup_user").options == ["alice", "bob", "carol"]

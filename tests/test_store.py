@@ -15,8 +15,10 @@ import pytest
 
 import store.db as db_module
 from app.engine.policies import latest_policy, save_policy
-from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy
-from store import SchemaMismatchError, Store, StoreError
+from app.engine.policy import DEFAULT_POLICY, Action, Band, Policy, decide
+from app.engine.stepup import enrol
+from store import SchemaMismatchError, Store, StoreError, contents
+from store.decisions import DecisionRecord, record_decisions
 from store.migrations import _EVIDENCE_DEFAULT_POLICY, LATEST_VERSION, MIGRATIONS, TABLES
 
 
@@ -340,3 +342,14 @@ def test_migration_5_leaves_a_store_without_the_default_policy_to_install_it_on_
     with Store(path) as upgraded:
         assert upgraded.scalar("SELECT count(*) FROM policies") == 0
         assert latest_policy(upgraded) == DEFAULT_POLICY
+
+
+def test_user_ids_name_every_user_with_events_an_authenticator_or_decisions_once(loaded_store: Store) -> None:
+    with_events = sorted(u for (u,) in loaded_store.rows("SELECT user_id FROM users"))
+    enrol(loaded_store, "zed", actor="test")
+    record_decisions(loaded_store, [DecisionRecord(decide(0.1, latest_policy(loaded_store)), user_id="amy",
+                                                   session_id="s-amy", decided_at=datetime(2026, 3, 2))])
+    record_decisions(loaded_store, [DecisionRecord(decide(0.1, latest_policy(loaded_store)), user_id=with_events[0],
+                                                   session_id="s-again", decided_at=datetime(2026, 3, 2))])
+    assert with_events
+    assert contents.user_ids(loaded_store) == sorted([*with_events, "zed", "amy"])

@@ -17,7 +17,7 @@ import polars as pl
 
 from app.engine.policy import Action, Verdict, decisive_reason
 from app.engine.stepup import Outcome
-from store import contents, otp
+from store import contents
 from store.db import Store
 from store.decisions import decision_counts_over_time, decisions, decisions_csv
 
@@ -39,8 +39,7 @@ OUTCOME_STYLE: dict[Outcome, tuple[str, str]] = {
 # -- users ----------------------------------------------------------------------------------------
 def known_users(store: Store) -> list[str]:
     """Every user the pages can pick: those with sessions, an authenticator, or decisions; sorted."""
-    return distinct_values(contents.sessions_overview(store, limit=100_000)["user_id"],
-                           otp.enrolments(store)["user_id"], decisions(store)["user_id"])
+    return contents.user_ids(store)
 
 
 def distinct_values(*columns: Iterable[Any]) -> list[str]:
