@@ -317,3 +317,17 @@ def test_a_new_users_first_logins_are_decided_by_the_global_models(trained_store
     assert one.verdicts["login-n1"] is not None and two.verdicts["login-n2"] is not None
     assert any("replayed pattern" in r for r in two.verdicts["login-n2"].reasons)  # the same timings again
     assert not any("replayed pattern" in r for r in one.verdicts["login-n1"].reasons)
+
+
+def test_models_unpickled_for_one_spelling_of_a_file_serve_every_other(
+        trained_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.engine import training
+
+    ids = load_active(trained_store).rows["model_id"].to_list()
+    other_spelling = tmp_path / "elsewhere" / ".." / Path(trained_store.path).name
+    with Store(other_spelling) as same_file:
+        read: list[list[str]] = []
+        reading = training.model_blobs
+        monkeypatch.setattr(training, "model_blobs", lambda store, ids: read.append(ids) or reading(store, ids))
+        assert set(load_active(same_file).by_id) == set(ids)
+        assert read == []  # every blob was unpickled once already, through the first spelling

@@ -182,8 +182,9 @@ def _fit_global(kind: str, schema_id: str, features: list[str], X: np.ndarray, s
 
 
 class _ModelCache:
-    """Unpickled models by (database, model id). A stored model never changes under its id, so a
-    cached one is never stale, and scoring a login reads no blob it has read before."""
+    """Unpickled models by (database, model id); the database is the store's cache scope (its resolved
+    file, or one in-memory database). A stored model never changes under its id, so a cached one is
+    never stale, and scoring a login reads no blob it has read before."""
 
     def __init__(self, size: int = 512):
         self.size = size
@@ -193,26 +194,28 @@ class _ModelCache:
     def put(self, store: Store, model_id: str, model: UserModel) -> None:
         """Keep a model just trained (a rolled-back training leaves an id no active row names: harmless)."""
         with self._lock:
-            self._models[(store.path, model_id)] = model
-            self._models.move_to_end((store.path, model_id))
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
+            self._keep(store.caches.scope, {model_id: model})
 
     def get_many(self, store: Store, model_ids: list[str]) -> dict[str, UserModel]:
         """The stored models of `model_ids` (ids not stored are left out), unpickling only new ones."""
+        scope = store.caches.scope
         with self._lock:
-            found = {mid: self._models[(store.path, mid)] for mid in model_ids if (store.path, mid) in self._models}
+            found = {mid: self._models[(scope, mid)] for mid in model_ids if (scope, mid) in self._models}
         missing = [mid for mid in model_ids if mid not in found]
         if missing:
             for mid, blob in model_blobs(store, missing).items():
                 found[mid] = UserModel.from_bytes(blob)
         with self._lock:
-            for mid, model in found.items():
-                self._models[(store.path, mid)] = model
-                self._models.move_to_end((store.path, mid))
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
+            self._keep(scope, found)
         return found
+
+    def _keep(self, scope: str, models: dict[str, UserModel]) -> None:
+        """Add or refresh `models` as the most recently used; drop the least recently used beyond `size`."""
+        for mid, model in models.items():
+            self._models[(scope, mid)] = model
+            self._models.move_to_end((scope, mid))
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
 
 
 _MODEL_CACHE = _ModelCache()
