@@ -3,6 +3,7 @@ process ends (Ctrl+C on `make run`)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -13,20 +14,33 @@ from app.engine.jobs import Job, Worker
 from store import Store
 from tests.conftest import ROOT
 
-#: A process whose scheduler ticks every 50 ms a job that takes 300 ms, and which ends while another
-#: thread still winds down for a second, as Streamlit's server does after Ctrl+C.
+#: A process whose scheduler ticks every 50 ms a job that holds until the app stops, and which ends while
+#: another thread is still winding down, as Streamlit's server does after Ctrl+C. The app's stop
+#: releases the job and stops the scheduler before the interpreter waits for that thread, which then
+#: ends at once. Were the scheduler stopped too late, the thread would end the job itself and keep the
+#: interpreter exiting while the scheduler ticks on (its bounds only keep that regression from hanging).
 ENDING_WHILE_JOBS_RUN = textwrap.dedent("""
-    import logging, os, threading, time
+    import logging, os, threading
     os.environ["TELLTALE_SAMPLE_SECONDS"] = "0.05"
     logging.basicConfig(level=logging.WARNING)
     from app.engine.jobs import Job, Worker
     from store import Store
 
-    worker = Worker(Store(":memory:"), jobs=(Job("slow", "sample_seconds", lambda s: time.sleep(0.3) or 1,
-                                                "a slow job"),), nightly=None).start()
-    threading.Thread(target=time.sleep, args=(1.0,)).start()  # the server winding down
-    time.sleep(0.5)
+    released, stopped = threading.Event(), threading.Event()
+    worker = Worker(Store(":memory:"), jobs=(Job("slow", "sample_seconds", lambda s: released.wait() and 1,
+                                                "a slow job"),), nightly=None)
+    stop = worker.shutdown
+    worker.shutdown = lambda: (released.set(), stop(), stopped.set())  # the app stopping ends the held run
+    worker.start()
+    assert worker.skipped.wait_for(3, timeout=30)  # the held run is still going: ticks skip it
     print("skipped", worker.skipped.count, flush=True)
+
+    def winding_down():
+        if not stopped.wait(timeout=3):
+            released.set()
+            stopped.wait(timeout=2)
+
+    threading.Thread(target=winding_down).start()
 """)
 
 
@@ -48,9 +62,7 @@ def test_runs_skipped_because_the_previous_one_still_runs_are_counted(monkeypatc
         worker = Worker(store, jobs=(Job("held", "sample_seconds", lambda s: release.wait(10) and 1, "held"),),
                         nightly=None).start()
         try:
-            deadline = time.monotonic() + 10
-            while worker.skipped.count < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)  # polling the condition, with a deadline
+            assert worker.skipped.wait_for(3, timeout=10)
             assert worker.skipped.count >= 3
         finally:
             release.set()
@@ -76,3 +88,15 @@ def test_the_expire_job_marks_challenges_past_their_expiry_as_expired() -> None:
         assert statuses == {overdue.challenge_id: "expired", still_open.challenge_id: "issued"}
         assert sorted(store.rows("SELECT rows, error FROM job_runs WHERE job_id = 'expire_challenges'")) == [
             (0, None), (1, None)]
+
+
+def test_waiting_for_skipped_runs_returns_once_they_are_counted_or_says_they_were_not() -> None:
+    from app.engine.jobs import _SkippedRuns
+
+    skipped = _SkippedRuns()
+    assert skipped.wait_for(1, timeout=0) is False
+    record = logging.LogRecord("apscheduler.scheduler", logging.WARNING, __file__, 1,
+                               'Execution of job "x" skipped: maximum number of running instances reached (1)',
+                               None, None)
+    assert skipped.filter(record) is False  # counted, not logged
+    assert skipped.wait_for(1, timeout=0) is True

@@ -199,12 +199,21 @@ class _SkippedRuns(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
+        self._counted = threading.Condition()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.MESSAGE in record.getMessage():
-            self.count += 1
+            with self._counted:
+                self.count += 1
+                self._counted.notify_all()
             return False
         return True
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Block until at least `count` runs were skipped (True) or `timeout` seconds pass (False): a
+        caller can wait for the scheduler's ticks themselves instead of guessing how long they take."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.count >= count, timeout)
 
 
 def at_interpreter_exit(callback: Callable[[], None]) -> None:
