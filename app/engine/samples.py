@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.engine.replay import ReplayOptions, read_population, replay
 from simulators import simulate, system_load
-from store import Store, contents, ingest_events, ingest_events_csv
+from store import Store, contents, ingest_events
 from store.errors import Problem, ValidationError
 from store.ingest import IngestReport, store_labels
 from store.metrics import insert_system_metrics
@@ -60,11 +60,6 @@ def simulate_into(store: Store, *, users: int, sessions: int, seed: int, attack_
     load = system_load(load_seconds, seed, start=sim.sessions["started_at"].min())
     written = insert_system_metrics(store, load.rename({"at": "sampled_at"}), source="simulator")
     return SimulationReport(report, sim.labels.height, written)
-
-
-def load_simulation_csv(store: Store, events_csv: Path, *, actor: str = "system") -> IngestReport:
-    """Stream `events.csv` and whichever sidecars exist next to it into the store, in one transaction."""
-    return ingest_events_csv(store, events_csv, actor=actor, sidecars=True)
 
 
 def load_sample_data(store: Store, folder: Path, progress: Progress | None = None) -> dict[str, object] | None:
